@@ -1,0 +1,135 @@
+"""Reads for the CLI: reports and SQL from the store, suppression from the worker.
+
+With the embedded store the sink process owns the chdb data path, so reads go
+through its query API; when no sink runs, the CLI opens the store itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from mailpulse.errors import CliError
+from schemas.auth import auth_headers
+from schemas.report import REPORT_KEYS
+from schemas.settings import Settings
+
+
+def _sink_api(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.sink_api_port}"
+
+
+def _require_key(settings: Settings) -> dict[str, str]:
+    if not settings.api_keys:
+        raise CliError("MAILPULSE_API_KEYS is not set: operator routes need an API key", status=2)
+    return auth_headers(settings.api_keys)
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.status_code == 401:
+        raise CliError("the API key was refused (check MAILPULSE_API_KEYS)")
+    body = response.json()
+    if response.status_code >= 400:
+        raise CliError(str(body.get("error", body)), status=2 if response.status_code < 500 else 1)
+    return body
+
+
+def _via_sink_or_store(settings: Settings, http_call: Any, direct_call: Any) -> Any:
+    if settings.uses_embedded_clickhouse:
+        try:
+            return _check(http_call(_require_key(settings)))
+        except httpx.ConnectError:
+            pass  # no sink running: nobody owns the data path, open it here
+    from sinks.store import EventStore
+
+    return direct_call(EventStore(settings.clickhouse_url))
+
+
+def fetch_report(settings: Settings, campaign: str, by_hour: bool = False) -> Any:
+    def http_call(headers: dict[str, str]) -> httpx.Response:
+        params = {"by": "hour"} if by_hour else {}
+        return httpx.get(f"{_sink_api(settings)}/reports/{quote(campaign, safe='')}", params=params,
+                         headers=headers, timeout=60)  # fmt: skip
+
+    def direct_call(store: Any) -> Any:
+        from sinks.reports import campaign_hourly, campaign_report
+
+        return {"campaign_id": campaign, "hours": campaign_hourly(store, campaign)} if by_hour else (
+            campaign_report(store, campaign))
+
+    return _via_sink_or_store(settings, http_call, direct_call)
+
+
+def fetch_sql(settings: Settings, statement: str) -> dict[str, Any]:
+    def http_call(headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(f"{_sink_api(settings)}/sql", content=statement.encode(), headers=headers, timeout=120)
+
+    def direct_call(store: Any) -> Any:
+        from sinks.query_api import ReadOnlyError, run_read_only
+
+        try:
+            return run_read_only(store, statement)
+        except ReadOnlyError as exc:
+            raise CliError(str(exc), status=2) from None
+
+    result: dict[str, Any] = _via_sink_or_store(settings, http_call, direct_call)
+    return result
+
+
+def render_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(str(c))
+              for i, c in enumerate(columns)]  # fmt: skip
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def print_report(settings: Settings, campaign: str, fmt: str, by_hour: bool = False) -> int:
+    report = fetch_report(settings, campaign, by_hour)
+    if by_hour:
+        hours = report["hours"]
+        columns = list(hours[0]) if hours else ["hour"]
+        print(render_rows(columns, [[h[c] for c in columns] for h in hours], fmt))
+        return 0
+    if fmt == "json":
+        print(json.dumps({key: report[key] for key in REPORT_KEYS}))
+    elif fmt == "csv":
+        print(render_rows(list(REPORT_KEYS), [[report[k] for k in REPORT_KEYS]], "csv"))
+    else:
+        print(f"campaign {campaign}")
+        for key in REPORT_KEYS:
+            value = report[key]
+            shown = f"{value:.2%}" if isinstance(value, float) else str(value)
+            print(f"  {key:<20} {shown:>10}")
+    return 0
+
+
+def print_sql(settings: Settings, statement: str, fmt: str) -> int:
+    result = fetch_sql(settings, statement)
+    print(render_rows(result["columns"], result["rows"], fmt))
+    return 0
+
+
+def suppression_check(settings: Settings, address: str) -> dict[str, Any]:
+    headers = _require_key(settings)
+    url = f"http://127.0.0.1:{settings.worker_web_port}/suppression/{quote(address, safe='@')}"
+    try:
+        response = httpx.get(url, headers=headers, timeout=10)
+    except httpx.ConnectError:
+        raise CliError(f"no worker answers on 127.0.0.1:{settings.worker_web_port}; start it (make up)") from None
+    result: dict[str, Any] = _check(response)
+    return result

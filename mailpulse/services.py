@@ -1,0 +1,42 @@
+"""Foreground entry points of the long-running services (the supervisor runs each as a process)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from producers.app import create_operator_app, create_public_app
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def serve_edge(settings: Settings) -> None:
+    """Public edge and operator edge, one process, two ports: the routes never share a router."""
+    if settings.uses_dev_secret:
+        log.warning("MAILPULSE_SECRET_KEYS is not set: using the development secret; links are forgeable")
+    if not settings.api_keys:
+        log.warning("MAILPULSE_API_KEYS is not set: every operator route answers 401")
+    servers = [
+        uvicorn.Server(uvicorn.Config(create_public_app(settings), host=settings.edge_host, port=settings.edge_port,
+                                      log_level="warning", access_log=False, server_header=False)),
+        uvicorn.Server(uvicorn.Config(create_operator_app(settings), host="127.0.0.1", port=settings.operator_port,
+                                      log_level="warning", access_log=False, server_header=False)),
+    ]  # fmt: skip
+
+    async def serve_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(serve_all())
+
+
+def serve_worker(settings: Settings) -> None:
+    from faust.worker import Worker
+
+    from processors.app import create_app
+
+    app = create_app(settings)
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,85 @@
+"""The embedded SMTP sink (aiosmtpd): stores every message in a Maildir and
+answers with scripted failures for demo and test recipients.
+
+Local parts starting with ``hardbounce`` get ``550 5.1.1``, ``softbounce``
+``452 4.2.2``, and ``retryonce`` ``451 4.3.0`` on the first attempt only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mailbox
+import signal
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+log = logging.getLogger(__name__)
+
+
+def scripted_reply(address: str, seen_retry: set[str]) -> str | None:
+    """The failure reply the sink gives this recipient, or None to accept it."""
+    local = address.split("@", 1)[0].lower()
+    if local.startswith("hardbounce"):
+        return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
+    if local.startswith("softbounce"):
+        return f"452 4.2.2 <{address}>: Mailbox full, try again later"
+    if local.startswith("retryonce") and address.lower() not in seen_retry:
+        seen_retry.add(address.lower())
+        return f"451 4.3.0 <{address}>: Temporary local problem, please try again"
+    return None
+
+
+class MaildirHandler:
+    def __init__(self, maildir: Path) -> None:
+        for sub in ("tmp", "new", "cur"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        self.maildir = mailbox.Maildir(str(maildir), create=True)
+        self.seen_retry: set[str] = set()
+        self.stored = 0
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        reply = scripted_reply(address, self.seen_retry)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        for rcpt in envelope.rcpt_tos:
+            trace = f"Return-Path: <{envelope.mail_from}>\r\nDelivered-To: {rcpt}\r\n".encode()
+            self.maildir.add(trace + content)
+            self.stored += 1
+        return "250 2.0.0 Message accepted for delivery"
+
+
+def start_sink(maildir: Path, host: str, port: int) -> Controller:
+    controller = Controller(MaildirHandler(maildir), hostname=host, port=port, data_size_limit=10 * 1024 * 1024)
+    controller.start()
+    return controller
+
+
+def serve(maildir: Path, host: str = "127.0.0.1", port: int = 2525) -> None:
+    """Run until SIGTERM or SIGINT."""
+    # aiosmtpd logs every command with addresses at INFO; keep addresses out of the logs.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    controller = start_sink(maildir, host, port)
+    log.info("SMTP sink listening on %s:%d, Maildir %s", host, port, maildir)
+    stop = asyncio.Event()
+
+    async def wait() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+    try:
+        asyncio.run(wait())
+    finally:
+        controller.stop()
+        log.info("SMTP sink stopped")

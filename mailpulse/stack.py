@@ -1,0 +1,178 @@
+"""Local stack supervisor: starts, checks and stops every service in order.
+
+Each service is a ``python -m mailpulse <service>`` process with its pid in
+``var/run`` and its log in ``var/log``. Kafka is started only when
+``MAILPULSE_KAFKA_BOOTSTRAP`` is unset; the SMTP sink only when
+``MAILPULSE_SMTP_URL`` points at it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from mailpulse.localkafka import LocalKafka, port_open
+from mailpulse.topics_admin import ensure_topics
+from schemas.settings import Settings
+
+Say = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    ready: Callable[[], bool]
+    port: int
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def uses_local_smtp_sink(settings: Settings) -> bool:
+    parsed = urlparse(settings.smtp_url)
+    return parsed.hostname in ("127.0.0.1", "localhost") and parsed.port == settings.smtp_sink_port
+
+
+def services(settings: Settings) -> list[Service]:
+    chosen = []
+    if uses_local_smtp_sink(settings):
+        chosen.append(Service("smtp-sink", lambda: port_open(settings.smtp_sink_port), settings.smtp_sink_port))
+    chosen += [
+        Service("sink", _http_ok(f"http://127.0.0.1:{settings.sink_api_port}/healthz"), settings.sink_api_port),
+        Service("worker", _http_ok(f"http://127.0.0.1:{settings.worker_web_port}/healthz"),
+                settings.worker_web_port),
+        Service("edge", _http_ok(f"http://{settings.edge_host}:{settings.edge_port}/readyz"), settings.edge_port),
+    ]  # fmt: skip
+    return chosen
+
+
+class Stack:
+    def __init__(self, settings: Settings, say: Say = lambda line: None) -> None:
+        self.settings = settings
+        self.say = say
+        self.run_dir = settings.var_dir / "run"
+        self.log_dir = settings.var_dir / "log"
+
+    def _pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def pid(self, name: str) -> int | None:
+        try:
+            pid = int(self._pid_file(name).read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MAILPULSE_VAR_DIR": str(self.settings.var_dir)}
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mailpulse", name],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            )  # fmt: skip
+        self._pid_file(name).write_text(str(proc.pid))
+        return proc
+
+    def up(self, timeout: float = 120.0) -> None:
+        steps = services(self.settings)
+        total = len(steps) + 2
+        started = time.monotonic()
+        if self.settings.uses_local_kafka:
+            self.say(f"[1/{total}] kafka: starting local broker on 127.0.0.1:{self.settings.local_kafka_port} "
+                     "(first run fetches the jars with mvn)")  # fmt: skip
+            LocalKafka.from_settings(self.settings).start()
+        else:
+            self.say(f"[1/{total}] kafka: using {self.settings.kafka_bootstrap}")
+        self.say(f"[2/{total}] topics: {', '.join(ensure_topics(self.settings)) or 'all present'}")
+        for number, service in enumerate(steps, start=3):
+            t0 = time.monotonic()
+            if self.pid(service.name) and service.ready():
+                self.say(f"[{number}/{total}] {service.name}: already running")
+                continue
+            if port_open(service.port):
+                raise StackError(f"{service.name}: port {service.port} is taken by another process")
+            proc = self._spawn(service.name)
+            deadline = time.monotonic() + timeout
+            while not service.ready():
+                if proc.poll() is not None:
+                    raise StackError(f"{service.name} exited with {proc.returncode}; see {self.log_dir}/{service.name}.log")
+                if time.monotonic() > deadline:
+                    raise StackError(f"{service.name} not ready in {timeout:.0f}s; see {self.log_dir}/{service.name}.log")
+                time.sleep(0.2)
+            self.say(f"[{number}/{total}] {service.name}: ready on 127.0.0.1:{service.port} "
+                     f"({time.monotonic() - t0:.1f}s)")  # fmt: skip
+        self.say(f"stack up in {time.monotonic() - started:.1f}s; logs in {self.log_dir}")
+
+    def stop_service(self, name: str, timeout: float = 30.0, sig: int = signal.SIGTERM) -> None:
+        pid = self.pid(name)
+        if pid is None:
+            self._pid_file(name).unlink(missing_ok=True)
+            return
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.1)
+        else:
+            self.say(f"{name}: did not stop in {timeout:.0f}s, killing")
+            os.kill(pid, signal.SIGKILL)
+        self._pid_file(name).unlink(missing_ok=True)
+
+    def down(self) -> None:
+        for service in reversed(services(self.settings)):
+            if self.pid(service.name):
+                self.say(f"stopping {service.name}")
+            self.stop_service(service.name)
+        if self.settings.uses_local_kafka:
+            kafka = LocalKafka.from_settings(self.settings)
+            if kafka.running_pid():
+                self.say("stopping kafka")
+            kafka.stop()
+
+    def status(self) -> dict[str, bool]:
+        result = {s.name: bool(self.pid(s.name)) and s.ready() for s in services(self.settings)}
+        if self.settings.uses_local_kafka:
+            result = {"kafka": port_open(self.settings.local_kafka_port), **result}
+        return result
+
+    def wait(self) -> None:
+        """Block until SIGINT/SIGTERM or until a service dies."""
+        stop = {"flag": False}
+
+        def handler(signum: int, frame: object) -> None:
+            stop["flag"] = True
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        while not stop["flag"]:
+            dead = [s.name for s in services(self.settings) if not self.pid(s.name)]
+            if dead:
+                self.say(f"service stopped unexpectedly: {', '.join(dead)}; see {self.log_dir}")
+                return
+            time.sleep(0.5)

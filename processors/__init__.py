@@ -1,0 +1,1 @@
+"""The faust app: suppression state, engagement aggregates and the gated SMTP sender."""

@@ -1,0 +1,174 @@
+"""The faust app: suppression agent, gated sender agent, retry agent, worker views.
+
+Wiring only; the rules live in :mod:`processors.suppression`,
+:mod:`processors.delivery` and :mod:`processors.render`.
+
+At-least-once with agent concurrency 1 (faust's ``exactly_once`` has open
+duplicate bugs on rebalance); state is made idempotent by event and message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from processors.delivery import RetryPolicy, decide, skipped
+from processors.mailer import Mailer, SmtpMailer
+from processors.render import RenderContext, render_message
+from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
+from schemas.auth import key_is_valid, presented_key
+from schemas.codec import DecodeError, decode_event, decode_send_request, encode
+from schemas.events import AnyEvent, SendRequest, SuppressionChange, utcnow
+from schemas.keys import normalize_address, recipient_key
+from schemas.settings import Settings
+from schemas.tokens import TokenCodec
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
+    names = Topics.for_prefix(settings.topic_prefix)
+    app = faust.App(
+        f"{settings.topic_prefix}-processors",
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store=settings.table_store,
+        datadir=str(settings.var_dir / "faust"),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_host="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        autodiscover=False,
+    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    events_topic = raw_topic(names.events)
+    outbox_topic = raw_topic(names.outbox)
+    retry_topic = raw_topic(names.retry)
+    suppression_topic = raw_topic(names.suppression)
+
+    # Keyed by recipient like the topics feeding them: each worker holds the
+    # suppression entries of exactly the partitions whose sends it handles.
+    table_schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw")
+    suppression = app.Table("suppression", partitions=settings.topic_partitions, schema=table_schema)
+    sent_log = app.Table("sent-log", partitions=settings.topic_partitions, schema=table_schema)
+
+    policy = Policy(settings.soft_bounce_threshold, timedelta(days=settings.soft_bounce_window_days))
+    retry_policy = RetryPolicy(max_attempts=settings.max_send_attempts, base_seconds=settings.retry_base_seconds)
+    render_ctx = RenderContext(
+        tokens=TokenCodec(settings.secret_keys),
+        public_base_url=settings.public_base_url,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        bounce_domain=settings.bounce_domain,
+    )
+    smtp: Mailer = mailer or SmtpMailer(settings.smtp_url)
+    counters = {"duplicate_sends": 0, "skipped": 0, "sent": 0, "poison": 0}
+
+    async def publish_event(event: AnyEvent) -> None:
+        fut = await events_topic.send(key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
+        await fut
+
+    @app.agent(events_topic, concurrency=1)
+    async def track_suppression(stream: Any) -> Any:
+        async for key, value in stream.items():
+            try:
+                event = decode_event(value)
+            except DecodeError as exc:
+                counters["poison"] += 1
+                log.warning("skipping undecodable event at key %r: %s", key, exc)
+                continue
+            if not event.recipient:
+                continue
+            address = normalize_address(event.recipient)
+            before = decode_entry(suppression.get(address))
+            after = apply_event(before, event, policy)
+            if after is before:
+                continue
+            suppression[address] = encode_entry(after)
+            reasons = suppression_reasons(after)
+            change = SuppressionChange(
+                recipient=address, suppressed=bool(reasons), reasons=reasons, lists=list(after.lists),
+                since=after.since, caused_by=event.event_id, changed_at=utcnow(),
+            )  # fmt: skip
+            if reasons != suppression_reasons(before):
+                log.info("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
+                await suppression_topic.send(key=address.encode(), value=encode(change))
+
+    async def handle_send(request: SendRequest) -> None:
+        if sent_log.get(request.message_id) is not None:
+            counters["duplicate_sends"] += 1
+            return
+        reasons = suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
+        if reasons:
+            counters["skipped"] += 1
+            await publish_event(skipped(request, reasons, utcnow()))
+            return
+        outcome = await smtp.send(render_message(request, render_ctx))
+        decision = decide(request, outcome, utcnow(), retry_policy)
+        if decision.delivered:
+            # Recorded before the event is published: a redelivered request is not mailed again.
+            sent_log[request.message_id] = utcnow().isoformat().encode()
+            counters["sent"] += 1
+        for event in decision.events:
+            await publish_event(event)
+        if decision.retry is not None:
+            fut = await retry_topic.send(key=request.recipient.encode(), value=encode(decision.retry))
+            await fut
+
+    @app.agent(outbox_topic, concurrency=1)
+    async def send_mail(stream: Any) -> Any:
+        async for value in stream:
+            try:
+                request = decode_send_request(value)
+            except DecodeError as exc:
+                counters["poison"] += 1
+                log.warning("skipping undecodable send request: %s", exc)
+                continue
+            await handle_send(request)
+
+    @app.agent(retry_topic, concurrency=1)
+    async def retry_later(stream: Any) -> Any:
+        # Waiting here holds back only the retry topic; the outbox keeps flowing.
+        async for value in stream:
+            try:
+                request = decode_send_request(value)
+            except DecodeError as exc:
+                log.warning("skipping undecodable retry: %s", exc)
+                continue
+            if request.not_before is not None:
+                delay = (request.not_before - utcnow()).total_seconds()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            fut = await outbox_topic.send(key=request.recipient.encode(), value=encode(request))
+            await fut
+
+    def authorized(request: Request) -> bool:
+        return key_is_valid(presented_key(dict(request.headers)), settings.api_keys)
+
+    @app.page("/suppression/{address}")
+    class SuppressionView(View):
+        async def get(self, request: Request, address: str) -> Response:
+            if not authorized(request):
+                return self.json({"error": "missing or invalid API key"}, status=401)
+            normalized = normalize_address(address)
+            entry = decode_entry(suppression.get(normalized))
+            reasons = suppression_reasons(entry)
+            return self.json({"address": normalized, "suppressed": bool(reasons), "reasons": reasons})
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"ok": True, **counters})
+
+    return app

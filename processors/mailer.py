@@ -1,0 +1,92 @@
+"""SMTP delivery behind a small interface; aiosmtplib with one reused connection."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+import aiosmtplib
+
+from processors.delivery import SmtpOutcome
+from processors.render import RenderedMessage
+
+log = logging.getLogger(__name__)
+
+
+class Mailer(Protocol):
+    async def send(self, rendered: RenderedMessage) -> SmtpOutcome: ...
+
+    async def close(self) -> None: ...
+
+
+class SmtpMailer:
+    """``smtp://host:port`` (plain, STARTTLS when offered), ``smtps://`` (implicit TLS),
+    ``smtp+starttls://`` (STARTTLS required); credentials as ``user:password@``."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("smtp", "smtps", "smtp+starttls"):
+            raise ValueError(f"MAILPULSE_SMTP_URL must be smtp://, smtps:// or smtp+starttls://, got {url!r}")
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or (465 if parsed.scheme == "smtps" else 25)
+        self.username = unquote(parsed.username) if parsed.username else None
+        self.password = unquote(parsed.password) if parsed.password else None
+        self.use_tls = parsed.scheme == "smtps"
+        self.start_tls: bool | None = True if parsed.scheme == "smtp+starttls" else None
+        self.timeout = timeout
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            use_tls=self.use_tls,
+            start_tls=self.start_tls,
+            timeout=self.timeout,
+            tls_context=ssl.create_default_context() if (self.use_tls or self.start_tls) else None,
+        )
+        await client.connect()
+        if self.username and self.password:
+            await client.login(self.username, self.password)
+        self._client = client
+        return client
+
+    async def send(self, rendered: RenderedMessage) -> SmtpOutcome:
+        try:
+            client = await self._connected()
+            _, reply = await client.send_message(
+                rendered.message, sender=rendered.envelope_from, recipients=[rendered.recipient]
+            )
+            return SmtpOutcome(250, reply)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0]
+            await self._reset()
+            return SmtpOutcome(refused.code, refused.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            return SmtpOutcome(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            log.warning("SMTP connection to %s:%d failed: %s", self.host, self.port, exc)
+            await self.close()
+            return SmtpOutcome(0, f"connection failed: {exc}")
+
+    async def _reset(self) -> None:
+        # A refused recipient leaves the transaction open; RSET keeps the connection reusable.
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.rset()
+            except aiosmtplib.SMTPException:
+                await self.close()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            try:
+                if self._client.is_connected:
+                    await self._client.quit()
+            except aiosmtplib.SMTPException:
+                self._client.close()
+            self._client = None

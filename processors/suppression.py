@@ -1,0 +1,118 @@
+"""Suppression rules (pure): which events suppress an address, and whether a send may go.
+
+Unsubscribes, hard bounces and complaints suppress at once; soft bounces after
+``threshold`` consecutive ones or ``threshold`` within ``window``; a delivery
+resets the soft-bounce count. Applying the same event twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import msgspec
+
+from schemas.events import AnyEvent, Bounce, BounceClass, Complaint, Delivered, Sent, Unsubscribe, UnsubscribeScope
+
+
+class Reason(enum.StrEnum):
+    UNSUBSCRIBED = "unsubscribed"
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    SOFT_BOUNCE_THRESHOLD = "soft_bounce_threshold"
+    MANUAL = "manual"
+
+
+class SuppressionEntry(msgspec.Struct, frozen=True, kw_only=True):
+    # Global reasons: no mail of any list goes out.
+    reasons: tuple[Reason, ...] = ()
+    # Lists the address unsubscribed from (list-scoped suppression).
+    lists: tuple[str, ...] = ()
+    since: datetime | None = None
+    caused_by: str = ""
+    # Soft bounces since the last delivery: (event_id, when), for threshold and idempotence.
+    soft_bounces: tuple[tuple[str, datetime], ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.reasons and not self.lists and not self.soft_bounces
+
+
+@dataclass(frozen=True)
+class Policy:
+    soft_bounce_threshold: int = 3
+    soft_bounce_window: timedelta = timedelta(days=7)
+
+
+EMPTY = SuppressionEntry()
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(SuppressionEntry)
+
+
+def encode_entry(entry: SuppressionEntry) -> bytes:
+    return _encoder.encode(entry)
+
+
+def decode_entry(data: bytes | None) -> SuppressionEntry:
+    return _decoder.decode(data) if data else EMPTY
+
+
+def _add_reason(entry: SuppressionEntry, reason: Reason, event: AnyEvent) -> SuppressionEntry:
+    if reason in entry.reasons:
+        return entry
+    return msgspec.structs.replace(
+        entry,
+        reasons=(*entry.reasons, reason),
+        since=entry.since or event.occurred_at,
+        caused_by=entry.caused_by or event.event_id,
+    )
+
+
+def apply_event(entry: SuppressionEntry, event: AnyEvent, policy: Policy) -> SuppressionEntry:
+    """The entry after ``event``; the same object when the event changes nothing."""
+    if isinstance(event, Unsubscribe):
+        if event.scope is UnsubscribeScope.ALL or not event.list_id:
+            return _add_reason(entry, Reason.UNSUBSCRIBED, event)
+        if event.list_id in entry.lists:
+            return entry
+        return msgspec.structs.replace(
+            entry,
+            lists=(*entry.lists, event.list_id),
+            since=entry.since or event.occurred_at,
+            caused_by=entry.caused_by or event.event_id,
+        )
+    if isinstance(event, Complaint):
+        return _add_reason(entry, Reason.COMPLAINT, event)
+    if isinstance(event, Bounce):
+        if event.bounce_class is BounceClass.HARD:
+            return _add_reason(entry, Reason.HARD_BOUNCE, event)
+        return _soft_bounce(entry, event, policy)
+    if isinstance(event, Sent | Delivered):
+        if not entry.soft_bounces:
+            return entry
+        return msgspec.structs.replace(entry, soft_bounces=())
+    return entry
+
+
+def _soft_bounce(entry: SuppressionEntry, event: Bounce, policy: Policy) -> SuppressionEntry:
+    if any(event_id == event.event_id for event_id, _ in entry.soft_bounces):
+        return entry
+    bounces = (*entry.soft_bounces, (event.event_id, event.occurred_at))
+    entry = msgspec.structs.replace(entry, soft_bounces=bounces[-policy.soft_bounce_threshold :])
+    window_start = event.occurred_at - policy.soft_bounce_window
+    recent = [when for _, when in bounces if when >= window_start]
+    # Consecutive (no delivery in between, since deliveries reset the list) or within the window.
+    if len(bounces) >= policy.soft_bounce_threshold or len(recent) >= policy.soft_bounce_threshold:
+        return _add_reason(entry, Reason.SOFT_BOUNCE_THRESHOLD, event)
+    return entry
+
+
+def suppression_reasons(entry: SuppressionEntry, list_id: str | None = None) -> list[str]:
+    """Why a send to this address (for ``list_id``) must not go; empty when it may."""
+    reasons = [str(r) for r in entry.reasons]
+    if list_id is not None and list_id in entry.lists:
+        reasons.append(f"unsubscribed:{list_id}")
+    if list_id is None:
+        reasons.extend(f"unsubscribed:{name}" for name in entry.lists)
+    return reasons

@@ -1,0 +1,1 @@
+"""HTTP edges (Starlette) that turn opens, clicks, unsubscribes and campaign intake into Kafka events."""

@@ -1,0 +1,172 @@
+"""App factories: the public edge (tracking, unsubscribe) and the operator edge (intake).
+
+They are separate apps on separate ports: nothing public shares a router with
+an operator route, and every operator route refuses requests without a valid
+API key (401).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from producers import operator_routes, tracking_routes
+from producers.context import EdgeContext
+from producers.metrics import EdgeMetrics
+from producers.publisher import KafkaPublisher, Publisher
+from schemas.auth import ApiKeyMiddleware
+from schemas.settings import Settings
+from schemas.tokens import TokenCodec
+from schemas.topics import Topics
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, whether declared by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await PlainTextResponse("request body too large\n", status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await PlainTextResponse("request body too large\n", status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: EdgeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            endpoint = scope.get("endpoint")
+            name = getattr(endpoint, "__name__", None) or "unmatched"
+            self.metrics.requests.labels(name, str(status)).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+
+def _ops_routes() -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        ctx: EdgeContext = request.app.state.edge
+        publisher = ctx.publisher
+        if publisher is None or not publisher.is_ready(1.0):
+            return PlainTextResponse("broker unreachable\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    async def metrics(request: Request) -> Response:
+        ctx: EdgeContext = request.app.state.edge
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, name="healthz"),
+        Route("/readyz", readyz, name="readyz"),
+        Route("/metrics", metrics, name="metrics"),
+    ]
+
+
+PublisherFactory = Callable[[Settings, EdgeMetrics], Publisher]
+
+
+def _kafka_publisher(settings: Settings, metrics: EdgeMetrics) -> Publisher:
+    def on_delivery(ok: bool) -> None:
+        if not ok:
+            metrics.publish_failures.inc()
+
+    return KafkaPublisher(settings, on_delivery)
+
+
+def _build(
+    settings: Settings, routes: list[BaseRoute], middleware: list[Middleware], publisher_factory: PublisherFactory
+) -> Starlette:
+    metrics = EdgeMetrics.create()
+    ctx = EdgeContext(
+        settings=settings,
+        tokens=TokenCodec(settings.secret_keys),
+        topics=Topics.for_prefix(settings.topic_prefix),
+        metrics=metrics,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ctx.publisher = publisher_factory(settings, metrics)
+        try:
+            yield
+        finally:
+            ctx.publisher.close()
+            ctx.publisher = None
+
+    app = Starlette(
+        routes=routes + _ops_routes(),
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            *middleware,
+        ],
+        lifespan=lifespan,
+    )
+    app.state.edge = ctx
+    return app
+
+
+def create_public_app(settings: Settings, publisher_factory: PublisherFactory = _kafka_publisher) -> Starlette:
+    return _build(settings, list(tracking_routes.routes), [], publisher_factory)
+
+
+def create_operator_app(settings: Settings, publisher_factory: PublisherFactory = _kafka_publisher) -> Starlette:
+    open_paths = frozenset({"/healthz", "/readyz"})
+    return _build(
+        settings,
+        list(operator_routes.routes),
+        [Middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=open_paths)],
+        publisher_factory,
+    )

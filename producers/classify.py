@@ -1,0 +1,54 @@
+"""Who fetched a pixel or followed a link, from user agent and client IP (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from schemas.events import AgentClass
+
+# Apple Mail Privacy Protection prefetches through Apple's own network.
+_APPLE_NETWORKS = (ipaddress.ip_network("17.0.0.0/8"),)
+_SCANNER_MARKS = (
+    "barracuda", "mimecast", "proofpoint", "urldefense", "zscaler", "symantec", "messagelabs",
+    "trend micro", "trendmicro", "safelinks", "forcepoint", "sophos", "fortiguard", "cisco", "ironport",
+)  # fmt: skip
+_BOT_MARKS = (
+    "bot", "spider", "crawl", "curl/", "wget", "python-", "httpx", "go-http-client", "java/", "okhttp",
+    "headless", "preview", "scan", "monitor", "libwww", "node-fetch", "axios",
+)  # fmt: skip
+
+
+def _in_apple_network(ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in net for net in _APPLE_NETWORKS)
+
+
+def classify_agent(user_agent: str, client_ip: str) -> AgentClass:
+    ua = user_agent.lower()
+    if "googleimageproxy" in ua or "ggpht.com" in ua:
+        return AgentClass.GOOGLE_PROXY
+    if "yahoomailproxy" in ua:
+        return AgentClass.YAHOO_PROXY
+    if any(mark in ua for mark in _SCANNER_MARKS):
+        return AgentClass.SCANNER
+    # MPP sends a bare "Mozilla/5.0" from Apple's address space.
+    if user_agent.strip() == "Mozilla/5.0" or _in_apple_network(client_ip):
+        return AgentClass.APPLE_MPP
+    if not ua.strip() or any(mark in ua for mark in _BOT_MARKS):
+        return AgentClass.BOT
+    return AgentClass.HUMAN
+
+
+def truncate_ip(ip: str, keep_full: bool = False) -> str:
+    """IPv4 to its /24, IPv6 to its /48: enough for geography, not for identity."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    if keep_full:
+        return str(address)
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)

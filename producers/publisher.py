@@ -1,0 +1,113 @@
+"""The edge's only way to Kafka: a small interface and its confluent-kafka implementation.
+
+``publish`` is fire-and-forget (the pixel never waits); ``publish_confirmed``
+resolves only once the broker acknowledged the record with ``acks=all`` and
+raises :class:`PublishError` when it cannot within the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from schemas.kafka_config import producer_config
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge the record in time."""
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, key: bytes, value: bytes) -> None: ...
+
+    async def publish_confirmed(self, topic: str, key: bytes, value: bytes, timeout: float) -> None: ...
+
+    def is_ready(self, timeout: float) -> bool: ...
+
+    def flush(self, timeout: float) -> int: ...
+
+    def close(self) -> None: ...
+
+
+DeliveryHook = Callable[[bool], None]
+
+
+class KafkaPublisher:
+    def __init__(self, settings: Settings, on_delivery: DeliveryHook | None = None) -> None:
+        self._producer = Producer(producer_config(settings))
+        self._on_delivery = on_delivery or (lambda ok: None)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def _report(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            log.error("event not delivered to %s: %s", msg.topic(), err)
+        self._on_delivery(err is None)
+
+    def _produce(self, topic: str, key: bytes, value: bytes, callback: Callable[[Any, Any], None]) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=callback)
+                return
+            except BufferError:
+                # Local queue full: wait for deliveries instead of dropping the event.
+                self._producer.poll(0.05)
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        self._produce(topic, key, value, self._report)
+
+    async def publish_confirmed(self, topic: str, key: bytes, value: bytes, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def settle(err: KafkaError | None, msg: Message) -> None:
+            self._report(err, msg)
+
+            def resolve() -> None:
+                if future.done():
+                    return
+                if err is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(PublishError(str(err)))
+
+            loop.call_soon_threadsafe(resolve)
+
+        self._produce(topic, key, value, settle)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            # The record stays queued and idempotent retries go on; the client is
+            # told to retry, and a duplicate unsubscribe is harmless.
+            raise PublishError(f"broker did not acknowledge within {timeout:.1f}s") from None
+
+    def is_ready(self, timeout: float) -> bool:
+        try:
+            self._producer.list_topics(timeout=timeout)
+        except Exception:
+            return False
+        return True
+
+    def flush(self, timeout: float) -> int:
+        remaining: int = self._producer.flush(timeout)
+        return remaining
+
+    def close(self) -> None:
+        remaining = self.flush(30.0)
+        if remaining:
+            log.error("%d events still undelivered at shutdown", remaining)
+        self._closed.set()
+        self._poller.join(timeout=2)

@@ -1,0 +1,173 @@
+"""Event contracts: one definition per event kind, JSON on the wire.
+
+Every event carries ``event_id`` (the idempotency key of all state built from
+it), ``schema_version`` and ``occurred_at`` in UTC. The ``kind`` field is the
+msgspec tag, so one decoder reads any event and yields the right class.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class AgentClass(enum.StrEnum):
+    """Who fetched a pixel or followed a link. Kept on the event, never used to drop it."""
+
+    HUMAN = "human"
+    APPLE_MPP = "apple_mpp"
+    GOOGLE_PROXY = "google_proxy"
+    YAHOO_PROXY = "yahoo_proxy"
+    SCANNER = "scanner"
+    BOT = "bot"
+
+    @property
+    def is_machine(self) -> bool:
+        return self is not AgentClass.HUMAN
+
+
+class TrackingMode(enum.StrEnum):
+    FULL = "full"
+    AGGREGATE = "aggregate"
+    OFF = "off"
+
+
+class BounceClass(enum.StrEnum):
+    HARD = "hard"
+    SOFT = "soft"
+
+
+class UnsubscribeScope(enum.StrEnum):
+    LIST = "list"
+    ALL = "all"
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    event_id: str
+    occurred_at: datetime
+    campaign_id: str
+    message_id: str
+    # None in aggregate tracking mode: the event is counted per campaign only.
+    recipient: str | None = None
+    list_id: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def kind(self) -> str:
+        return str(self.__struct_config__.tag)
+
+
+class Open(Event, frozen=True, kw_only=True, tag="open"):
+    user_agent: str = ""
+    client_ip: str = ""
+    agent_class: AgentClass = AgentClass.HUMAN
+
+
+class Click(Event, frozen=True, kw_only=True, tag="click"):
+    url: str
+    user_agent: str = ""
+    client_ip: str = ""
+    agent_class: AgentClass = AgentClass.HUMAN
+
+
+class Unsubscribe(Event, frozen=True, kw_only=True, tag="unsubscribe"):
+    scope: UnsubscribeScope = UnsubscribeScope.LIST
+    method: str = "one_click"
+
+
+class Sent(Event, frozen=True, kw_only=True, tag="sent"):
+    smtp_code: int = 250
+    smtp_reply: str = ""
+    attempt: int = 1
+
+
+class Delivered(Event, frozen=True, kw_only=True, tag="delivered"):
+    source: str = "webhook"
+
+
+class Deferred(Event, frozen=True, kw_only=True, tag="deferred"):
+    smtp_code: int = 0
+    smtp_reply: str = ""
+    attempt: int = 1
+    retry_at: datetime | None = None
+
+
+class Failed(Event, frozen=True, kw_only=True, tag="failed"):
+    reason: str = ""
+    attempt: int = 1
+
+
+class Bounce(Event, frozen=True, kw_only=True, tag="bounce"):
+    bounce_class: BounceClass
+    status: str = ""
+    diagnostic: str = ""
+    source: str = "smtp"
+
+
+class Complaint(Event, frozen=True, kw_only=True, tag="complaint"):
+    feedback_type: str = "abuse"
+    source: str = "arf"
+
+
+class SendSkipped(Event, frozen=True, kw_only=True, tag="send.skipped"):
+    reason: str = ""
+
+
+AnyEvent = Open | Click | Unsubscribe | Sent | Delivered | Deferred | Failed | Bounce | Complaint | SendSkipped
+
+EVENT_KINDS: tuple[str, ...] = tuple(
+    str(cls.__struct_config__.tag)
+    for cls in (Open, Click, Unsubscribe, Sent, Delivered, Deferred, Failed, Bounce, Complaint, SendSkipped)
+)
+
+
+class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One message to one recipient, as queued on the outbox topic."""
+
+    message_id: str
+    campaign_id: str
+    recipient: str
+    list_id: str
+    from_address: str
+    subject: str
+    html: str
+    text: str
+    tracking: TrackingMode = TrackingMode.FULL
+    attempt: int = 1
+    enqueued_at: datetime
+    not_before: datetime | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+class SuppressionChange(msgspec.Struct, frozen=True, kw_only=True):
+    """Audit record on the compacted suppression topic, keyed by recipient."""
+
+    recipient: str
+    suppressed: bool
+    reasons: list[str]
+    lists: list[str]
+    since: datetime | None
+    caused_by: str
+    changed_at: datetime
+    schema_version: int = SCHEMA_VERSION
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+_MESSAGE_NS = uuid.UUID("6f1c1f0e-8a47-4a0b-9b59-6a3c4a6f5d21")
+
+
+def message_id_for(campaign_id: str, recipient: str) -> str:
+    """Deterministic: the same campaign never gets two message ids for one address."""
+    return uuid.uuid5(_MESSAGE_NS, f"{campaign_id}\x00{recipient}").hex

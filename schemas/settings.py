@@ -1,0 +1,158 @@
+"""Typed settings, parsed once from ``MAILPULSE_*`` environment variables.
+
+Every part receives a :class:`Settings` instance from the entry point; nothing
+reads the environment anywhere else. Each field is documented in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEV_SECRET_KEY = "mailpulse-dev-only-secret-change-me"
+
+
+class SettingsError(ValueError):
+    """A MAILPULSE_* variable holds a value that cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path = Path("var")
+    kafka_bootstrap: str = ""
+    local_kafka_port: int = 9092
+    topic_prefix: str = "mailpulse"
+    topic_partitions: int = 6
+    replication_factor: int = 1
+    events_retention_ms: int = 30 * 24 * 3600 * 1000
+    clickhouse_url: str = ""
+    smtp_url: str = "smtp://127.0.0.1:2525"
+    smtp_sink_port: int = 2525
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8080
+    operator_port: int = 8081
+    sink_api_port: int = 8082
+    worker_web_port: int = 6066
+    public_base_url: str = ""
+    secret_keys: tuple[str, ...] = (DEV_SECRET_KEY,)
+    api_keys: tuple[str, ...] = ()
+    from_address: str = "Mailpulse Demo <news@example.com>"
+    bounce_domain: str = "bounces.example.com"
+    unsubscribe_mailto: str = "unsubscribe@example.com"
+    soft_bounce_threshold: int = 3
+    soft_bounce_window_days: int = 7
+    max_send_attempts: int = 5
+    retry_base_seconds: float = 1.0
+    table_store: str = "memory://"
+    keep_full_ip: bool = False
+    max_body_bytes: int = 64 * 1024
+    publish_timeout_seconds: float = 5.0
+    sink_batch_size: int = 50_000
+    sink_batch_seconds: float = 0.5
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        var_dir = Path(env.get("MAILPULSE_VAR_DIR") or "var").resolve()
+        edge_host = env.get("MAILPULSE_EDGE_HOST") or "127.0.0.1"
+        edge_port = _int(env, "MAILPULSE_EDGE_PORT", 8080, 1)
+        secrets = _list(env, "MAILPULSE_SECRET_KEYS") or (DEV_SECRET_KEY,)
+        log_format = env.get("MAILPULSE_LOG_FORMAT") or "json"
+        if log_format not in ("json", "text"):
+            raise SettingsError(f"MAILPULSE_LOG_FORMAT must be json or text, got {log_format!r}")
+        settings = cls(
+            var_dir=var_dir,
+            kafka_bootstrap=env.get("MAILPULSE_KAFKA_BOOTSTRAP", "").strip(),
+            local_kafka_port=_int(env, "MAILPULSE_LOCAL_KAFKA_PORT", 9092, 1),
+            topic_prefix=env.get("MAILPULSE_TOPIC_PREFIX") or "mailpulse",
+            topic_partitions=_int(env, "MAILPULSE_TOPIC_PARTITIONS", 6, 1),
+            replication_factor=_int(env, "MAILPULSE_REPLICATION_FACTOR", 1, 1),
+            events_retention_ms=_int(env, "MAILPULSE_EVENTS_RETENTION_MS", 30 * 24 * 3600 * 1000, -1),
+            clickhouse_url=env.get("MAILPULSE_CLICKHOUSE_URL") or f"chdb://{var_dir / 'clickhouse'}",
+            smtp_url=env.get("MAILPULSE_SMTP_URL") or "smtp://127.0.0.1:2525",
+            smtp_sink_port=_int(env, "MAILPULSE_SMTP_SINK_PORT", 2525, 1),
+            edge_host=edge_host,
+            edge_port=edge_port,
+            operator_port=_int(env, "MAILPULSE_OPERATOR_PORT", 8081, 1),
+            sink_api_port=_int(env, "MAILPULSE_SINK_API_PORT", 8082, 1),
+            worker_web_port=_int(env, "MAILPULSE_WORKER_WEB_PORT", 6066, 1),
+            public_base_url=(env.get("MAILPULSE_PUBLIC_BASE_URL") or f"http://{edge_host}:{edge_port}").rstrip(
+                "/"
+            ),
+            secret_keys=secrets,
+            api_keys=_list(env, "MAILPULSE_API_KEYS"),
+            from_address=env.get("MAILPULSE_FROM_ADDRESS") or "Mailpulse Demo <news@example.com>",
+            bounce_domain=env.get("MAILPULSE_BOUNCE_DOMAIN") or "bounces.example.com",
+            unsubscribe_mailto=env.get("MAILPULSE_UNSUBSCRIBE_MAILTO") or "unsubscribe@example.com",
+            soft_bounce_threshold=_int(env, "MAILPULSE_SOFT_BOUNCE_THRESHOLD", 3, 1),
+            soft_bounce_window_days=_int(env, "MAILPULSE_SOFT_BOUNCE_WINDOW_DAYS", 7, 1),
+            max_send_attempts=_int(env, "MAILPULSE_MAX_SEND_ATTEMPTS", 5, 1),
+            retry_base_seconds=_float(env, "MAILPULSE_RETRY_BASE_SECONDS", 1.0),
+            table_store=env.get("MAILPULSE_TABLE_STORE") or "memory://",
+            keep_full_ip=_bool(env, "MAILPULSE_KEEP_FULL_IP", False),
+            max_body_bytes=_int(env, "MAILPULSE_MAX_BODY_BYTES", 64 * 1024, 1024),
+            publish_timeout_seconds=_float(env, "MAILPULSE_PUBLISH_TIMEOUT_SECONDS", 5.0),
+            sink_batch_size=_int(env, "MAILPULSE_SINK_BATCH_SIZE", 50_000, 1),
+            sink_batch_seconds=_float(env, "MAILPULSE_SINK_BATCH_SECONDS", 0.5),
+            log_level=(env.get("MAILPULSE_LOG_LEVEL") or "INFO").upper(),
+            log_format=log_format,
+        )
+        return settings
+
+    @property
+    def uses_local_kafka(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.local_kafka_port}"
+
+    @property
+    def uses_embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url.startswith("chdb:")
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.secret_keys == (DEV_SECRET_KEY,)

@@ -1,0 +1,62 @@
+"""Topic names and settings: the one list the admin client creates from.
+
+Every topic is keyed by the normalized recipient address (see
+:func:`schemas.keys.recipient_key`) and has the same partition count, so all
+records about one recipient land in the same partition number everywhere:
+the sender reads the suppression table locally (co-partitioning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+    @property
+    def compacted(self) -> bool:
+        return self.config.get("cleanup.policy") == "compact"
+
+
+@dataclass(frozen=True)
+class Topics:
+    outbox: str
+    events: str
+    suppression: str
+    retry: str
+    dead_letter: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str) -> Topics:
+        return cls(
+            outbox=f"{prefix}.outbox",
+            events=f"{prefix}.events",
+            suppression=f"{prefix}.suppression",
+            retry=f"{prefix}.retry",
+            dead_letter=f"{prefix}.dlq",
+        )
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    names = Topics.for_prefix(settings.topic_prefix)
+    retention = {"cleanup.policy": "delete", "retention.ms": str(settings.events_retention_ms)}
+    # State topics keep the latest record per recipient forever: they rebuild state.
+    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+
+    def spec(name: str, config: dict[str, str]) -> TopicSpec:
+        return TopicSpec(name, settings.topic_partitions, settings.replication_factor, dict(config))
+
+    return [
+        spec(names.outbox, retention),
+        spec(names.events, retention),
+        spec(names.suppression, compacted),
+        spec(names.retry, retention),
+        spec(names.dead_letter, retention),
+    ]

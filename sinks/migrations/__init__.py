@@ -1,0 +1,1 @@
+"""Numbered ClickHouse migrations, applied in order by `mailpulse migrate`."""

@@ -1,0 +1,83 @@
+"""Campaign reports from the raw events table.
+
+Every count is over distinct message or event ids, so the answer is the same
+before and after ReplacingMergeTree merges, and after any replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.report import COUNT_KEYS, with_rates
+from sinks.store import EventStore
+
+_PER_MESSAGE = """
+SELECT
+    message_id,
+    max(kind = 'sent') AS was_sent,
+    max(kind = 'delivered') AS was_delivered,
+    max(kind = 'bounce' AND bounce_class = 'hard') AS hard,
+    max(kind = 'bounce' AND bounce_class = 'soft') AS soft,
+    max(kind = 'failed') AS was_failed,
+    max(kind = 'complaint') AS complained,
+    max(kind = 'unsubscribe') AS unsubscribed,
+    uniqExactIf(event_id, kind = 'deferred') AS deferrals,
+    uniqExactIf(event_id, kind = 'open') AS opens,
+    uniqExactIf(event_id, kind = 'open' AND agent_class = 'human') AS human_opens,
+    uniqExactIf(event_id, kind = 'open' AND agent_class != 'human') AS machine_opens,
+    uniqExactIf(event_id, kind = 'click') AS clicks
+FROM events
+WHERE campaign_id = {campaign:String}
+GROUP BY message_id
+"""
+
+_TOTALS = """
+SELECT
+    sum(was_sent) AS sent,
+    sum((was_sent OR was_delivered) AND NOT (hard OR soft)) AS delivered,
+    sum(deferrals) AS deferred,
+    sum(was_failed) AS failed,
+    sum(hard) AS bounced_hard,
+    sum(soft) AS bounced_soft,
+    sum(complained) AS complaints,
+    sum(unsubscribed) AS unsubscribes,
+    sum(opens) AS opens_total,
+    countIf(human_opens > 0) AS opens_unique_human,
+    sum(machine_opens) AS opens_machine,
+    sum(clicks) AS clicks_total,
+    countIf(clicks > 0) AS clicks_unique,
+    countIf(was_sent OR hard OR soft OR was_failed) AS attempted
+FROM (__PER_MESSAGE__)
+"""
+
+_HOURLY = """
+SELECT
+    toStartOfHour(occurred_at) AS hour,
+    uniqExactIf(message_id, kind = 'sent') AS sent,
+    uniqExactIf(event_id, kind = 'open') AS opens_total,
+    uniqExactIf(message_id, kind = 'open' AND agent_class = 'human') AS opens_unique_human,
+    uniqExactIf(event_id, kind = 'open' AND agent_class != 'human') AS opens_machine,
+    uniqExactIf(event_id, kind = 'click') AS clicks_total,
+    uniqExactIf(message_id, kind = 'click') AS clicks_unique,
+    uniqExactIf(message_id, kind = 'bounce') AS bounces,
+    uniqExactIf(message_id, kind = 'unsubscribe') AS unsubscribes
+FROM events
+WHERE campaign_id = {campaign:String}
+GROUP BY hour ORDER BY hour
+"""
+
+
+def campaign_report(store: EventStore, campaign_id: str) -> dict[str, int | float]:
+    sql = _TOTALS.replace("__PER_MESSAGE__", _PER_MESSAGE)
+    columns, rows = store.query(sql, parameters={"campaign": campaign_id})
+    values = dict(zip(columns, rows[0], strict=True)) if rows else {}
+    counts = {key: int(values.get(key) or 0) for key in COUNT_KEYS}
+    return with_rates(counts, attempted=int(values.get("attempted") or 0))
+
+
+def campaign_hourly(store: EventStore, campaign_id: str) -> list[dict[str, Any]]:
+    columns, rows = store.query(_HOURLY, parameters={"campaign": campaign_id})
+    return [
+        {col: (val.isoformat() if hasattr(val, "isoformat") else val) for col, val in zip(columns, row, strict=True)}
+        for row in rows
+    ]

@@ -1,0 +1,45 @@
+"""The ClickHouse store behind one small interface, for chdb:// and http(s):// alike.
+
+chdb runs in-process and allows one process per data path: the sink process
+owns it and serves reads to everyone else over its query API.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from sinks.rows import COLUMNS, Row
+
+
+class EventStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: Client = clickhouse_connect.get_client(dsn=url)
+        # One engine handle shared by the consumer thread and the query API.
+        self._lock = threading.Lock()
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            self.client.command(sql)
+
+    def insert_events(self, rows: Sequence[Row], table: str = "events") -> None:
+        if not rows:
+            return
+        with self._lock:
+            self.client.insert(table, rows, column_names=list(COLUMNS))
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._lock:
+            result = self.client.query(sql, parameters=parameters, settings=settings)
+        return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
