@@ -185,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("down", cmd_down, "stop the local stack")
     add("run", cmd_run, "run the local stack in the foreground; Ctrl-C stops everything")
     add("status", cmd_status, "show which services of the local stack are up")
-    add("demo", cmd_demo, "send a demo campaign through the running stack, simulate engagement, print the report"
-        ).add_argument("--recipients", type=int, default=20, help="audience size (default 20)")  # fmt: skip
+    add(
+        "demo", cmd_demo, "send a demo campaign through the running stack, simulate engagement, print the report"
+    ).add_argument("--recipients", type=int, default=20, help="audience size (default 20)")
     add("edge", cmd_edge, "serve the public edge and the operator edge (foreground)")
     add("worker", cmd_worker, "run the faust worker: suppression, sender and retry agents (foreground)")
     add("sink", cmd_sink, "run the ClickHouse sink and its query API (foreground)")

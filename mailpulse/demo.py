@@ -26,7 +26,9 @@ from schemas.auth import auth_headers
 from schemas.settings import Settings
 
 Say = Callable[[str], None]
-BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+)
 APPLE_MPP_UA = "Mozilla/5.0"
 _PIXEL = re.compile(r'<img src="([^"]+/o/[^"]+\.gif)"')
 _CLICK = re.compile(r'href="([^"]+/c/[^"]+)"')
@@ -67,12 +69,12 @@ TEXT = "Hello $first_name!\n\nOur autumn sale starts today: https://example.com/
 
 def _messages_for(settings: Settings, campaign: str) -> list[EmailMessage]:
     box = mailbox.Maildir(str(settings.var_dir / "maildir"), create=True)
-    found = []
+    found: list[EmailMessage] = []
     for key in box.iterkeys():
         raw = box.get_bytes(key)
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
         if msg.get("X-Mailpulse-Campaign") == campaign:
-            found.append(msg)  # type: ignore[arg-type]
+            found.append(msg)
     return found
 
 
@@ -109,10 +111,18 @@ def run_demo(settings: Settings, say: Say, recipients: int = 20) -> int:
     say(f"1/4 posting campaign {campaign} ({len(audience)} recipients) to the operator edge")
     response = httpx.post(
         f"http://127.0.0.1:{settings.operator_port}/campaigns",
-        json={"campaign_id": campaign, "list_id": "newsletter", "subject": "Autumn news for $first_name",
-              "html": HTML, "text": TEXT, "tracking": "full", "recipients": audience},
-        headers=auth_headers(settings.api_keys), timeout=60,
-    )  # fmt: skip
+        json={
+            "campaign_id": campaign,
+            "list_id": "newsletter",
+            "subject": "Autumn news for $first_name",
+            "html": HTML,
+            "text": TEXT,
+            "tracking": "full",
+            "recipients": audience,
+        },
+        headers=auth_headers(settings.api_keys),
+        timeout=60,
+    )
     if response.status_code != 202:
         raise CliError(f"campaign intake answered {response.status_code}: {response.text[:200]}")
     say(f"  queued {response.json()['queued']} send requests")
@@ -122,8 +132,11 @@ def run_demo(settings: Settings, say: Say, recipients: int = 20) -> int:
     def sent_all() -> tuple[bool, str]:
         report = fetch_report(settings, campaign)
         done = report["sent"] + report["bounced_hard"]
-        return done >= len(audience), f"{report['sent']} sent, {report['bounced_hard']} hard-bounced, " \
-                                      f"{report['deferred']} deferred of {len(audience)}"
+        return (
+            done >= len(audience),
+            f"{report['sent']} sent, {report['bounced_hard']} hard-bounced, "
+            f"{report['deferred']} deferred of {len(audience)}",
+        )
 
     _wait_for("sending", sent_all, say, timeout=180)
     messages = _messages_for(settings, campaign)
@@ -157,8 +170,10 @@ def run_demo(settings: Settings, say: Say, recipients: int = 20) -> int:
                 expected.unsubscribes += 1
                 expected.unsubscribed.append(str(msg["To"]))
     expected.delivered = expected.sent
-    say(f"  {expected.opens_total} opens ({expected.opens_machine} by a privacy proxy), "
-        f"{expected.clicks_total} clicks, {expected.unsubscribes} unsubscribes")  # fmt: skip
+    say(
+        f"  {expected.opens_total} opens ({expected.opens_machine} by a privacy proxy), "
+        f"{expected.clicks_total} clicks, {expected.unsubscribes} unsubscribes"
+    )
 
     say("4/4 waiting for ClickHouse to hold every event")
     want = expected.as_dict()
@@ -171,8 +186,14 @@ def run_demo(settings: Settings, say: Say, recipients: int = 20) -> int:
     _wait_for("report", caught_up, say, timeout=60)
     print_report(settings, campaign, "table")
     for address in expected.unsubscribed + expected.hard_bounced:
-        _wait_for(f"suppression of {address}", lambda a=address: (suppression_check(settings, a)["suppressed"],
-                  "checking"), say, timeout=30)  # type: ignore[misc]  # fmt: skip
-    say(f"demo ok: report matches the simulation; {len(expected.unsubscribed)} unsubscribed and "
-        f"{len(expected.hard_bounced)} hard-bounced addresses are suppressed")  # fmt: skip
+
+        def suppressed(address: str = address) -> tuple[bool, str]:
+            result = suppression_check(settings, address)
+            return result["suppressed"], ", ".join(result["reasons"]) or "not yet"
+
+        _wait_for(f"suppression of {address}", suppressed, say, timeout=30)
+    say(
+        f"demo ok: report matches the simulation; {len(expected.unsubscribed)} unsubscribed and "
+        f"{len(expected.hard_bounced)} hard-bounced addresses are suppressed"
+    )
     return 0

@@ -20,7 +20,7 @@ def _read(path: object, what: str) -> str:
     if path is None:
         return ""
     try:
-        return open(str(path), encoding="utf-8").read()  # noqa: SIM115
+        return open(str(path), encoding="utf-8").read()
     except OSError as exc:
         raise CliError(f"cannot read {what} {path}: {exc.strerror}", status=2) from None
     except UnicodeDecodeError:
@@ -62,9 +62,13 @@ def enqueue_campaign(args: argparse.Namespace, settings: Settings, say: Callable
     remaining = publisher.flush(60.0)
     publisher.close()
     if remaining or failures:
-        raise CliError(f"{remaining + len(failures)} send requests were not acknowledged by Kafka; run again "
-                       "(message ids are stable, nobody is mailed twice)")  # fmt: skip
-    say(f"campaign {campaign.campaign_id}: queued {total} send requests "
+        raise CliError(
+            f"{remaining + len(failures)} send requests were not acknowledged by Kafka; run again "
+            "(message ids are stable, nobody is mailed twice)"
+        )
+    say(
+        f"campaign {campaign.campaign_id}: queued {total} send requests "
         f"({intake.duplicates} duplicate rows, {len(intake.rejected)} refused) in "
-        f"{time.monotonic() - started:.1f}s")  # fmt: skip
+        f"{time.monotonic() - started:.1f}s"
+    )
     return 0

@@ -1,8 +1,9 @@
 """The local single-node Kafka (KRaft) broker: fetch jars with mvn, format once, start, stop.
 
-Everything lives under ``<var>/kafka``: ``libs-<version>/`` (jars, fetched once),
-``data/`` (log dirs, kept across stop/start), ``server.properties`` and
-``broker.log``.
+The jars are fetched once into ``var/cache/kafka-libs-<version>`` of the
+checkout (shared by every var dir, e.g. the test stack's); the broker's own
+files live under ``<var>/kafka``: ``data/`` (log dirs, kept across stop/start),
+``server.properties`` and ``broker.log``.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailpulse.processes import is_alive, terminate
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class LocalKafka:
 
     @property
     def libs(self) -> Path:
-        return self.home / f"libs-{kafka_version()}"
+        return ROOT / "var" / "cache" / f"kafka-libs-{kafka_version()}"
 
     @property
     def data_dir(self) -> Path:
@@ -87,11 +88,19 @@ class LocalKafka:
         self.libs.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
             [
-                "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={self.libs}",
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={self.libs}",
             ],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise LocalKafkaError(f"mvn failed to fetch Kafka:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
         marker.touch()
@@ -122,17 +131,32 @@ class LocalKafka:
         if (self.data_dir / "meta.properties").exists():
             return
         properties = self._write_properties()
-        cluster_id = subprocess.run(
-            [self._java(), "-cp", self._classpath(), "kafka.tools.StorageTool", "random-uuid"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        cluster_id = (
+            subprocess.run(
+                [self._java(), "-cp", self._classpath(), "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         result = subprocess.run(
             [
-                self._java(), "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
-                "-t", cluster_id, "-c", str(properties),
+                self._java(),
+                "-cp",
+                self._classpath(),
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(properties),
             ],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise LocalKafkaError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
 
@@ -141,11 +165,7 @@ class LocalKafka:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return None
-        return pid
+        return pid if is_alive(pid) else None
 
     def start(self, timeout: float = 90.0) -> None:
         if self.running_pid() and port_open(self.port):
@@ -164,12 +184,21 @@ class LocalKafka:
         with self.log_file.open("ab") as out:
             proc = subprocess.Popen(
                 [
-                    self._java(), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+                    self._java(),
+                    "-Xms256m",
+                    "-Xmx1g",
+                    "-XX:+UseG1GC",
                     f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-                    "-cp", self._classpath(), "kafka.Kafka", str(properties),
+                    "-cp",
+                    self._classpath(),
+                    "kafka.Kafka",
+                    str(properties),
                 ],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -190,20 +219,11 @@ class LocalKafka:
             return False
         return True
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
         pid = self.running_pid()
         if pid is None:
             return
         log.info("stopping local Kafka (pid %d)", pid)
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.2)
-        else:
-            log.warning("Kafka did not stop in %.0fs; killing it", timeout)
-            os.kill(pid, signal.SIGKILL)
+        if not terminate(pid, timeout):
+            log.warning("Kafka did not stop in %.0fs; killed it", timeout)
         self.pid_file.unlink(missing_ok=True)

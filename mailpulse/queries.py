@@ -53,14 +53,18 @@ def _via_sink_or_store(settings: Settings, http_call: Any, direct_call: Any) -> 
 def fetch_report(settings: Settings, campaign: str, by_hour: bool = False) -> Any:
     def http_call(headers: dict[str, str]) -> httpx.Response:
         params = {"by": "hour"} if by_hour else {}
-        return httpx.get(f"{_sink_api(settings)}/reports/{quote(campaign, safe='')}", params=params,
-                         headers=headers, timeout=60)  # fmt: skip
+        return httpx.get(
+            f"{_sink_api(settings)}/reports/{quote(campaign, safe='')}", params=params, headers=headers, timeout=60
+        )
 
     def direct_call(store: Any) -> Any:
         from sinks.reports import campaign_hourly, campaign_report
 
-        return {"campaign_id": campaign, "hours": campaign_hourly(store, campaign)} if by_hour else (
-            campaign_report(store, campaign))
+        return (
+            {"campaign_id": campaign, "hours": campaign_hourly(store, campaign)}
+            if by_hour
+            else (campaign_report(store, campaign))
+        )
 
     return _via_sink_or_store(settings, http_call, direct_call)
 
@@ -90,8 +94,7 @@ def render_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> str:
         writer.writerow(columns)
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
-    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(str(c))
-              for i, c in enumerate(columns)]  # fmt: skip
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(str(c)) for i, c in enumerate(columns)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]

@@ -20,11 +20,27 @@ def serve_edge(settings: Settings) -> None:
     if not settings.api_keys:
         log.warning("MAILPULSE_API_KEYS is not set: every operator route answers 401")
     servers = [
-        uvicorn.Server(uvicorn.Config(create_public_app(settings), host=settings.edge_host, port=settings.edge_port,
-                                      log_level="warning", access_log=False, server_header=False)),
-        uvicorn.Server(uvicorn.Config(create_operator_app(settings), host="127.0.0.1", port=settings.operator_port,
-                                      log_level="warning", access_log=False, server_header=False)),
-    ]  # fmt: skip
+        uvicorn.Server(
+            uvicorn.Config(
+                create_public_app(settings),
+                host=settings.edge_host,
+                port=settings.edge_port,
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+            )
+        ),
+        uvicorn.Server(
+            uvicorn.Config(
+                create_operator_app(settings),
+                host="127.0.0.1",
+                port=settings.operator_port,
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+            )
+        ),
+    ]
 
     async def serve_all() -> None:
         await asyncio.gather(*(server.serve() for server in servers))

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import httpx
 
 from mailpulse.localkafka import LocalKafka, port_open
+from mailpulse.processes import is_alive, terminate
 from mailpulse.topics_admin import ensure_topics
 from schemas.settings import Settings
 
@@ -59,10 +60,9 @@ def services(settings: Settings) -> list[Service]:
         chosen.append(Service("smtp-sink", lambda: port_open(settings.smtp_sink_port), settings.smtp_sink_port))
     chosen += [
         Service("sink", _http_ok(f"http://127.0.0.1:{settings.sink_api_port}/healthz"), settings.sink_api_port),
-        Service("worker", _http_ok(f"http://127.0.0.1:{settings.worker_web_port}/healthz"),
-                settings.worker_web_port),
+        Service("worker", _http_ok(f"http://127.0.0.1:{settings.worker_web_port}/healthz"), settings.worker_web_port),
         Service("edge", _http_ok(f"http://{settings.edge_host}:{settings.edge_port}/readyz"), settings.edge_port),
-    ]  # fmt: skip
+    ]
     return chosen
 
 
@@ -79,10 +79,9 @@ class Stack:
     def pid(self, name: str) -> int | None:
         try:
             pid = int(self._pid_file(name).read_text())
-            os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return pid
+        return pid if is_alive(pid) else None
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,8 +90,12 @@ class Stack:
         with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mailpulse", name],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         self._pid_file(name).write_text(str(proc.pid))
         return proc
 
@@ -101,8 +104,10 @@ class Stack:
         total = len(steps) + 2
         started = time.monotonic()
         if self.settings.uses_local_kafka:
-            self.say(f"[1/{total}] kafka: starting local broker on 127.0.0.1:{self.settings.local_kafka_port} "
-                     "(first run fetches the jars with mvn)")  # fmt: skip
+            self.say(
+                f"[1/{total}] kafka: starting local broker on 127.0.0.1:{self.settings.local_kafka_port} "
+                "(first run fetches the jars with mvn)"
+            )
             LocalKafka.from_settings(self.settings).start()
         else:
             self.say(f"[1/{total}] kafka: using {self.settings.kafka_bootstrap}")
@@ -118,30 +123,23 @@ class Stack:
             deadline = time.monotonic() + timeout
             while not service.ready():
                 if proc.poll() is not None:
-                    raise StackError(f"{service.name} exited with {proc.returncode}; see {self.log_dir}/{service.name}.log")
+                    raise StackError(
+                        f"{service.name} exited with {proc.returncode}; see {self.log_dir}/{service.name}.log"
+                    )
                 if time.monotonic() > deadline:
-                    raise StackError(f"{service.name} not ready in {timeout:.0f}s; see {self.log_dir}/{service.name}.log")
+                    raise StackError(
+                        f"{service.name} not ready in {timeout:.0f}s; see {self.log_dir}/{service.name}.log"
+                    )
                 time.sleep(0.2)
-            self.say(f"[{number}/{total}] {service.name}: ready on 127.0.0.1:{service.port} "
-                     f"({time.monotonic() - t0:.1f}s)")  # fmt: skip
+            self.say(
+                f"[{number}/{total}] {service.name}: ready on 127.0.0.1:{service.port} ({time.monotonic() - t0:.1f}s)"
+            )
         self.say(f"stack up in {time.monotonic() - started:.1f}s; logs in {self.log_dir}")
 
-    def stop_service(self, name: str, timeout: float = 30.0, sig: int = signal.SIGTERM) -> None:
+    def stop_service(self, name: str, timeout: float = 30.0) -> None:
         pid = self.pid(name)
-        if pid is None:
-            self._pid_file(name).unlink(missing_ok=True)
-            return
-        os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.1)
-        else:
-            self.say(f"{name}: did not stop in {timeout:.0f}s, killing")
-            os.kill(pid, signal.SIGKILL)
+        if pid is not None and not terminate(pid, timeout):
+            self.say(f"{name}: did not stop in {timeout:.0f}s, killed it")
         self._pid_file(name).unlink(missing_ok=True)
 
     def down(self) -> None:

@@ -21,10 +21,12 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     if not wanted:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
-         for s in wanted],
+        [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+            for s in wanted
+        ],
         operation_timeout=timeout,
-    )  # fmt: skip
+    )
     created = []
     for name, future in futures.items():
         try:

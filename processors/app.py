@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
     names = Topics.for_prefix(settings.topic_prefix)
     app = faust.App(
-        f"{settings.topic_prefix}-processors",
+        names.processors_app,
         broker=f"kafka://{settings.bootstrap_servers}",
         store=settings.table_store,
         datadir=str(settings.var_dir / "faust"),
@@ -60,7 +60,9 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
 
     # Keyed by recipient like the topics feeding them: each worker holds the
     # suppression entries of exactly the partitions whose sends it handles.
-    table_schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw")
+    table_schema: faust.Schema = faust.Schema(
+        key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
+    )
     suppression = app.Table("suppression", partitions=settings.topic_partitions, schema=table_schema)
     sent_log = app.Table("sent-log", partitions=settings.topic_partitions, schema=table_schema)
 
@@ -98,9 +100,14 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             suppression[address] = encode_entry(after)
             reasons = suppression_reasons(after)
             change = SuppressionChange(
-                recipient=address, suppressed=bool(reasons), reasons=reasons, lists=list(after.lists),
-                since=after.since, caused_by=event.event_id, changed_at=utcnow(),
-            )  # fmt: skip
+                recipient=address,
+                suppressed=bool(reasons),
+                reasons=reasons,
+                lists=list(after.lists),
+                since=after.since,
+                caused_by=event.event_id,
+                changed_at=utcnow(),
+            )
             if reasons != suppression_reasons(before):
                 log.info("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
                 await suppression_topic.send(key=address.encode(), value=encode(change))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 import msgspec
 
@@ -49,7 +50,6 @@ class Decision:
     events: list[AnyEvent]
     retry: SendRequest | None = None
     delivered: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def enhanced_status(reply: str, code: int) -> str:
@@ -65,7 +65,16 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random | None =
     return ceiling * (0.5 + (rng or random).random() / 2)
 
 
-def _common(request: SendRequest, now: datetime) -> dict[str, object]:
+class _Common(TypedDict):
+    event_id: str
+    occurred_at: datetime
+    campaign_id: str
+    message_id: str
+    recipient: str | None
+    list_id: str
+
+
+def _common(request: SendRequest, now: datetime) -> _Common:
     return {
         "event_id": new_event_id(),
         "occurred_at": now,
@@ -77,29 +86,59 @@ def _common(request: SendRequest, now: datetime) -> dict[str, object]:
 
 
 def decide(
-    request: SendRequest, outcome: SmtpOutcome, now: datetime, policy: RetryPolicy, rng: random.Random | None = None
+    request: SendRequest,
+    outcome: SmtpOutcome,
+    now: datetime,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
 ) -> Decision:
     common = _common(request, now)
     if 200 <= outcome.code < 300:
-        return Decision([Sent(**common, smtp_code=outcome.code, smtp_reply=outcome.reply[:500],  # type: ignore[arg-type]
-                              attempt=request.attempt)], delivered=True)  # fmt: skip
+        return Decision(
+            [
+                Sent(
+                    **common,
+                    smtp_code=outcome.code,
+                    smtp_reply=outcome.reply[:500],
+                    attempt=request.attempt,
+                )
+            ],
+            delivered=True,
+        )
     status = enhanced_status(outcome.reply, outcome.code)
     if 500 <= outcome.code < 600:
         return Decision(
-            [Bounce(**common, bounce_class=BounceClass.HARD, status=status,  # type: ignore[arg-type]
-                    diagnostic=f"smtp; {outcome.code} {outcome.reply}"[:1000], source="smtp")]
-        )  # fmt: skip
+            [
+                Bounce(
+                    **common,
+                    bounce_class=BounceClass.HARD,
+                    status=status,
+                    diagnostic=f"smtp; {outcome.code} {outcome.reply}"[:1000],
+                    source="smtp",
+                )
+            ]
+        )
     if request.attempt < policy.max_attempts:
         retry_at = now + timedelta(seconds=backoff_delay(request.attempt, policy, rng))
         retry = msgspec.structs.replace(request, attempt=request.attempt + 1, not_before=retry_at)
-        deferred = Deferred(**common, smtp_code=outcome.code, smtp_reply=outcome.reply[:500],  # type: ignore[arg-type]
-                            attempt=request.attempt, retry_at=retry_at)  # fmt: skip
+        deferred = Deferred(
+            **common,
+            smtp_code=outcome.code,
+            smtp_reply=outcome.reply[:500],
+            attempt=request.attempt,
+            retry_at=retry_at,
+        )
         return Decision([deferred], retry=retry)
-    failed = Failed(**common, reason=f"{outcome.code} {outcome.reply}"[:500], attempt=request.attempt)  # type: ignore[arg-type]
-    soft = Bounce(**{**common, "event_id": new_event_id()}, bounce_class=BounceClass.SOFT,  # type: ignore[arg-type]
-                  status=status, diagnostic=f"smtp; {outcome.code} {outcome.reply}"[:1000], source="smtp")  # fmt: skip
+    failed = Failed(**common, reason=f"{outcome.code} {outcome.reply}"[:500], attempt=request.attempt)
+    soft = Bounce(
+        **_common(request, now),
+        bounce_class=BounceClass.SOFT,
+        status=status,
+        diagnostic=f"smtp; {outcome.code} {outcome.reply}"[:1000],
+        source="smtp",
+    )
     return Decision([failed, soft])
 
 
 def skipped(request: SendRequest, reasons: list[str], now: datetime) -> SendSkipped:
-    return SendSkipped(**_common(request, now), reason=",".join(reasons))  # type: ignore[arg-type]
+    return SendSkipped(**_common(request, now), reason=",".join(reasons))

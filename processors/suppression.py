@@ -13,7 +13,16 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from schemas.events import AnyEvent, Bounce, BounceClass, Complaint, Delivered, Sent, Unsubscribe, UnsubscribeScope
+from schemas.events import (
+    AnyEvent,
+    Bounce,
+    BounceClass,
+    Complaint,
+    Delivered,
+    Sent,
+    Unsubscribe,
+    UnsubscribeScope,
+)
 
 
 class Reason(enum.StrEnum):

@@ -126,7 +126,10 @@ def _kafka_publisher(settings: Settings, metrics: EdgeMetrics) -> Publisher:
 
 
 def _build(
-    settings: Settings, routes: list[BaseRoute], middleware: list[Middleware], publisher_factory: PublisherFactory
+    settings: Settings,
+    routes: list[BaseRoute],
+    middleware: list[Middleware],
+    publisher_factory: PublisherFactory,
 ) -> Starlette:
     metrics = EdgeMetrics.create()
     ctx = EdgeContext(

@@ -9,13 +9,41 @@ from schemas.events import AgentClass
 # Apple Mail Privacy Protection prefetches through Apple's own network.
 _APPLE_NETWORKS = (ipaddress.ip_network("17.0.0.0/8"),)
 _SCANNER_MARKS = (
-    "barracuda", "mimecast", "proofpoint", "urldefense", "zscaler", "symantec", "messagelabs",
-    "trend micro", "trendmicro", "safelinks", "forcepoint", "sophos", "fortiguard", "cisco", "ironport",
-)  # fmt: skip
+    "barracuda",
+    "mimecast",
+    "proofpoint",
+    "urldefense",
+    "zscaler",
+    "symantec",
+    "messagelabs",
+    "trend micro",
+    "trendmicro",
+    "safelinks",
+    "forcepoint",
+    "sophos",
+    "fortiguard",
+    "cisco",
+    "ironport",
+)
 _BOT_MARKS = (
-    "bot", "spider", "crawl", "curl/", "wget", "python-", "httpx", "go-http-client", "java/", "okhttp",
-    "headless", "preview", "scan", "monitor", "libwww", "node-fetch", "axios",
-)  # fmt: skip
+    "bot",
+    "spider",
+    "crawl",
+    "curl/",
+    "wget",
+    "python-",
+    "httpx",
+    "go-http-client",
+    "java/",
+    "okhttp",
+    "headless",
+    "preview",
+    "scan",
+    "monitor",
+    "libwww",
+    "node-fetch",
+    "axios",
+)
 
 
 def _in_apple_network(ip: str) -> bool:

@@ -22,12 +22,18 @@ class EdgeMetrics:
         return cls(
             registry=registry,
             requests=Counter("mailpulse_edge_requests", "HTTP requests", ["route", "status"], registry=registry),
-            published=Counter("mailpulse_edge_events_published", "Events handed to Kafka", ["kind"],
-                              registry=registry),
-            rejected_tokens=Counter("mailpulse_edge_rejected_tokens", "Invalid link tokens", ["route"],
-                                    registry=registry),
-            publish_failures=Counter("mailpulse_edge_publish_failures", "Records Kafka did not acknowledge",
-                                     registry=registry),
-            latency=Histogram("mailpulse_edge_request_seconds", "Request latency", ["route"], registry=registry,
-                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)),
-        )  # fmt: skip
+            published=Counter("mailpulse_edge_events_published", "Events handed to Kafka", ["kind"], registry=registry),
+            rejected_tokens=Counter(
+                "mailpulse_edge_rejected_tokens", "Invalid link tokens", ["route"], registry=registry
+            ),
+            publish_failures=Counter(
+                "mailpulse_edge_publish_failures", "Records Kafka did not acknowledge", registry=registry
+            ),
+            latency=Histogram(
+                "mailpulse_edge_request_seconds",
+                "Request latency",
+                ["route"],
+                registry=registry,
+                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            ),
+        )

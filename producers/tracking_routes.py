@@ -159,8 +159,10 @@ async def unsubscribe(request: Request) -> Response:
         return PlainTextResponse("temporarily unavailable, please retry\n", 503, headers={"Retry-After": "5"})
     if one_click:
         return PlainTextResponse("unsubscribed\n", headers=NO_STORE)
-    what = "You will get no more emails from this sender." if scope is UnsubscribeScope.ALL else (
-        f"You will get no more {html.escape(claims.list_id)} emails."
+    what = (
+        "You will get no more emails from this sender."
+        if scope is UnsubscribeScope.ALL
+        else (f"You will get no more {html.escape(claims.list_id)} emails.")
     )
     return HTMLResponse(_DONE.format(what=what), headers=NO_STORE)
 

@@ -118,9 +118,7 @@ class Settings:
             operator_port=_int(env, "MAILPULSE_OPERATOR_PORT", 8081, 1),
             sink_api_port=_int(env, "MAILPULSE_SINK_API_PORT", 8082, 1),
             worker_web_port=_int(env, "MAILPULSE_WORKER_WEB_PORT", 6066, 1),
-            public_base_url=(env.get("MAILPULSE_PUBLIC_BASE_URL") or f"http://{edge_host}:{edge_port}").rstrip(
-                "/"
-            ),
+            public_base_url=(env.get("MAILPULSE_PUBLIC_BASE_URL") or f"http://{edge_host}:{edge_port}").rstrip("/"),
             secret_keys=secrets,
             api_keys=_list(env, "MAILPULSE_API_KEYS"),
             from_address=env.get("MAILPULSE_FROM_ADDRESS") or "Mailpulse Demo <news@example.com>",

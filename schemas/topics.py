@@ -32,6 +32,19 @@ class Topics:
     suppression: str
     retry: str
     dead_letter: str
+    processors_app: str
+
+    @property
+    def suppression_changelog(self) -> str:
+        return f"{self.processors_app}-suppression-changelog"
+
+    @property
+    def sent_log_changelog(self) -> str:
+        return f"{self.processors_app}-sent-log-changelog"
+
+    @property
+    def assignor_leader(self) -> str:
+        return f"{self.processors_app}-__assignor-__leader"
 
     @classmethod
     def for_prefix(cls, prefix: str) -> Topics:
@@ -41,6 +54,7 @@ class Topics:
             suppression=f"{prefix}.suppression",
             retry=f"{prefix}.retry",
             dead_letter=f"{prefix}.dlq",
+            processors_app=f"{prefix}-processors",
         )
 
 
@@ -59,4 +73,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         spec(names.suppression, compacted),
         spec(names.retry, retention),
         spec(names.dead_letter, retention),
+        # faust's table changelogs, created here up front: faust's own lazy creation
+        # races its partition check on a fresh cluster and crashes the agent.
+        spec(names.suppression_changelog, compacted),
+        spec(names.sent_log_changelog, compacted),
+        TopicSpec(names.assignor_leader, 1, settings.replication_factor, dict(compacted)),
     ]

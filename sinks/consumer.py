@@ -18,7 +18,13 @@ from arroyo.backends.kafka.configuration import build_kafka_consumer_configurati
 from arroyo.commit import ONCE_PER_SECOND
 from arroyo.dlq import DlqLimit, DlqPolicy, InvalidMessage, KafkaDlqProducer
 from arroyo.processing import StreamProcessor
-from arroyo.processing.strategies import CommitOffsets, ProcessingStrategy, ProcessingStrategyFactory, Reduce, RunTask
+from arroyo.processing.strategies import (
+    CommitOffsets,
+    ProcessingStrategy,
+    ProcessingStrategyFactory,
+    Reduce,
+    RunTask,
+)
 from arroyo.types import BaseValue, BrokerValue, Commit, Message, Partition, Topic
 
 from schemas.codec import DecodeError, decode_event
@@ -44,8 +50,9 @@ def map_message(message: Message[KafkaPayload]) -> Row:
     try:
         event = decode_event(value.payload.value)
     except DecodeError as exc:
-        log.warning("dead-lettering %s[%d]@%d: %s", value.partition.topic.name, value.partition.index,
-                    value.offset, exc)  # fmt: skip
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s", value.partition.topic.name, value.partition.index, value.offset, exc
+        )
         raise InvalidMessage(value.partition, value.offset, reason=str(exc)) from None
     return event_to_row(event, value.partition.index, value.offset)
 
@@ -96,11 +103,16 @@ def build_sink_processor(
     base = build_kafka_configuration({"bootstrap.servers": settings.bootstrap_servers})
     consumer = KafkaConsumer(
         build_kafka_consumer_configuration(
-            base, group_id=group_id, auto_offset_reset="earliest", enable_auto_commit=False,
+            base,
+            group_id=group_id,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
             override_params={"fetch.max.bytes": 52_428_800, "queued.max.messages.kbytes": 262_144},
         )
-    )  # fmt: skip
-    dlq_producer = KafkaProducer(build_kafka_configuration(base, override_params={"acks": "all", "enable.idempotence": True}))
+    )
+    dlq_producer = KafkaProducer(
+        build_kafka_configuration(base, override_params={"acks": "all", "enable.idempotence": True})
+    )
     return StreamProcessor(
         consumer=consumer,
         topic=Topic(topic or topics.events),

@@ -34,9 +34,7 @@ _LEDGER = """CREATE TABLE IF NOT EXISTS mailpulse_migrations (
 
 def applied(store: EventStore) -> set[int]:
     store.command(_LEDGER)
-    _, rows = store.query(
-        "SELECT number, argMax(direction, applied_at) AS d FROM mailpulse_migrations GROUP BY number"
-    )
+    _, rows = store.query("SELECT number, argMax(direction, applied_at) AS d FROM mailpulse_migrations GROUP BY number")
     return {int(number) for number, direction in rows if direction == 1}
 
 
@@ -49,15 +47,19 @@ def migrate(store: EventStore, cluster: str | None = None, target: int | None = 
         if migration.number <= target and migration.number not in done:
             for statement in migration.forwards(cluster):
                 store.command(statement)
-            store.command(f"INSERT INTO mailpulse_migrations (number, name, direction) VALUES "
-                          f"({migration.number}, '{migration.name}', 1)")  # fmt: skip
+            store.command(
+                f"INSERT INTO mailpulse_migrations (number, name, direction) VALUES "
+                f"({migration.number}, '{migration.name}', 1)"
+            )
             steps.append(f"applied {migration.number:04d}_{migration.name}")
     for migration in reversed(MIGRATIONS):
         if migration.number > target and migration.number in done:
             for statement in migration.backwards(cluster):
                 store.command(statement)
-            store.command(f"INSERT INTO mailpulse_migrations (number, name, direction) VALUES "
-                          f"({migration.number}, '{migration.name}', -1)")  # fmt: skip
+            store.command(
+                f"INSERT INTO mailpulse_migrations (number, name, direction) VALUES "
+                f"({migration.number}, '{migration.name}', -1)"
+            )
             steps.append(f"reverted {migration.number:04d}_{migration.name}")
     for step in steps:
         log.info("migration %s", step)

@@ -56,8 +56,9 @@ def jsonable(value: Any) -> Any:
 
 def run_read_only(store: EventStore, sql: str, limit: int = 10_000) -> dict[str, Any]:
     statement = check_read_only(sql)
-    columns, rows = store.query(statement, settings={"readonly": 2, "max_result_rows": limit,
-                                                     "result_overflow_mode": "break"})  # fmt: skip
+    columns, rows = store.query(
+        statement, settings={"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"}
+    )
     return {"columns": columns, "rows": [[jsonable(v) for v in row] for row in rows[:limit]]}
 
 

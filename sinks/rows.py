@@ -9,11 +9,32 @@ from typing import Any
 from schemas.events import AnyEvent
 
 COLUMNS: tuple[str, ...] = (
-    "event_id", "kind", "occurred_at", "campaign_id", "message_id", "recipient", "list_id",
-    "agent_class", "user_agent", "client_ip", "url", "scope", "method", "smtp_code", "smtp_reply",
-    "attempt", "bounce_class", "status", "diagnostic", "source", "reason", "feedback_type",
-    "schema_version", "kafka_partition", "kafka_offset",
-)  # fmt: skip
+    "event_id",
+    "kind",
+    "occurred_at",
+    "campaign_id",
+    "message_id",
+    "recipient",
+    "list_id",
+    "agent_class",
+    "user_agent",
+    "client_ip",
+    "url",
+    "scope",
+    "method",
+    "smtp_code",
+    "smtp_reply",
+    "attempt",
+    "bounce_class",
+    "status",
+    "diagnostic",
+    "source",
+    "reason",
+    "feedback_type",
+    "schema_version",
+    "kafka_partition",
+    "kafka_offset",
+)
 
 Row = tuple[Any, ...]
 

@@ -1,0 +1,66 @@
+# mailpulse: `make demo` and `make test` work on a fresh clone (Python 3.11, Java 17, Maven).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MP := $(PY) -m mailpulse
+# Operator routes always need a key; the local stack gets this development one
+# unless you set your own.
+export MAILPULSE_API_KEYS ?= dev-only-api-key
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka demo run up down status test unit integration bench lint typecheck fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> creating $(VENV) and installing mailpulse with its dev tools"
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install everything Python needs
+
+kafka: install ## fetch the Apache Kafka jars with mvn (cached under var/kafka)
+	$(MP) kafka fetch
+
+demo: install ## start the stack, run one campaign end to end, print its report, stop the stack
+	@$(MP) up && $(MP) demo; rc=$$?; $(MP) down; exit $$rc
+
+run: install ## all services in the foreground; Ctrl-C stops them all
+	$(MP) run
+
+up: install ## all services in the background; returns once every one is ready
+	$(MP) up
+
+down: install ## stop the background services
+	$(MP) down
+
+status: install ## which services are up
+	$(MP) status
+
+test: install ## unit and integration tests (starts its own stack on other ports)
+	$(PY) -m pytest -q tests
+
+unit: install ## unit tests only (no services)
+	$(PY) -m pytest -q tests/unit
+
+integration: install ## integration tests against the real broker, chdb and SMTP sink
+	$(PY) -m pytest -q tests/integration
+
+bench: install ## benchmarks: medians and ratios measured side by side in one run
+	$(PY) -m tests.bench
+
+lint: install ## ruff and mypy
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy schemas producers processors sinks mailpulse
+
+fmt: install ## format the code
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean: ## stop everything and remove var/ (Kafka data, ClickHouse data, Maildir)
+	-@[ -x $(PY) ] && $(MP) down
+	rm -rf var

@@ -1,0 +1,42 @@
+"""Stopping processes by pid, whether or not they are our children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our child: a zombie still answers kill(pid, 0).
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def terminate(pid: int, timeout: float) -> bool:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL. True if it stopped on SIGTERM."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return True
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    while is_alive(pid):
+        time.sleep(0.05)
+    return False

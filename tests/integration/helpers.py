@@ -1,0 +1,152 @@
+"""Helpers that talk to the real services of the test stack."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import time
+import uuid
+from collections.abc import Callable
+from email.message import EmailMessage
+from typing import Any, TypeVar
+
+import httpx
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from schemas.auth import auth_headers
+from schemas.codec import decode_event
+from schemas.events import AnyEvent
+from schemas.settings import Settings
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.25, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check} (last: {last!r})")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def operator_headers(settings: Settings) -> dict[str, str]:
+    return auth_headers(settings.api_keys)
+
+
+def sql(settings: Settings, statement: str) -> list[dict[str, Any]]:
+    response = httpx.post(
+        f"http://127.0.0.1:{settings.sink_api_port}/sql",
+        content=statement.encode(),
+        headers=operator_headers(settings),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
+
+
+def report(settings: Settings, campaign: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"http://127.0.0.1:{settings.sink_api_port}/reports/{campaign}", headers=operator_headers(settings), timeout=30
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def suppression(settings: Settings, address: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"http://127.0.0.1:{settings.worker_web_port}/suppression/{address}",
+        headers=operator_headers(settings),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def post_campaign(settings: Settings, campaign: str, recipients: list[str], **extra: Any) -> httpx.Response:
+    body = {
+        "campaign_id": campaign,
+        "list_id": extra.pop("list_id", "news"),
+        "subject": "Hello $first_name",
+        "html": '<html><body><p>Hi <a href="https://example.com/offer">offer</a></p></body></html>',
+        "text": "Hi, see https://example.com/offer",
+        "recipients": [{"email": r, "first_name": "Tester"} for r in recipients],
+        **extra,
+    }
+    return httpx.post(
+        f"http://127.0.0.1:{settings.operator_port}/campaigns",
+        json=body,
+        headers=operator_headers(settings),
+        timeout=30,
+    )
+
+
+def maildir_messages(
+    settings: Settings, recipient: str | None = None, campaign: str | None = None
+) -> list[EmailMessage]:
+    box = mailbox.Maildir(str(settings.var_dir / "maildir"), create=False)
+    found: list[EmailMessage] = []
+    for key in box.iterkeys():
+        msg = email.message_from_bytes(box.get_bytes(key), _class=EmailMessage, policy=email.policy.default)
+        if recipient and msg.get("Delivered-To", "").lower() != recipient.lower():
+            continue
+        if campaign and msg.get("X-Mailpulse-Campaign") != campaign:
+            continue
+        found.append(msg)
+    return found
+
+
+class TopicReader:
+    """Reads a topic from the offsets it had when created: what arrived since."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": unique("test-reader"),
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        metadata = self.consumer.list_topics(topic, timeout=10)
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        ends = []
+        for tp in partitions:
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=10)
+            ends.append(TopicPartition(topic, tp.partition, high if high >= 0 else OFFSET_END))
+        self.consumer.assign(ends)
+
+    def read(self, seconds: float, until: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+        records: list[Any] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            records.append(msg)
+            if until and until(records):
+                break
+        return records
+
+    def events(self, seconds: float, until: Callable[[list[AnyEvent]], bool] | None = None) -> list[AnyEvent]:
+        decoded: list[AnyEvent] = []
+
+        def stop(records: list[Any]) -> bool:
+            decoded.append(decode_event(records[-1].value()))
+            return bool(until and until(decoded))
+
+        self.read(seconds, stop)
+        return decoded
+
+    def close(self) -> None:
+        self.consumer.close()

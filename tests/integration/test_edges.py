@@ -1,0 +1,150 @@
+"""The edge's answers to valid, tampered and malformed input, checked against the real events topic."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from schemas.settings import Settings
+from schemas.tokens import LinkKind, TokenClaims, TokenCodec
+from schemas.topics import Topics
+from tests.integration.helpers import TopicReader, unique
+
+
+def edge(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.edge_port}"
+
+
+def operator(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.operator_port}"
+
+
+@pytest.fixture
+def events(stack: Settings) -> TopicReader:
+    reader = TopicReader(stack, Topics.for_prefix(stack.topic_prefix).events)
+    yield reader  # type: ignore[misc]
+    reader.close()
+
+
+def _claims(kind: LinkKind, campaign: str, **extra: str) -> TokenClaims:
+    return TokenClaims(kind, unique("m"), campaign, "news", f"{unique('p')}@example.org", **extra)
+
+
+def test_rejected_tokens_publish_nothing(stack: Settings, events: TopicReader) -> None:
+    codec = TokenCodec(stack.secret_keys)
+    campaign = unique("tamper")
+    good = codec.mint(_claims(LinkKind.OPEN, campaign))
+    tampered = good[:-6] + ("A" if good[-6] != "A" else "B") + good[-5:]
+    foreign = TokenCodec(["someone-elses-key"]).mint(_claims(LinkKind.OPEN, campaign))
+    wrong_kind = codec.mint(_claims(LinkKind.CLICK, campaign, url="https://example.com/"))
+    for token in (tampered, good[:40], foreign, wrong_kind, "not-a-token", "x" * 5000):
+        answer = httpx.get(f"{edge(stack)}/o/{token}.gif")
+        assert answer.status_code in (404, 413, 414), token
+        assert "token" in answer.text or answer.status_code != 404
+    assert httpx.get(f"{edge(stack)}/c/{tampered}").status_code == 404
+    assert httpx.post(f"{edge(stack)}/u/{tampered}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
+
+    # A valid marker after the bad ones: only the marker may arrive.
+    marker = codec.mint(_claims(LinkKind.OPEN, campaign))
+    assert httpx.get(f"{edge(stack)}/o/{marker}.gif").status_code == 200
+    arrived = events.events(20, until=lambda evs: any(e.campaign_id == campaign for e in evs))
+    mine = [e for e in arrived if e.campaign_id == campaign]
+    assert len(mine) == 1 and mine[0].kind == "open"
+
+    metrics = httpx.get(f"{edge(stack)}/metrics").text
+    assert 'mailpulse_edge_rejected_tokens_total{route="open"}' in metrics
+
+
+def test_rotated_keys_still_accepted(stack: Settings, events: TopicReader) -> None:
+    campaign = unique("rotate")
+    # Minted with the older (second) key: still accepted while it is listed.
+    old = TokenCodec([stack.secret_keys[1]]).mint(_claims(LinkKind.OPEN, campaign))
+    assert httpx.get(f"{edge(stack)}/o/{old}.gif").status_code == 200
+    arrived = events.events(20, until=lambda evs: any(e.campaign_id == campaign for e in evs))
+    assert [e.kind for e in arrived if e.campaign_id == campaign] == ["open"]
+
+
+def test_click_redirects_only_to_the_sealed_url(stack: Settings, events: TopicReader) -> None:
+    codec = TokenCodec(stack.secret_keys)
+    campaign = unique("click")
+    token = codec.mint(_claims(LinkKind.CLICK, campaign, url="https://example.com/a?b=1"))
+    answer = httpx.get(f"{edge(stack)}/c/{token}?url=https://evil.example/", headers={"User-Agent": "curl/8.0"})
+    assert answer.status_code == 302
+    assert answer.headers["location"] == "https://example.com/a?b=1"
+    arrived = events.events(20, until=lambda evs: any(e.campaign_id == campaign for e in evs))
+    click = next(e for e in arrived if e.campaign_id == campaign)
+    assert click.kind == "click" and click.agent_class == "bot"  # type: ignore[union-attr]
+
+
+def test_unsubscribe_page_changes_nothing_and_bad_posts_are_refused(stack: Settings, events: TopicReader) -> None:
+    codec = TokenCodec(stack.secret_keys)
+    campaign = unique("unsub")
+    token = codec.mint(_claims(LinkKind.UNSUBSCRIBE, campaign))
+    page = httpx.get(f"{edge(stack)}/u/{token}")
+    assert page.status_code == 200 and '<form method="post"' in page.text
+    assert httpx.post(f"{edge(stack)}/u/{token}", data={"something": "else"}).status_code == 400
+    assert (
+        httpx.post(f"{edge(stack)}/u/{token}", content=b"{}", headers={"content-type": "application/json"}).status_code
+        == 415
+    )
+    assert (
+        httpx.post(
+            f"{edge(stack)}/u/{token}",
+            content=b"x" * (stack.max_body_bytes + 1),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        ).status_code
+        == 413
+    )
+    # multipart/form-data one-click, as some mailbox providers send it
+    done = httpx.post(f"{edge(stack)}/u/{token}", files={"List-Unsubscribe": (None, "One-Click")})
+    assert done.status_code == 200
+    arrived = events.events(20, until=lambda evs: any(e.campaign_id == campaign for e in evs))
+    assert [e.kind for e in arrived if e.campaign_id == campaign] == ["unsubscribe"]
+
+
+def test_operator_routes_refuse_without_a_valid_key(stack: Settings) -> None:
+    body = {"campaign_id": "x", "subject": "s", "text": "t", "recipients": [{"email": "a@example.org"}]}
+    assert httpx.post(f"{operator(stack)}/campaigns", json=body).status_code == 401
+    assert httpx.post(f"{operator(stack)}/campaigns", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{stack.sink_api_port}/reports/x").status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{stack.worker_web_port}/suppression/a@example.org").status_code == 401
+    # The public app has no operator routes at all.
+    assert httpx.post(f"{edge(stack)}/campaigns", json=body).status_code in (404, 405)
+
+
+def test_campaign_intake_refuses_bad_input_with_reasons(stack: Settings) -> None:
+    headers = {"Authorization": f"Bearer {stack.api_keys[1]}"}
+    url = f"{operator(stack)}/campaigns"
+    assert httpx.post(url, content=b"{not json", headers=headers).status_code == 400
+    injected = {
+        "campaign_id": "c1",
+        "subject": "Hi\r\nBcc: victim@example.org",
+        "text": "t",
+        "recipients": [{"email": "a@example.org"}],
+    }
+    answer = httpx.post(url, json=injected, headers=headers)
+    assert answer.status_code == 422 and "header injection" in answer.json()["error"]
+    mixed = {
+        "campaign_id": unique("mixed"),
+        "subject": "Hi",
+        "text": "t",
+        "recipients": [{"email": "ok@example.org"}, {"email": "bad@@example"}, {"email": "OK@example.org"}],
+    }
+    answer = httpx.post(url, json=mixed, headers=headers)
+    assert answer.status_code == 202
+    assert answer.json()["queued"] == 1 and answer.json()["duplicates"] == 1
+    assert answer.json()["rejected"][0]["row"] == 2
+
+
+def test_sql_route_is_read_only(stack: Settings) -> None:
+    headers = {"Authorization": f"Bearer {stack.api_keys[0]}"}
+    url = f"http://127.0.0.1:{stack.sink_api_port}/sql"
+    assert httpx.post(url, content=b"SELECT count() FROM events", headers=headers).status_code == 200
+    for statement in (
+        b"DROP TABLE events",
+        b"INSERT INTO events (event_id) VALUES ('x')",
+        b"SELECT 1; DROP TABLE events",
+        b"ALTER TABLE events DELETE WHERE 1",
+    ):
+        assert httpx.post(url, content=statement, headers=headers).status_code == 403, statement
+    assert httpx.post(url, content=b"SELECT nonsense FROM nowhere", headers=headers).status_code == 400

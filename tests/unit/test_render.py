@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+
+import msgspec
+
+from processors.render import RenderContext, render_message
+from schemas.events import SendRequest, TrackingMode
+from schemas.tokens import LinkKind, TokenCodec
+
+CODEC = TokenCodec(["k"])
+CTX = RenderContext(CODEC, "https://t.example.net", "unsub@example.com", "bounces.example.com")
+REQUEST = SendRequest(
+    message_id="0123456789abcdef0123456789abcdef",
+    campaign_id="autumn",
+    recipient="reader@example.org",
+    list_id="news",
+    from_address="News <news@example.com>",
+    subject="Autumn",
+    html='<html><body><a href="https://shop.example.com/sale?a=1&amp;b=2">Sale</a></body></html>',
+    text="Sale: https://shop.example.com/sale",
+    enqueued_at=datetime(2026, 11, 26, tzinfo=UTC),
+)
+
+
+def parse(request: SendRequest) -> email.message.EmailMessage:
+    rendered = render_message(request, CTX)
+    raw = rendered.message.as_bytes()
+    return email.message_from_bytes(raw, _class=email.message.EmailMessage, policy=email.policy.default)
+
+
+def test_headers_required_by_rfc8058_and_bulk_sender_rules() -> None:
+    msg = parse(REQUEST)
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    https_link, mailto = [p.strip(" <>") for p in str(msg["List-Unsubscribe"]).split(",")]
+    assert https_link.startswith("https://t.example.net/u/") and mailto.startswith("mailto:unsub@example.com")
+    claims = CODEC.read(https_link.rsplit("/", 1)[1], LinkKind.UNSUBSCRIBE)
+    assert claims.recipient == "reader@example.org" and claims.list_id == "news"
+    assert msg["Return-Path"] == "<bounces+0123456789abcdef0123456789abcdef@bounces.example.com>"
+    assert msg["Message-ID"].endswith("@example.com>")
+    assert msg.get_content_type() == "multipart/alternative"
+
+
+def test_full_tracking_rewrites_links_and_adds_pixel() -> None:
+    msg = parse(REQUEST)
+    html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert "shop.example.com" not in html
+    token = html.split('href="https://t.example.net/c/')[1].split('"')[0]
+    claims = CODEC.read(token, LinkKind.CLICK)
+    assert claims.url == "https://shop.example.com/sale?a=1&b=2" and claims.recipient == "reader@example.org"
+    assert '<img src="https://t.example.net/o/' in html
+    text = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "https://t.example.net/c/" in text and "Unsubscribe: https://t.example.net/u/" in text
+
+
+def test_aggregate_tokens_do_not_name_the_recipient() -> None:
+    msg = parse(msgspec.structs.replace(REQUEST, tracking=TrackingMode.AGGREGATE))
+    html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    pixel = html.split('src="https://t.example.net/o/')[1].split(".gif")[0]
+    assert CODEC.read(pixel, LinkKind.OPEN).recipient is None
+
+
+def test_tracking_off_keeps_links_and_adds_no_pixel() -> None:
+    msg = parse(msgspec.structs.replace(REQUEST, tracking=TrackingMode.OFF))
+    html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert "https://shop.example.com/sale" in html and "/o/" not in html and "/c/" not in html
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.events import Click, Open, new_event_id
+from schemas.report import REPORT_KEYS, with_rates
+from sinks.query_api import ReadOnlyError, check_read_only
+from sinks.rows import COLUMNS, event_to_row
+
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def test_rows_match_columns_and_carry_kafka_position() -> None:
+    click = Click(
+        event_id=new_event_id(),
+        occurred_at=NOW,
+        campaign_id="c",
+        message_id="m",
+        recipient="a@b.org",
+        url="https://x.example/",
+        user_agent="UA",
+    )
+    row = dict(zip(COLUMNS, event_to_row(click, 3, 42), strict=True))
+    assert row["kind"] == "click" and row["url"] == "https://x.example/" and row["agent_class"] == "human"
+    assert row["kafka_partition"] == 3 and row["kafka_offset"] == 42 and row["smtp_code"] == 0
+    aggregate = Open(event_id="e", occurred_at=NOW, campaign_id="c", message_id="m")
+    assert dict(zip(COLUMNS, event_to_row(aggregate, 0, 0), strict=True))["recipient"] == ""
+
+
+def test_rates_derive_from_counts() -> None:
+    report = with_rates(
+        {
+            "sent": 10,
+            "delivered": 8,
+            "opens_unique_human": 4,
+            "clicks_unique": 2,
+            "bounced_hard": 1,
+            "bounced_soft": 1,
+            "complaints": 1,
+        },
+        attempted=10,
+    )
+    assert tuple(report) == REPORT_KEYS
+    assert report["open_rate"] == 0.5 and report["click_rate"] == 0.25
+    assert report["bounce_rate"] == 0.2 and report["complaint_rate"] == 0.125
+    assert with_rates({}, attempted=0)["open_rate"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT 1", "with x as (select 1) select * from x", "  show tables;", "EXPLAIN SELECT 1"]
+)
+def test_read_only_statements_pass(sql: str) -> None:
+    assert check_read_only(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP TABLE events",
+        "insert into events values (1)",
+        "SELECT 1; DROP TABLE x",
+        "",
+        "OPTIMIZE TABLE events",
+        "ALTER TABLE events DELETE WHERE 1",
+    ],
+)
+def test_writing_statements_are_refused(sql: str) -> None:
+    with pytest.raises(ReadOnlyError):
+        check_read_only(sql)

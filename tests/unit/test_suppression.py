@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from processors.suppression import (
+    EMPTY,
+    Policy,
+    Reason,
+    apply_event,
+    decode_entry,
+    encode_entry,
+    suppression_reasons,
+)
+from schemas.events import AnyEvent, Bounce, BounceClass, Complaint, Sent, Unsubscribe, UnsubscribeScope, new_event_id
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+POLICY = Policy(soft_bounce_threshold=3, soft_bounce_window=timedelta(days=7))
+
+
+def common(at: datetime = T0, list_id: str = "news") -> dict[str, object]:
+    return {
+        "event_id": new_event_id(),
+        "occurred_at": at,
+        "campaign_id": "c",
+        "message_id": "m",
+        "recipient": "a@example.org",
+        "list_id": list_id,
+    }
+
+
+def run(events: list[AnyEvent]):  # type: ignore[no-untyped-def]
+    entry = EMPTY
+    for event in events:
+        entry = apply_event(entry, event, POLICY)
+    return entry
+
+
+def test_list_unsubscribe_suppresses_only_that_list() -> None:
+    entry = run([Unsubscribe(**common(), scope=UnsubscribeScope.LIST)])  # type: ignore[arg-type]
+    assert suppression_reasons(entry, "news") == ["unsubscribed:news"]
+    assert suppression_reasons(entry, "offers") == []
+    assert suppression_reasons(entry) == ["unsubscribed:news"]
+
+
+def test_global_unsubscribe_hard_bounce_and_complaint_suppress_at_once() -> None:
+    for event, reason in [
+        (Unsubscribe(**common(), scope=UnsubscribeScope.ALL), Reason.UNSUBSCRIBED),  # type: ignore[arg-type]
+        (Bounce(**common(), bounce_class=BounceClass.HARD, status="5.1.1"), Reason.HARD_BOUNCE),  # type: ignore[arg-type]
+        (Complaint(**common()), Reason.COMPLAINT),  # type: ignore[arg-type]
+    ]:
+        entry = run([event])
+        assert suppression_reasons(entry, "anything") == [reason]
+        assert entry.caused_by == event.event_id and entry.since == T0
+
+
+def test_soft_bounces_suppress_at_threshold_and_delivery_resets() -> None:
+    def soft(day: int) -> Bounce:
+        return Bounce(**common(T0 + timedelta(days=day)), bounce_class=BounceClass.SOFT, status="4.2.2")  # type: ignore[arg-type]
+
+    two = run([soft(0), soft(1)])
+    assert suppression_reasons(two, "news") == []
+    assert suppression_reasons(run([soft(0), soft(1), soft(2)]), "news") == ["soft_bounce_threshold"]
+    reset = run([soft(0), soft(1), Sent(**common(T0 + timedelta(days=2))), soft(3)])  # type: ignore[arg-type]
+    assert suppression_reasons(reset, "news") == []
+
+
+def test_the_same_event_twice_changes_nothing() -> None:
+    bounce = Bounce(**common(), bounce_class=BounceClass.SOFT, status="4.2.2")  # type: ignore[arg-type]
+    once = run([bounce])
+    assert apply_event(once, bounce, POLICY) is once
+    assert run([bounce, bounce, bounce]) == once
+    unsub = Unsubscribe(**common())  # type: ignore[arg-type]
+    entry = run([unsub])
+    assert apply_event(entry, unsub, POLICY) is entry
+
+
+def test_entry_codec_round_trips() -> None:
+    entry = run([Bounce(**common(), bounce_class=BounceClass.SOFT), Unsubscribe(**common())])  # type: ignore[arg-type]
+    assert decode_entry(encode_entry(entry)) == entry
+    assert decode_entry(None) == EMPTY
