@@ -8,7 +8,7 @@ MP := $(PY) -m mailpulse
 export MAILPULSE_API_KEYS ?= dev-only-api-key
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka demo run up down status test unit integration bench lint typecheck fmt clean
+.PHONY: help install system-deps kafka demo run up down status test unit integration bench lint typecheck fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,13 +40,18 @@ down: install ## stop the background services
 status: install ## which services are up
 	$(MP) status
 
-test: install ## unit and integration tests (starts its own stack on other ports)
+system-deps: ## Debian packages the tests need (chromium for the report-page test)
+	@command -v chromium >/dev/null || { echo "==> installing Debian's chromium"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium >/dev/null; }
+
+test: install system-deps ## unit and integration tests (starts its own stack on other ports)
 	$(PY) -m pytest -q tests
 
 unit: install ## unit tests only (no services)
 	$(PY) -m pytest -q tests/unit
 
-integration: install ## integration tests against the real broker, chdb and SMTP sink
+integration: install system-deps ## integration tests against the real broker, chdb and SMTP sink
 	$(PY) -m pytest -q tests/integration
 
 bench: install ## benchmarks: medians and ratios measured side by side in one run

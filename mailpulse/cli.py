@@ -141,6 +141,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return print_report(settings, args.campaign, args.format, by_hour=args.by == "hour")
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from mailpulse.queries import run_replay
+
+    return run_replay(settings, args.topic, args.from_time, args.from_offset, args.to_time, say)
+
+
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     from mailpulse.queries import print_sql
 
@@ -210,8 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = add("report", cmd_report, "print a campaign report from ClickHouse")
     report.add_argument("--campaign", required=True)
-    report.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    report.add_argument(
+        "--format",
+        choices=["table", "json", "csv", "html"],
+        default="table",
+        help="html: the report page the sink serves (needs the sink running)",
+    )
     report.add_argument("--by", choices=["hour"], help="hourly rows instead of totals")
+
+    replay = add("replay", cmd_replay, "re-read a topic range into ClickHouse (reports stay unchanged)")
+    replay.add_argument("--topic", required=True, help="mailpulse.events or mailpulse.suppression")
+    start = replay.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-time", help="ISO 8601 time (UTC if no zone)")
+    start.add_argument("--from-offset", type=int, help="offset in every partition")
+    replay.add_argument("--to-time", help="ISO 8601 time; default: the end offsets at start")
 
     sql = add("sql", cmd_sql, "run a read-only SQL statement against the events store")
     sql.add_argument("statement")

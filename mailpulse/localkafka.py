@@ -12,13 +12,12 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailpulse.processes import is_alive, terminate
+from mailpulse.processes import is_alive, port_open, terminate
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,14 +37,6 @@ def kafka_version() -> str:
     if not match:
         raise LocalKafkaError(f"no kafka.version in {POM}")
     return match.group(1)
-
-
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 
@@ -40,3 +41,11 @@ def terminate(pid: int, timeout: float) -> bool:
     while is_alive(pid):
         time.sleep(0.05)
     return False
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from mailpulse.errors import CliError
+from mailpulse.processes import port_open
 from schemas.auth import auth_headers
 from schemas.report import REPORT_KEYS
 from schemas.settings import Settings
@@ -40,11 +41,11 @@ def _check(response: httpx.Response) -> Any:
 
 
 def _via_sink_or_store(settings: Settings, http_call: Any, direct_call: Any) -> Any:
-    if settings.uses_embedded_clickhouse:
+    if settings.uses_embedded_clickhouse and port_open(settings.sink_api_port):
         try:
             return _check(http_call(_require_key(settings)))
         except httpx.ConnectError:
-            pass  # no sink running: nobody owns the data path, open it here
+            pass  # the sink just stopped: nobody owns the data path, open it here
     from sinks.store import EventStore
 
     return direct_call(EventStore(settings.clickhouse_url))
@@ -102,6 +103,9 @@ def render_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> str:
 
 
 def print_report(settings: Settings, campaign: str, fmt: str, by_hour: bool = False) -> int:
+    if fmt == "html":
+        print(report_page(settings, campaign))
+        return 0
     report = fetch_report(settings, campaign, by_hour)
     if by_hour:
         hours = report["hours"]
@@ -136,3 +140,61 @@ def suppression_check(settings: Settings, address: str) -> dict[str, Any]:
         raise CliError(f"no worker answers on 127.0.0.1:{settings.worker_web_port}; start it (make up)") from None
     result: dict[str, Any] = _check(response)
     return result
+
+
+def run_replay(
+    settings: Settings, topic: str, from_time: str | None, from_offset: int | None, to_time: str | None, say: Any
+) -> int:
+    """Replay through the sink process when it owns the embedded store, else here; progress each second."""
+    import time
+
+    from sinks.replay import ReplayError, ReplayProgress, parse_time, replay
+
+    def show(state: dict[str, Any]) -> None:
+        total = state["total"] or 1
+        say(f"  replay {state['topic']}: {state['read']}/{state['total']} records ({100 * state['read'] / total:.0f}%)"
+            f", {state['inserted']} rows inserted, {state['undecodable']} undecodable")  # fmt: skip
+
+    try:
+        start = parse_time(from_time) if from_time else None
+        end = parse_time(to_time) if to_time else None
+    except ReplayError as exc:
+        raise CliError(str(exc), status=2) from None
+    if (start is None) == (from_offset is None):
+        raise CliError("give exactly one of --from-time and --from-offset", status=2)
+    if settings.uses_embedded_clickhouse and port_open(settings.sink_api_port):
+        base = _sink_api(settings)
+        try:
+            body = {"topic": topic, "from_time": from_time, "from_offset": from_offset, "to_time": to_time}
+            state = _check(httpx.post(f"{base}/replay", json=body, headers=_require_key(settings), timeout=30))
+        except httpx.ConnectError:
+            state = None
+        if state is not None:
+            while not state["finished"]:
+                time.sleep(1.0)
+                state = _check(httpx.get(f"{base}/replay/{state['id']}", headers=_require_key(settings), timeout=30))
+                show(state)
+            if state["error"]:
+                raise CliError(f"replay failed: {state['error']}")
+            say(f"replayed {state['read']} records from {topic} into ClickHouse")
+            return 0
+    from sinks.store import EventStore
+
+    try:
+        result: ReplayProgress = replay(
+            settings, EventStore(settings.clickhouse_url), topic, start, from_offset, end,
+            on_progress=lambda p: show(p.as_dict()),
+        )  # fmt: skip
+    except ReplayError as exc:
+        raise CliError(str(exc), status=2) from None
+    say(f"replayed {result.read} records from {topic} into ClickHouse")
+    return 0
+
+
+def report_page(settings: Settings, campaign: str) -> str:
+    response = httpx.get(
+        f"{_sink_api(settings)}/reports/{quote(campaign, safe='')}/page", headers=_require_key(settings), timeout=60
+    )
+    if response.status_code != 200:
+        _check(response)
+    return response.text

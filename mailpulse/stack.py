@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-from mailpulse.localkafka import LocalKafka, port_open
-from mailpulse.processes import is_alive, terminate
+from mailpulse.localkafka import LocalKafka
+from mailpulse.processes import is_alive, port_open, terminate
 from mailpulse.topics_admin import ensure_topics
 from schemas.settings import Settings
 

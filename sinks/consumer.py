@@ -27,10 +27,10 @@ from arroyo.processing.strategies import (
 )
 from arroyo.types import BaseValue, BrokerValue, Commit, Message, Partition, Topic
 
-from schemas.codec import DecodeError, decode_event
+from schemas.codec import DecodeError
 from schemas.settings import Settings
 from schemas.topics import Topics
-from sinks.rows import Row, event_to_row
+from sinks.rows import EVENTS, SUPPRESSION_CHANGES, Row, TableMapping
 from sinks.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,19 @@ class ReasonedDlqProducer(KafkaDlqProducer):
         return super().produce(value, reason)
 
 
-def map_message(message: Message[KafkaPayload]) -> Row:
-    value = message.value
-    assert isinstance(value, BrokerValue)
-    try:
-        event = decode_event(value.payload.value)
-    except DecodeError as exc:
-        log.warning(
-            "dead-lettering %s[%d]@%d: %s", value.partition.topic.name, value.partition.index, value.offset, exc
-        )
-        raise InvalidMessage(value.partition, value.offset, reason=str(exc)) from None
-    return event_to_row(event, value.partition.index, value.offset)
+def mapper(mapping: TableMapping) -> Callable[[Message[KafkaPayload]], Row]:
+    def map_message(message: Message[KafkaPayload]) -> Row:
+        value = message.value
+        assert isinstance(value, BrokerValue)
+        try:
+            return mapping.to_row(value.payload.value, value.partition.index, value.offset)
+        except DecodeError as exc:
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s", value.partition.topic.name, value.partition.index, value.offset, exc
+            )
+            raise InvalidMessage(value.partition, value.offset, reason=str(exc)) from None
+
+    return map_message
 
 
 def _accumulate(batch: list[Row], message: BaseValue[Row]) -> list[Row]:
@@ -62,15 +64,17 @@ def _accumulate(batch: list[Row], message: BaseValue[Row]) -> list[Row]:
     return batch
 
 
-class EventsSinkFactory(ProcessingStrategyFactory[KafkaPayload]):
+class TableSinkFactory(ProcessingStrategyFactory[KafkaPayload]):
     def __init__(
         self,
         store: EventStore,
+        mapping: TableMapping,
         batch_size: int,
         batch_seconds: float,
         on_insert: Callable[[int, float], None] | None = None,
     ) -> None:
         self.store = store
+        self.mapping = mapping
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
         self.on_insert = on_insert or (lambda rows, seconds: None)
@@ -78,7 +82,7 @@ class EventsSinkFactory(ProcessingStrategyFactory[KafkaPayload]):
     def _insert(self, message: Message[list[Row]]) -> list[Row]:
         rows = message.payload
         started = time.perf_counter()
-        self.store.insert_events(rows)
+        self.store.insert(self.mapping.table, self.mapping.columns, rows)
         self.on_insert(len(rows), time.perf_counter() - started)
         return rows
 
@@ -89,14 +93,15 @@ class EventsSinkFactory(ProcessingStrategyFactory[KafkaPayload]):
         batch: Reduce[Row, list[Row]] = Reduce(
             self.batch_size, self.batch_seconds, _accumulate, list, insert_then_commit
         )
-        return RunTask(map_message, batch)
+        return RunTask(mapper(self.mapping), batch)
 
 
 def build_sink_processor(
     settings: Settings,
     store: EventStore,
-    group_id: str = "mailpulse-sink",
+    mapping: TableMapping = EVENTS,
     topic: str | None = None,
+    group_id: str = "mailpulse-sink",
     on_insert: Callable[[int, float], None] | None = None,
 ) -> StreamProcessor[KafkaPayload]:
     topics = Topics.for_prefix(settings.topic_prefix)
@@ -116,7 +121,24 @@ def build_sink_processor(
     return StreamProcessor(
         consumer=consumer,
         topic=Topic(topic or topics.events),
-        processor_factory=EventsSinkFactory(store, settings.sink_batch_size, settings.sink_batch_seconds, on_insert),
+        processor_factory=TableSinkFactory(
+            store, mapping, settings.sink_batch_size, settings.sink_batch_seconds, on_insert
+        ),
         commit_policy=ONCE_PER_SECOND,
         dlq_policy=DlqPolicy(ReasonedDlqProducer(dlq_producer, Topic(topics.dead_letter)), DlqLimit()),
     )
+
+
+def build_sink_processors(settings: Settings, store: EventStore) -> list[StreamProcessor[KafkaPayload]]:
+    """One processor per source topic: raw events and the suppression audit trail."""
+    topics = Topics.for_prefix(settings.topic_prefix)
+    return [
+        build_sink_processor(settings, store, EVENTS, topics.events, group_id=f"{settings.topic_prefix}-sink"),
+        build_sink_processor(
+            settings,
+            store,
+            SUPPRESSION_CHANGES,
+            topics.suppression,
+            group_id=f"{settings.topic_prefix}-sink-suppression",
+        ),
+    ]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from sinks.migrations import m0001_events
+from sinks.migrations import m0001_events, m0002_suppression_changes, m0003_hourly_rollup
 from sinks.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,11 @@ def _from(number: int, module: ModuleType) -> Migration:
     return Migration(number, module.NAME, module.forwards, module.backwards)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_from(1, m0001_events),)
+MIGRATIONS: tuple[Migration, ...] = (
+    _from(1, m0001_events),
+    _from(2, m0002_suppression_changes),
+    _from(3, m0003_hourly_rollup),
+)
 
 _LEDGER = """CREATE TABLE IF NOT EXISTS mailpulse_migrations (
     number UInt32, name String, applied_at DateTime64(6) DEFAULT now64(6), direction Int8

@@ -6,6 +6,7 @@ Routes (API key required, ``/healthz`` excepted): ``GET /reports/{campaign}``
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -15,10 +16,13 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from schemas.auth import ApiKeyMiddleware
+from schemas.settings import Settings
+from sinks.replay import ReplayError, ReplayJobs, parse_time
+from sinks.report_page import render_report_page
 from sinks.reports import campaign_hourly, campaign_report
 from sinks.store import EventStore
 
@@ -62,7 +66,20 @@ def run_read_only(store: EventStore, sql: str, limit: int = 10_000) -> dict[str,
     return {"columns": columns, "rows": [[jsonable(v) for v in row] for row in rows[:limit]]}
 
 
-def create_query_app(store: EventStore, api_keys: tuple[str, ...]) -> Starlette:
+def _replay_request(body: Any) -> tuple[str, datetime | None, int | None, datetime | None]:
+    if not isinstance(body, dict) or not isinstance(body.get("topic"), str):
+        raise ReplayError("body must be a JSON object with a topic")
+    from_offset = body.get("from_offset")
+    if from_offset is not None and (not isinstance(from_offset, int) or from_offset < 0):
+        raise ReplayError("from_offset must be a non-negative integer")
+    from_time = parse_time(body["from_time"]) if body.get("from_time") else None
+    to_time = parse_time(body["to_time"]) if body.get("to_time") else None
+    return body["topic"], from_time, from_offset, to_time
+
+
+def create_query_app(store: EventStore, settings: Settings) -> Starlette:
+    jobs = ReplayJobs(settings, store)
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -86,11 +103,35 @@ def create_query_app(store: EventStore, api_keys: tuple[str, ...]) -> Starlette:
             return JSONResponse({"error": str(exc).splitlines()[0][:500]}, status_code=400)
         return JSONResponse(result)
 
+    async def page(request: Request) -> Response:
+        campaign = request.path_params["campaign"]
+        body = render_report_page(campaign, campaign_report(store, campaign), campaign_hourly(store, campaign))
+        return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+
+    async def start_replay(request: Request) -> Response:
+        try:
+            topic, from_time, from_offset, to_time = _replay_request(json.loads(await request.body()))
+            state = jobs.start(topic, from_time, from_offset, to_time)
+        except json.JSONDecodeError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        except ReplayError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(state.as_dict(), status_code=202)
+
+    async def replay_status(request: Request) -> Response:
+        state = jobs.jobs.get(request.path_params["job"])
+        if state is None:
+            return JSONResponse({"error": "no such replay"}, status_code=404)
+        return JSONResponse(state.as_dict())
+
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/reports/{campaign}", report),
+            Route("/reports/{campaign}/page", page),
             Route("/sql", sql, methods=["POST"]),
+            Route("/replay", start_replay, methods=["POST"]),
+            Route("/replay/{job}", replay_status),
         ],
-        middleware=[Middleware(ApiKeyMiddleware, keys=api_keys, open_paths=frozenset({"/healthz"}))],
+        middleware=[Middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=frozenset({"/healthz"}))],
     )

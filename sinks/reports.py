@@ -50,20 +50,23 @@ SELECT
 FROM (__PER_MESSAGE__)
 """
 
+# From the rollup: merging uniqExact states is duplicate-proof like the totals above.
 _HOURLY = """
 SELECT
-    toStartOfHour(occurred_at) AS hour,
-    uniqExactIf(message_id, kind = 'sent') AS sent,
-    uniqExactIf(event_id, kind = 'open') AS opens_total,
-    uniqExactIf(message_id, kind = 'open' AND agent_class = 'human') AS opens_unique_human,
-    uniqExactIf(event_id, kind = 'open' AND agent_class != 'human') AS opens_machine,
-    uniqExactIf(event_id, kind = 'click') AS clicks_total,
-    uniqExactIf(message_id, kind = 'click') AS clicks_unique,
-    uniqExactIf(message_id, kind = 'bounce') AS bounces,
-    uniqExactIf(message_id, kind = 'unsubscribe') AS unsubscribes
-FROM events
+    hour,
+    uniqExactMergeIf(messages, kind = 'sent') AS sent,
+    uniqExactMergeIf(events, kind = 'open') AS opens_total,
+    uniqExactMergeIf(messages, kind = 'open' AND agent_class = 'human') AS opens_unique_human,
+    uniqExactMergeIf(events, kind = 'open' AND agent_class != 'human') AS opens_machine,
+    uniqExactMergeIf(events, kind = 'click') AS clicks_total,
+    uniqExactMergeIf(messages, kind = 'click') AS clicks_unique,
+    uniqExactMergeIf(messages, kind = 'bounce') AS bounces,
+    uniqExactMergeIf(messages, kind = 'complaint') AS complaints,
+    uniqExactMergeIf(messages, kind = 'unsubscribe') AS unsubscribes
+FROM events_hourly
 WHERE campaign_id = {campaign:String}
-GROUP BY hour ORDER BY hour
+GROUP BY hour
+ORDER BY hour
 """
 
 

@@ -3,10 +3,13 @@ table itself is defined only in migrations."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from schemas.events import AnyEvent
+from schemas.codec import decode_event, decode_suppression_change
+from schemas.events import AnyEvent, SuppressionChange
 
 COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -77,3 +80,40 @@ def event_to_row(event: AnyEvent, partition: int, offset: int) -> Row:
         partition,
         offset,
     )
+
+
+SUPPRESSION_COLUMNS: tuple[str, ...] = (
+    "recipient", "suppressed", "reasons", "lists", "since", "caused_by", "changed_at",
+    "kafka_partition", "kafka_offset",
+)  # fmt: skip
+
+
+def suppression_change_to_row(change: SuppressionChange, partition: int, offset: int) -> Row:
+    return (
+        change.recipient,
+        change.suppressed,
+        list(change.reasons),
+        list(change.lists),
+        change.since,
+        change.caused_by,
+        change.changed_at,
+        partition,
+        offset,
+    )
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """How the records of one topic become rows of one table (decode raises DecodeError)."""
+
+    table: str
+    columns: tuple[str, ...]
+    to_row: Callable[[bytes, int, int], Row]
+
+
+EVENTS = TableMapping("events", COLUMNS, lambda data, p, o: event_to_row(decode_event(data), p, o))
+SUPPRESSION_CHANGES = TableMapping(
+    "suppression_changes",
+    SUPPRESSION_COLUMNS,
+    lambda data, p, o: suppression_change_to_row(decode_suppression_change(data), p, o),
+)

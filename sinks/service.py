@@ -10,10 +10,12 @@ import threading
 from collections.abc import AsyncIterator
 
 import uvicorn
+from arroyo.backends.kafka import KafkaPayload
+from arroyo.processing import StreamProcessor
 from starlette.applications import Starlette
 
 from schemas.settings import Settings
-from sinks.consumer import build_sink_processor
+from sinks.consumer import build_sink_processors
 from sinks.migrate import migrate
 from sinks.query_api import create_query_app
 from sinks.store import EventStore
@@ -24,9 +26,9 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings) -> None:
     store = EventStore(settings.clickhouse_url)
     migrate(store)
-    processor = build_sink_processor(settings, store)
+    processors = build_sink_processors(settings, store)
 
-    def consume() -> None:
+    def consume(processor: StreamProcessor[KafkaPayload]) -> None:
         try:
             processor.run()
         except Exception:
@@ -34,19 +36,25 @@ def serve(settings: Settings) -> None:
             log.exception("sink consumer crashed; stopping the sink")
             os.kill(os.getpid(), signal.SIGTERM)
 
-    consumer = threading.Thread(target=consume, name="sink-consumer", daemon=True)
-    app = create_query_app(store, settings.api_keys)
+    consumers = [
+        threading.Thread(target=consume, args=(p,), name=f"sink-consumer-{i}", daemon=True)
+        for i, p in enumerate(processors)
+    ]
+    app = create_query_app(store, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        consumer.start()
+        for consumer in consumers:
+            consumer.start()
         log.info("sink consuming into %s", settings.clickhouse_url)
         try:
             yield
         finally:
             # Shut down the consumer first: it finishes its batch and commits.
-            processor.signal_shutdown()
-            consumer.join(timeout=30)
+            for processor in processors:
+                processor.signal_shutdown()
+            for consumer in consumers:
+                consumer.join(timeout=30)
             store.close()
             log.info("sink stopped")
 

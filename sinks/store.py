@@ -27,11 +27,14 @@ class EventStore:
         with self._lock:
             self.client.command(sql)
 
-    def insert_events(self, rows: Sequence[Row], table: str = "events") -> None:
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         if not rows:
             return
         with self._lock:
-            self.client.insert(table, rows, column_names=list(COLUMNS))
+            self.client.insert(table, rows, column_names=list(columns))
+
+    def insert_events(self, rows: Sequence[Row]) -> None:
+        self.insert("events", COLUMNS, rows)
 
     def query(
         self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None

@@ -6,7 +6,7 @@ reports never depend on that: they count distinct event and message ids.
 
 from __future__ import annotations
 
-from sinks.migrations.engines import on_cluster, table_engine
+from sinks.migrations.engines import create_table, drop_table
 
 NAME = "events"
 
@@ -41,13 +41,16 @@ COLUMNS_DDL = """
 
 
 def forwards(cluster: str | None) -> list[str]:
-    return [
-        f"""CREATE TABLE IF NOT EXISTS events{on_cluster(cluster)} ({COLUMNS_DDL})
-        ENGINE = {table_engine("ReplacingMergeTree", "events", cluster, "inserted_at")}
-        PARTITION BY toYYYYMM(occurred_at)
-        ORDER BY (campaign_id, kind, message_id, event_id)""",
-    ]
+    return create_table(
+        "events",
+        COLUMNS_DDL,
+        "ReplacingMergeTree",
+        ("inserted_at",),
+        "PARTITION BY toYYYYMM(occurred_at)\nORDER BY (campaign_id, kind, message_id, event_id)",
+        cluster,
+        shard_key="cityHash64(message_id)",
+    )
 
 
 def backwards(cluster: str | None) -> list[str]:
-    return [f"DROP TABLE IF EXISTS events{on_cluster(cluster)}"]
+    return drop_table("events", cluster)

@@ -9,7 +9,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from mailpulse.localkafka import LocalKafka, port_open
+from mailpulse.localkafka import LocalKafka
+from mailpulse.processes import port_open
 from schemas.codec import encode
 from schemas.events import Open, new_event_id, utcnow
 from schemas.settings import Settings
