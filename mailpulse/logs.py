@@ -32,5 +32,5 @@ def configure(settings: Settings, service: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level if service else "WARNING")
-    for noisy in ("aiokafka", "faust", "mode", "arroyo", "uvicorn.error"):
+    for noisy in ("aiokafka", "faust", "mode", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

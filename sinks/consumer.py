@@ -1,31 +1,29 @@
-"""The events -> ClickHouse consumer, built on sentry-arroyo.
+"""The topic -> ClickHouse consumer: decode and map -> batch -> insert -> commit.
 
-The whole pipeline reads in :meth:`EventsSinkFactory.create_with_partitions`:
-decode and map (bad messages raise ``InvalidMessage`` and go to the DLQ) ->
-batch by size or time -> insert -> commit. Offsets commit only after the insert
-that contains them succeeded; auto-commit is off.
+The whole flow reads in :meth:`TableSink.run` and :meth:`TableSink._write`:
+records are fetched in bulk (``Consumer.consume``), mapped by a pure function
+(:mod:`sinks.rows`), batched by size or time (whichever comes first), inserted,
+and only then are their offsets committed; auto-commit is off. A record that
+cannot be decoded goes to the dead-letter topic with the reason as a header,
+and the DLQ producer is flushed before the batch's offsets commit, so nothing
+is lost. Partitions being revoked get their batch flushed and committed first.
+
+Why not sentry-arroyo: its per-message strategy chain measured ~19,000 rows/s
+here against ~187,000 rows/s for a bare insert (`make bench`); the same
+semantics over bulk fetches keep the sink within reach of the bare insert.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from arroyo.backends.kafka import KafkaConsumer, KafkaPayload, KafkaProducer, build_kafka_configuration
-from arroyo.backends.kafka.configuration import build_kafka_consumer_configuration
-from arroyo.commit import ONCE_PER_SECOND
-from arroyo.dlq import DlqLimit, DlqPolicy, InvalidMessage, KafkaDlqProducer
-from arroyo.processing import StreamProcessor
-from arroyo.processing.strategies import (
-    CommitOffsets,
-    ProcessingStrategy,
-    ProcessingStrategyFactory,
-    Reduce,
-    RunTask,
-)
-from arroyo.types import BaseValue, BrokerValue, Commit, Message, Partition, Topic
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from schemas.codec import DecodeError
 from schemas.settings import Settings
@@ -35,110 +33,190 @@ from sinks.store import EventStore
 
 log = logging.getLogger(__name__)
 
-
-class ReasonedDlqProducer(KafkaDlqProducer):
-    """Arroyo's Kafka DLQ producer, plus the reason as a header."""
-
-    def produce(self, value: BrokerValue[KafkaPayload], reason: str | None = None) -> Any:
-        value.payload.headers.append(("reason", (reason or "invalid message").encode()))
-        return super().produce(value, reason)
+InsertHook = Callable[[int, float], None]
 
 
-def mapper(mapping: TableMapping) -> Callable[[Message[KafkaPayload]], Row]:
-    def map_message(message: Message[KafkaPayload]) -> Row:
-        value = message.value
-        assert isinstance(value, BrokerValue)
-        try:
-            return mapping.to_row(value.payload.value, value.partition.index, value.offset)
-        except DecodeError as exc:
-            log.warning(
-                "dead-lettering %s[%d]@%d: %s", value.partition.topic.name, value.partition.index, value.offset, exc
-            )
-            raise InvalidMessage(value.partition, value.offset, reason=str(exc)) from None
+@dataclass
+class Batch:
+    rows: list[Row] = field(default_factory=list)
+    dead: list[tuple[Message, str]] = field(default_factory=list)
+    # Next offset to commit per partition: last seen + 1.
+    offsets: dict[int, int] = field(default_factory=dict)
+    started: float = 0.0
 
-    return map_message
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.dead)
 
 
-def _accumulate(batch: list[Row], message: BaseValue[Row]) -> list[Row]:
-    batch.append(message.payload)
-    return batch
-
-
-class TableSinkFactory(ProcessingStrategyFactory[KafkaPayload]):
+class TableSink:
     def __init__(
         self,
+        settings: Settings,
         store: EventStore,
         mapping: TableMapping,
-        batch_size: int,
-        batch_seconds: float,
-        on_insert: Callable[[int, float], None] | None = None,
+        topic: str,
+        group_id: str,
+        on_insert: InsertHook | None = None,
     ) -> None:
         self.store = store
         self.mapping = mapping
-        self.batch_size = batch_size
-        self.batch_seconds = batch_seconds
+        self.topic = topic
+        self.dead_letter_topic = Topics.for_prefix(settings.topic_prefix).dead_letter
+        self.batch_size = settings.sink_batch_size
+        self.batch_seconds = settings.sink_batch_seconds
         self.on_insert = on_insert or (lambda rows, seconds: None)
-
-    def _insert(self, message: Message[list[Row]]) -> list[Row]:
-        rows = message.payload
-        started = time.perf_counter()
-        self.store.insert(self.mapping.table, self.mapping.columns, rows)
-        self.on_insert(len(rows), time.perf_counter() - started)
-        return rows
-
-    def create_with_partitions(
-        self, commit: Commit, partitions: Mapping[Partition, int]
-    ) -> ProcessingStrategy[KafkaPayload]:
-        insert_then_commit: RunTask[list[Row], list[Row]] = RunTask(self._insert, CommitOffsets(commit))
-        batch: Reduce[Row, list[Row]] = Reduce(
-            self.batch_size, self.batch_seconds, _accumulate, list, insert_then_commit
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 52_428_800,
+                "queued.max.messages.kbytes": 262_144,
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
         )
-        return RunTask(mapper(self.mapping), batch)
-
-
-def build_sink_processor(
-    settings: Settings,
-    store: EventStore,
-    mapping: TableMapping = EVENTS,
-    topic: str | None = None,
-    group_id: str = "mailpulse-sink",
-    on_insert: Callable[[int, float], None] | None = None,
-) -> StreamProcessor[KafkaPayload]:
-    topics = Topics.for_prefix(settings.topic_prefix)
-    base = build_kafka_configuration({"bootstrap.servers": settings.bootstrap_servers})
-    consumer = KafkaConsumer(
-        build_kafka_consumer_configuration(
-            base,
-            group_id=group_id,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            override_params={"fetch.max.bytes": 52_428_800, "queued.max.messages.kbytes": 262_144},
+        self.dlq = Producer(
+            {"bootstrap.servers": settings.bootstrap_servers, "acks": "all", "enable.idempotence": True}
         )
-    )
-    dlq_producer = KafkaProducer(
-        build_kafka_configuration(base, override_params={"acks": "all", "enable.idempotence": True})
-    )
-    return StreamProcessor(
-        consumer=consumer,
-        topic=Topic(topic or topics.events),
-        processor_factory=TableSinkFactory(
-            store, mapping, settings.sink_batch_size, settings.sink_batch_seconds, on_insert
-        ),
-        commit_policy=ONCE_PER_SECOND,
-        dlq_policy=DlqPolicy(ReasonedDlqProducer(dlq_producer, Topic(topics.dead_letter)), DlqLimit()),
-    )
+        self.batch = Batch()
+        # One batch is written while the next is fetched and mapped; a full queue
+        # blocks fetching (explicit backpressure), and batches commit in order.
+        self._ready: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
+        # Written batches whose offsets the consumer thread commits (librdkafka blocks a
+        # commit from another thread while this one sits in consume()).
+        self._written: queue.Queue[Batch] = queue.Queue()
+        self._writer_error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, name=f"sink-writer-{mapping.table}", daemon=True)
+        self.first_fetch = 0.0  # perf_counter of the first record, for throughput figures
+        self._stop = threading.Event()
+
+    def signal_shutdown(self) -> None:
+        self._stop.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Rows of partitions we are about to lose are written and committed first.
+        self.flush()
+        self._ready.join()
+        self._commit_written()
+
+    def _commit_written(self) -> None:
+        offsets: dict[int, int] = {}
+        while True:
+            try:
+                batch = self._written.get_nowait()
+            except queue.Empty:
+                break
+            offsets.update(batch.offsets)
+        if offsets:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()], asynchronous=False
+            )
+
+    def run(self) -> None:
+        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        self._writer.start()
+        try:
+            while not self._stop.is_set():
+                if self._writer_error is not None:
+                    raise RuntimeError("sink writer failed") from self._writer_error
+                wait = self.batch_seconds
+                if len(self.batch):
+                    wait = max(0.0, self.batch.started + self.batch_seconds - time.monotonic())
+                messages = self.consumer.consume(num_messages=min(10_000, self.batch_size), timeout=wait)
+                self.add(messages)
+                self._commit_written()
+                if len(self.batch) >= self.batch_size or (
+                    len(self.batch) and time.monotonic() >= self.batch.started + self.batch_seconds
+                ):
+                    self.flush()
+            self.flush()
+            self._ready.join()
+            self._commit_written()
+        finally:
+            self._ready.put(None)
+            self._writer.join(timeout=60)
+            self.consumer.close()
+        if self._writer_error is not None:
+            raise RuntimeError("sink writer failed") from self._writer_error
+
+    def add(self, messages: list[Message]) -> None:
+        batch = self.batch
+        to_row = self.mapping.to_row
+        if messages and not self.first_fetch:
+            self.first_fetch = time.perf_counter()
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error on %s: %s", self.topic, error)
+                continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if not len(batch):
+                batch.started = time.monotonic()
+            try:
+                batch.rows.append(to_row(msg.value() or b"", partition, offset))
+            except DecodeError as exc:
+                batch.dead.append((msg, str(exc)))
+            batch.offsets[partition] = offset + 1
+
+    def flush(self) -> None:
+        """Hand the current batch to the writer (blocks while it still writes the previous one)."""
+        if not len(self.batch):
+            return
+        self._ready.put(self.batch)
+        self.batch = Batch()
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._ready.get()
+            try:
+                if batch is None:
+                    return
+                if self._writer_error is None:
+                    self._write(batch)
+            except BaseException as exc:  # surfaced by run(); nothing after it is committed
+                self._writer_error = exc
+                log.exception("sink insert failed; stopping before committing")
+            finally:
+                self._ready.task_done()
+
+    def _write(self, batch: Batch) -> None:
+        if batch.dead:
+            self._dead_letter(batch.dead)
+        if batch.rows:
+            started = time.perf_counter()
+            self.store.insert(self.mapping.table, self.mapping.columns, batch.rows)
+            self.on_insert(len(batch.rows), time.perf_counter() - started)
+        self._written.put(batch)
+
+    def _dead_letter(self, dead: list[tuple[Message, str]]) -> None:
+        for msg, reason in dead:
+            log.warning("dead-lettering %s[%s]@%s: %s", self.topic, msg.partition(), msg.offset(), reason)
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("reason", reason.encode()),
+                ("original_topic", self.topic.encode()),
+                ("original_partition", str(msg.partition()).encode()),
+                ("original_offset", str(msg.offset()).encode()),
+            ]
+            self.dlq.produce(self.dead_letter_topic, key=msg.key(), value=msg.value(), headers=headers)
+        if self.dlq.flush(30):
+            # Never commit past a record that is neither stored nor dead-lettered.
+            raise RuntimeError("dead-letter topic did not acknowledge; not committing")
 
 
-def build_sink_processors(settings: Settings, store: EventStore) -> list[StreamProcessor[KafkaPayload]]:
-    """One processor per source topic: raw events and the suppression audit trail."""
+def tune_gc_for_batches() -> None:
+    """Batches allocate hundreds of thousands of short-lived tuples; the default gen-0 threshold (700)
+    runs a collection every few hundred rows. Startup objects are frozen out of the collector's scans."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+
+
+def build_sinks(settings: Settings, store: EventStore) -> list[TableSink]:
+    """One consumer per source topic: raw events and the suppression audit trail."""
     topics = Topics.for_prefix(settings.topic_prefix)
+    prefix = settings.topic_prefix
     return [
-        build_sink_processor(settings, store, EVENTS, topics.events, group_id=f"{settings.topic_prefix}-sink"),
-        build_sink_processor(
-            settings,
-            store,
-            SUPPRESSION_CHANGES,
-            topics.suppression,
-            group_id=f"{settings.topic_prefix}-sink-suppression",
-        ),
+        TableSink(settings, store, EVENTS, topics.events, group_id=f"{prefix}-sink"),
+        TableSink(settings, store, SUPPRESSION_CHANGES, topics.suppression, group_id=f"{prefix}-sink-suppression"),
     ]

@@ -3,9 +3,10 @@ table itself is defined only in migrations."""
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from schemas.codec import decode_event, decode_suppression_change
@@ -42,40 +43,42 @@ COLUMNS: tuple[str, ...] = (
 Row = tuple[Any, ...]
 
 
+# Columns only some kinds carry, with the value a row gets when its kind has no such field.
+KIND_DEFAULTS: dict[str, Any] = {
+    "agent_class": "", "user_agent": "", "client_ip": "", "url": "", "scope": "", "method": "", "smtp_code": 0,
+    "smtp_reply": "", "attempt": 0, "bounce_class": "", "status": "", "diagnostic": "", "source": "", "reason": "",
+    "feedback_type": "",
+}  # fmt: skip
+
+
+@functools.cache
+def _kind_columns(cls: type) -> tuple[Callable[[Any], Any] | None, tuple[int, ...]]:
+    """For one event class: a getter of its kind-specific fields and their positions among KIND_DEFAULTS."""
+    names = [name for name in KIND_DEFAULTS if name in cls.__struct_fields__]  # type: ignore[attr-defined]
+    positions = tuple(list(KIND_DEFAULTS).index(name) for name in names)
+    if not names:
+        return None, ()
+    getter = operator.attrgetter(*names)
+    if len(names) == 1:
+        return (lambda event: (getter(event),)), positions
+    return getter, positions
+
+
 def event_to_row(event: AnyEvent, partition: int, offset: int) -> Row:
-    get = event.__getattribute__
-
-    def field(name: str, default: Any) -> Any:
-        try:
-            value = get(name)
-        except AttributeError:
-            return default
-        return default if value is None else value
-
-    occurred: datetime = event.occurred_at
+    getter, positions = _kind_columns(type(event))
+    kind_values = list(KIND_DEFAULTS.values())
+    if getter is not None:
+        for position, value in zip(positions, getter(event), strict=True):
+            kind_values[position] = value
     return (
         event.event_id,
         event.kind,
-        occurred,
+        event.occurred_at,
         event.campaign_id,
         event.message_id,
         event.recipient or "",
         event.list_id,
-        str(field("agent_class", "")),
-        field("user_agent", ""),
-        field("client_ip", ""),
-        field("url", ""),
-        str(field("scope", "")),
-        field("method", ""),
-        int(field("smtp_code", 0)),
-        field("smtp_reply", ""),
-        int(field("attempt", 0)),
-        str(field("bounce_class", "")),
-        field("status", ""),
-        field("diagnostic", ""),
-        field("source", ""),
-        field("reason", ""),
-        field("feedback_type", ""),
+        *kind_values,
         event.schema_version,
         partition,
         offset,

@@ -10,12 +10,10 @@ import threading
 from collections.abc import AsyncIterator
 
 import uvicorn
-from arroyo.backends.kafka import KafkaPayload
-from arroyo.processing import StreamProcessor
 from starlette.applications import Starlette
 
 from schemas.settings import Settings
-from sinks.consumer import build_sink_processors
+from sinks.consumer import TableSink, build_sinks, tune_gc_for_batches
 from sinks.migrate import migrate
 from sinks.query_api import create_query_app
 from sinks.store import EventStore
@@ -26,19 +24,19 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings) -> None:
     store = EventStore(settings.clickhouse_url)
     migrate(store)
-    processors = build_sink_processors(settings, store)
+    sinks = build_sinks(settings, store)
+    tune_gc_for_batches()
 
-    def consume(processor: StreamProcessor[KafkaPayload]) -> None:
+    def consume(sink: TableSink) -> None:
         try:
-            processor.run()
+            sink.run()
         except Exception:
             # A sink that stopped consuming must not look healthy: end the process.
             log.exception("sink consumer crashed; stopping the sink")
             os.kill(os.getpid(), signal.SIGTERM)
 
     consumers = [
-        threading.Thread(target=consume, args=(p,), name=f"sink-consumer-{i}", daemon=True)
-        for i, p in enumerate(processors)
+        threading.Thread(target=consume, args=(sink,), name=f"sink-{sink.mapping.table}", daemon=True) for sink in sinks
     ]
     app = create_query_app(store, settings)
 
@@ -51,8 +49,8 @@ def serve(settings: Settings) -> None:
             yield
         finally:
             # Shut down the consumer first: it finishes its batch and commits.
-            for processor in processors:
-                processor.signal_shutdown()
+            for sink in sinks:
+                sink.signal_shutdown()
             for consumer in consumers:
                 consumer.join(timeout=30)
             store.close()

@@ -1,6 +1,6 @@
 """One real local stack for the whole integration session, on its own ports and var dir.
 
-Kafka (KRaft, from the Maven jars), the faust worker, the arroyo sink into
+Kafka (KRaft, from the Maven jars), the faust worker, the sink into
 chdb, the edge and the aiosmtpd SMTP sink all run as the same processes
 `make up` starts; nothing is mocked.
 """

@@ -1,0 +1,36 @@
+"""`make bench`: benchmarks measured side by side in one run; prints tables of medians and ratios.
+
+`python -m tests.bench [--quick] [sink ...]` runs a subset; progress goes to stderr, tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tests.bench import sink_bench
+from tests.bench.common import bench_settings, say, start_broker
+
+SUITES = {"sink": sink_bench.main}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("suites", nargs="*", choices=[*SUITES, []][:-1] or None, help="default: all")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args()
+    settings = bench_settings()
+    kafka = start_broker(settings)
+    started = time.monotonic()
+    try:
+        for name in args.suites or list(SUITES):
+            say(f"== {name} ==")
+            SUITES[name](settings, args.quick)
+    finally:
+        kafka.stop()
+    say(f"bench finished in {time.monotonic() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""Sink throughput (Kafka -> chdb through the sink's consumer) against a bare clickhouse-connect insert of the
+same rows, and report latency for a campaign of one million events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Producer
+
+from schemas.codec import encode
+from schemas.events import AgentClass, AnyEvent, Click, Open, Sent
+from schemas.kafka_config import producer_config
+from schemas.keys import recipient_key
+from schemas.settings import Settings
+from sinks.consumer import TableSink, tune_gc_for_batches
+from sinks.migrate import migrate
+from sinks.reports import campaign_report
+from sinks.rows import COLUMNS, EVENTS, Row
+from sinks.store import EventStore
+from tests.bench.common import Row as Result
+from tests.bench.common import fresh_topic, median_of, print_table, say
+
+
+def make_events(campaign: str, count: int) -> list[AnyEvent]:
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    events: list[AnyEvent] = []
+    i = 0
+    while len(events) < count:
+        base = {"occurred_at": start + timedelta(seconds=i), "campaign_id": campaign, "message_id": f"m{i}",
+                "recipient": f"user{i}@example.org", "list_id": "news"}  # fmt: skip
+        events.append(Sent(event_id=f"{campaign}-s{i}", smtp_reply="2.0.0 OK", **base))  # type: ignore[arg-type]
+        events.append(Open(event_id=f"{campaign}-o{i}", user_agent="Mozilla/5.0 (Windows NT 10.0) Chrome/131",
+                           client_ip="203.0.113.0", **base))  # type: ignore[arg-type]  # fmt: skip
+        if i % 3 == 0:
+            events.append(Open(event_id=f"{campaign}-a{i}", user_agent="Mozilla/5.0", agent_class=AgentClass.APPLE_MPP,
+                               **base))  # type: ignore[arg-type]  # fmt: skip
+        if i % 4 == 0:
+            events.append(Click(event_id=f"{campaign}-c{i}", url="https://example.com/sale", **base))  # type: ignore[arg-type]
+        i += 1
+    return events[:count]
+
+
+def produce_all(settings: Settings, topic: str, payloads: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer(producer_config(settings, **{"linger.ms": 50, "batch.size": 1_000_000}))
+    for key, value in payloads:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(120):
+        raise RuntimeError("bench records not acknowledged")
+
+
+def run(settings: Settings, rows_per_run: int, runs: int, report_events: int) -> list[Result]:
+    store = EventStore(settings.clickhouse_url)
+    migrate(store)
+    topic = f"{settings.topic_prefix}.sink-bench"
+    fresh_topic(settings, topic)
+    events = make_events("bench-sink", rows_per_run)
+    payloads = [(recipient_key(e.recipient, e.campaign_id), encode(e)) for e in events]
+    say(f"  producing {len(payloads):,} events to {topic}")
+    produce_all(settings, topic, payloads)
+    rows: list[Row] = [EVENTS.to_row(value, 0, n) for n, (_, value) in enumerate(payloads)]
+    tune_gc_for_batches()  # as the sink service does; applies to both sides of the comparison
+    batch = settings.sink_batch_size
+
+    def bare(run_number: int) -> float:
+        store.command("TRUNCATE TABLE events")
+        started = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            store.insert("events", COLUMNS, rows[i : i + batch])
+        return len(rows) / (time.perf_counter() - started)
+
+    def pipeline(run_number: int) -> float:
+        store.command("TRUNCATE TABLE events")
+        inserted = {"rows": 0, "first": 0.0, "last": 0.0}
+        done = threading.Event()
+
+        def on_insert(count: int, seconds: float) -> None:
+            now = time.perf_counter()
+            if not inserted["first"]:
+                inserted["first"] = now - seconds
+            inserted["rows"] += count
+            inserted["last"] = now
+            if inserted["rows"] >= len(rows):
+                done.set()
+
+        processor = TableSink(settings, store, EVENTS, topic, f"bench-sink-{time.time_ns()}", on_insert)
+        thread = threading.Thread(target=processor.run, daemon=True)
+        started = time.perf_counter()
+        thread.start()
+        if not done.wait(300):
+            raise RuntimeError("pipeline did not insert every row")
+        # From the first record fetched (after the group join) to the last insert committed.
+        elapsed = inserted["last"] - (processor.first_fetch or started)
+        processor.signal_shutdown()
+        thread.join(30)
+        return len(rows) / elapsed
+
+    say(f"  sink: {len(rows):,} rows a run, batches of {batch:,}, {runs} runs each, alternating")
+    bare_rate = median_of(runs, bare, "bare clickhouse-connect insert rows/s")
+    pipe_rate = median_of(runs, pipeline, "Kafka -> sink -> chdb rows/s")
+
+    say(f"  report latency: loading a campaign of {report_events:,} events")
+    store.command("TRUNCATE TABLE events")
+    big = make_events("bench-report", report_events)
+    big_rows = [EVENTS.to_row(encode(e), 0, n) for n, e in enumerate(big)]
+    for i in range(0, len(big_rows), 100_000):
+        store.insert("events", COLUMNS, big_rows[i : i + 100_000])
+        say(f"    loaded {min(i + 100_000, len(big_rows)):,}/{len(big_rows):,}")
+
+    def latency(run_number: int) -> float:
+        started = time.perf_counter()
+        campaign_report(store, "bench-report")
+        return (time.perf_counter() - started) * 1000
+
+    report_ms = median_of(5, latency, "campaign report ms")
+    ratio = pipe_rate / bare_rate
+    return [
+        Result("bare clickhouse-connect insert", bare_rate, "rows/s"),
+        Result("Kafka -> sink -> chdb", pipe_rate, "rows/s", ">= 100,000", pipe_rate >= 100_000),
+        Result("sink / bare ratio", ratio, "", ">= 0.7", ratio >= 0.7),
+        Result(f"campaign report, {report_events:,} events", report_ms, "ms"),
+    ]
+
+
+def main(settings: Settings, quick: bool) -> None:
+    results = run(settings, rows_per_run=100_000 if quick else 400_000, runs=3,
+                  report_events=200_000 if quick else 1_000_000)  # fmt: skip
+    print_table("Sink: Kafka -> ClickHouse (chdb)", results)
