@@ -135,6 +135,12 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     return enqueue_campaign(args, settings, say)
 
 
+def cmd_ingest_mail(args: argparse.Namespace, settings: Settings) -> int:
+    from mailpulse.intake import ingest_mail
+
+    return ingest_mail(args.file, settings, say)
+
+
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from mailpulse.queries import print_report
 
@@ -213,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--list", dest="list_id", default="default", help="list id (default: default)")
     send.add_argument("--tracking", choices=["full", "aggregate", "off"], default="full")
     send.add_argument("--from", dest="from_address", help="From header (default MAILPULSE_FROM_ADDRESS)")
+
+    ingest = add(
+        "ingest-mail",
+        cmd_ingest_mail,
+        "read one bounce or complaint mail (RFC 3464, ARF, or plain) "
+        "and publish its events; for mailbox pipes (exit 75: retry later)",
+    )
+    ingest.add_argument("file", nargs="?", default="-", help="the message file, or - for standard input (default)")
 
     report = add("report", cmd_report, "print a campaign report from ClickHouse")
     report.add_argument("--campaign", required=True)

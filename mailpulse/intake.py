@@ -72,3 +72,34 @@ def enqueue_campaign(args: argparse.Namespace, settings: Settings, say: Callable
         f"{time.monotonic() - started:.1f}s"
     )
     return 0
+
+
+def ingest_mail(path: str, settings: Settings, say: Callable[[str], None]) -> int:
+    """`mailpulse ingest-mail [FILE|-]`, for mailbox pipes: exit 0 once recorded (or kept), 75 to make the
+    delivering MTA retry when Kafka cannot acknowledge."""
+    import asyncio
+    import sys
+
+    from producers.bounce_intake import Keeper, ingest
+    from producers.publisher import PublishError
+
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}", status=2) from None
+    if not raw.strip():
+        raise CliError("the message is empty", status=2)
+    publisher = KafkaPublisher(settings)
+    keeper = Keeper(settings.var_dir / "bounces" / "unparsed")
+    topics = Topics.for_prefix(settings.topic_prefix)
+    try:
+        result = asyncio.run(ingest(raw, [], publisher, topics, keeper, settings.publish_timeout_seconds))
+    except PublishError as exc:
+        raise CliError(f"Kafka did not acknowledge ({exc}); deliver again later", status=75) from None
+    finally:
+        publisher.close()
+    if result.kept is not None:
+        say(f"no bounce or complaint found ({result.report}); kept for inspection at {result.kept}")
+    else:
+        say(f"{result.report} report: published {result.published} event(s)")
+    return 0

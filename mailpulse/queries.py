@@ -152,8 +152,10 @@ def run_replay(
 
     def show(state: dict[str, Any]) -> None:
         total = state["total"] or 1
-        say(f"  replay {state['topic']}: {state['read']}/{state['total']} records ({100 * state['read'] / total:.0f}%)"
-            f", {state['inserted']} rows inserted, {state['undecodable']} undecodable")  # fmt: skip
+        say(
+            f"  replay {state['topic']}: {state['read']}/{state['total']} records ({100 * state['read'] / total:.0f}%)"
+            f", {state['inserted']} rows inserted, {state['undecodable']} undecodable"
+        )
 
     try:
         start = parse_time(from_time) if from_time else None
@@ -182,9 +184,14 @@ def run_replay(
 
     try:
         result: ReplayProgress = replay(
-            settings, EventStore(settings.clickhouse_url), topic, start, from_offset, end,
+            settings,
+            EventStore(settings.clickhouse_url),
+            topic,
+            start,
+            from_offset,
+            end,
             on_progress=lambda p: show(p.as_dict()),
-        )  # fmt: skip
+        )
     except ReplayError as exc:
         raise CliError(str(exc), status=2) from None
     say(f"replayed {result.read} records from {topic} into ClickHouse")

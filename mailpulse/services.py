@@ -8,7 +8,10 @@ import logging
 import uvicorn
 
 from producers.app import create_operator_app, create_public_app
+from producers.bounce_intake import BounceMailHandler, Keeper, start_receiver
+from producers.publisher import KafkaPublisher
 from schemas.settings import Settings
+from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,27 @@ def serve_edge(settings: Settings) -> None:
         ),
     ]
 
+    receiver = None
+    if settings.bounce_smtp_port:
+        # Bounce mail arrives over SMTP at the edge process, which owns a Kafka producer anyway.
+        handler = BounceMailHandler(
+            KafkaPublisher(settings),
+            Topics.for_prefix(settings.topic_prefix),
+            Keeper(settings.var_dir / "bounces" / "unparsed"),
+            settings.publish_timeout_seconds,
+        )
+        receiver = start_receiver(handler, settings.edge_host, settings.bounce_smtp_port)
+        log.info("bounce-mail receiver on %s:%d", settings.edge_host, settings.bounce_smtp_port)
+
     async def serve_all() -> None:
         await asyncio.gather(*(server.serve() for server in servers))
 
-    asyncio.run(serve_all())
+    try:
+        asyncio.run(serve_all())
+    finally:
+        if receiver is not None:
+            receiver.stop()
+            receiver.handler.publisher.close()
 
 
 def serve_worker(settings: Settings) -> None:

@@ -14,6 +14,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
+from schemas.attribution import CAMPAIGN_HEADER, MESSAGE_HEADER, verp_address
 from schemas.events import SendRequest, TrackingMode
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 
@@ -90,14 +91,6 @@ def _with_unsubscribe(body: str, url: str, is_html: bool) -> str:
     return f"{body.rstrip()}\n\n--\nUnsubscribe: {url}\n"
 
 
-def verp_sender(message_id: str, bounce_domain: str) -> str:
-    """Envelope sender naming the message, so bounces are attributed even without a recipient.
-
-    The message id is an opaque uuid (no address); it fits the 64-octet local-part limit.
-    """
-    return f"bounces+{message_id}@{bounce_domain}"
-
-
 def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
     unsubscribe_url = _link(ctx, "u", ctx.tokens.mint(_claims(request, LinkKind.UNSUBSCRIBE)))
     text, body_html = request.text, request.html
@@ -113,7 +106,7 @@ def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
 
     _, from_addr = parseaddr(request.from_address)
     domain = from_addr.rpartition("@")[2] or "localhost"
-    envelope_from = verp_sender(request.message_id, ctx.bounce_domain)
+    envelope_from = verp_address(request.message_id, ctx.bounce_domain)
 
     msg = EmailMessage()
     msg["From"] = request.from_address
@@ -125,7 +118,8 @@ def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
     msg["List-Unsubscribe"] = f"<{unsubscribe_url}>, <mailto:{ctx.unsubscribe_mailto}?subject=unsubscribe>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Return-Path"] = f"<{envelope_from}>"
-    msg["X-Mailpulse-Campaign"] = request.campaign_id
+    msg[CAMPAIGN_HEADER] = request.campaign_id
+    msg[MESSAGE_HEADER] = request.message_id
     msg.set_content(text)
     if body_html:
         msg.add_alternative(body_html, subtype="html")

@@ -8,20 +8,23 @@ API key (401).
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers import operator_routes, tracking_routes
+from producers import operator_routes, tracking_routes, webhook_routes
 from producers.context import EdgeContext
 from producers.metrics import EdgeMetrics
+from producers.openapi import operator_spec, public_spec
 from producers.publisher import KafkaPublisher, Publisher
 from schemas.auth import ApiKeyMiddleware
 from schemas.settings import Settings
@@ -92,7 +95,7 @@ class MetricsMiddleware:
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
 
 
-def _ops_routes() -> list[BaseRoute]:
+def _ops_routes(spec: dict[str, Any]) -> list[BaseRoute]:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -107,7 +110,11 @@ def _ops_routes() -> list[BaseRoute]:
         ctx: EdgeContext = request.app.state.edge
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
     return [
+        Route("/openapi.json", openapi, name="openapi"),
         Route("/healthz", healthz, name="healthz"),
         Route("/readyz", readyz, name="readyz"),
         Route("/metrics", metrics, name="metrics"),
@@ -130,6 +137,7 @@ def _build(
     routes: list[BaseRoute],
     middleware: list[Middleware],
     publisher_factory: PublisherFactory,
+    spec: dict[str, Any],
 ) -> Starlette:
     metrics = EdgeMetrics.create()
     ctx = EdgeContext(
@@ -149,7 +157,7 @@ def _build(
             ctx.publisher = None
 
     app = Starlette(
-        routes=routes + _ops_routes(),
+        routes=routes + _ops_routes(spec),
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
@@ -161,15 +169,25 @@ def _build(
     return app
 
 
-def create_public_app(settings: Settings, publisher_factory: PublisherFactory = _kafka_publisher) -> Starlette:
-    return _build(settings, list(tracking_routes.routes), [], publisher_factory)
+def create_public_app(
+    settings: Settings,
+    publisher_factory: PublisherFactory = _kafka_publisher,
+    sns_certificates: Callable[[str], bytes] | None = None,
+    sns_confirm: Callable[[str], None] | None = None,
+) -> Starlette:
+    app = _build(settings, [*tracking_routes.routes, *webhook_routes.routes], [], publisher_factory, public_spec())
+    ctx: EdgeContext = app.state.edge
+    ctx.sns_certificates = functools.lru_cache(maxsize=32)(sns_certificates or webhook_routes.fetch_sns_certificate)
+    ctx.sns_confirm = sns_confirm or webhook_routes.confirm_sns_subscription
+    return app
 
 
 def create_operator_app(settings: Settings, publisher_factory: PublisherFactory = _kafka_publisher) -> Starlette:
-    open_paths = frozenset({"/healthz", "/readyz"})
+    open_paths = frozenset({"/healthz", "/readyz", "/openapi.json"})
     return _build(
         settings,
         list(operator_routes.routes),
         [Middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=open_paths)],
         publisher_factory,
+        operator_spec(),
     )

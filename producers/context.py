@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from producers.metrics import EdgeMetrics
 from producers.publisher import Publisher
+from producers.webhooks.mailgun import ReplayGuard
+from producers.webhooks.sendgrid import load_public_key as load_sendgrid_key
 from schemas.codec import encode
 from schemas.events import AnyEvent
 from schemas.keys import recipient_key
@@ -21,6 +27,20 @@ class EdgeContext:
     topics: Topics
     metrics: EdgeMetrics
     publisher: Publisher | None = None
+    # Network calls of the SES/SNS webhook, replaceable where no network is (tests).
+    sns_certificates: Callable[[str], bytes] = field(default=lambda url: b"")
+    sns_confirm: Callable[[str], None] = field(default=lambda url: None)
+    mailgun_replays: ReplayGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mailgun_replays = ReplayGuard(self.settings.webhook_max_age_seconds * 2)
+
+    @functools.cached_property
+    def _sendgrid_key(self) -> ec.EllipticCurvePublicKey:
+        return load_sendgrid_key(self.settings.sendgrid_public_key)
+
+    def sendgrid_key(self) -> ec.EllipticCurvePublicKey:
+        return self._sendgrid_key
 
     def require_publisher(self) -> Publisher:
         if self.publisher is None:

@@ -87,6 +87,12 @@ class Settings:
     keep_full_ip: bool = False
     max_body_bytes: int = 64 * 1024
     publish_timeout_seconds: float = 5.0
+    bounce_smtp_port: int = 2526
+    sns_topic_arns: tuple[str, ...] = ()
+    sendgrid_public_key: str = ""
+    mailgun_signing_key: str = ""
+    postmark_webhook_auth: str = ""
+    webhook_max_age_seconds: int = 600
     sink_batch_size: int = 50_000
     sink_batch_seconds: float = 0.5
     log_level: str = "INFO"
@@ -132,6 +138,12 @@ class Settings:
             keep_full_ip=_bool(env, "MAILPULSE_KEEP_FULL_IP", False),
             max_body_bytes=_int(env, "MAILPULSE_MAX_BODY_BYTES", 64 * 1024, 1024),
             publish_timeout_seconds=_float(env, "MAILPULSE_PUBLISH_TIMEOUT_SECONDS", 5.0),
+            bounce_smtp_port=_int(env, "MAILPULSE_BOUNCE_SMTP_PORT", 2526, 0),
+            sns_topic_arns=_list(env, "MAILPULSE_SNS_TOPIC_ARNS"),
+            sendgrid_public_key=env.get("MAILPULSE_SENDGRID_PUBLIC_KEY", "").strip(),
+            mailgun_signing_key=env.get("MAILPULSE_MAILGUN_SIGNING_KEY", "").strip(),
+            postmark_webhook_auth=env.get("MAILPULSE_POSTMARK_WEBHOOK_AUTH", "").strip(),
+            webhook_max_age_seconds=_int(env, "MAILPULSE_WEBHOOK_MAX_AGE_SECONDS", 600, 1),
             sink_batch_size=_int(env, "MAILPULSE_SINK_BATCH_SIZE", 50_000, 1),
             sink_batch_seconds=_float(env, "MAILPULSE_SINK_BATCH_SECONDS", 0.5),
             log_level=(env.get("MAILPULSE_LOG_LEVEL") or "INFO").upper(),

@@ -45,10 +45,22 @@ Row = tuple[Any, ...]
 
 # Columns only some kinds carry, with the value a row gets when its kind has no such field.
 KIND_DEFAULTS: dict[str, Any] = {
-    "agent_class": "", "user_agent": "", "client_ip": "", "url": "", "scope": "", "method": "", "smtp_code": 0,
-    "smtp_reply": "", "attempt": 0, "bounce_class": "", "status": "", "diagnostic": "", "source": "", "reason": "",
+    "agent_class": "",
+    "user_agent": "",
+    "client_ip": "",
+    "url": "",
+    "scope": "",
+    "method": "",
+    "smtp_code": 0,
+    "smtp_reply": "",
+    "attempt": 0,
+    "bounce_class": "",
+    "status": "",
+    "diagnostic": "",
+    "source": "",
+    "reason": "",
     "feedback_type": "",
-}  # fmt: skip
+}
 
 
 @functools.cache
@@ -86,9 +98,16 @@ def event_to_row(event: AnyEvent, partition: int, offset: int) -> Row:
 
 
 SUPPRESSION_COLUMNS: tuple[str, ...] = (
-    "recipient", "suppressed", "reasons", "lists", "since", "caused_by", "changed_at",
-    "kafka_partition", "kafka_offset",
-)  # fmt: skip
+    "recipient",
+    "suppressed",
+    "reasons",
+    "lists",
+    "since",
+    "caused_by",
+    "changed_at",
+    "kafka_partition",
+    "kafka_offset",
+)
 
 
 def suppression_change_to_row(change: SuppressionChange, partition: int, offset: int) -> Row:

@@ -28,14 +28,26 @@ def make_events(campaign: str, count: int) -> list[AnyEvent]:
     events: list[AnyEvent] = []
     i = 0
     while len(events) < count:
-        base = {"occurred_at": start + timedelta(seconds=i), "campaign_id": campaign, "message_id": f"m{i}",
-                "recipient": f"user{i}@example.org", "list_id": "news"}  # fmt: skip
+        base = {
+            "occurred_at": start + timedelta(seconds=i),
+            "campaign_id": campaign,
+            "message_id": f"m{i}",
+            "recipient": f"user{i}@example.org",
+            "list_id": "news",
+        }
         events.append(Sent(event_id=f"{campaign}-s{i}", smtp_reply="2.0.0 OK", **base))  # type: ignore[arg-type]
-        events.append(Open(event_id=f"{campaign}-o{i}", user_agent="Mozilla/5.0 (Windows NT 10.0) Chrome/131",
-                           client_ip="203.0.113.0", **base))  # type: ignore[arg-type]  # fmt: skip
+        events.append(
+            Open(
+                event_id=f"{campaign}-o{i}",
+                user_agent="Mozilla/5.0 (Windows NT 10.0) Chrome/131",
+                client_ip="203.0.113.0",
+                **base,
+            )
+        )  # type: ignore[arg-type]
         if i % 3 == 0:
-            events.append(Open(event_id=f"{campaign}-a{i}", user_agent="Mozilla/5.0", agent_class=AgentClass.APPLE_MPP,
-                               **base))  # type: ignore[arg-type]  # fmt: skip
+            events.append(
+                Open(event_id=f"{campaign}-a{i}", user_agent="Mozilla/5.0", agent_class=AgentClass.APPLE_MPP, **base)
+            )  # type: ignore[arg-type]
         if i % 4 == 0:
             events.append(Click(event_id=f"{campaign}-c{i}", url="https://example.com/sale", **base))  # type: ignore[arg-type]
         i += 1
@@ -129,6 +141,7 @@ def run(settings: Settings, rows_per_run: int, runs: int, report_events: int) ->
 
 
 def main(settings: Settings, quick: bool) -> None:
-    results = run(settings, rows_per_run=100_000 if quick else 400_000, runs=3,
-                  report_events=200_000 if quick else 1_000_000)  # fmt: skip
+    results = run(
+        settings, rows_per_run=100_000 if quick else 400_000, runs=3, report_events=200_000 if quick else 1_000_000
+    )
     print_table("Sink: Kafka -> ClickHouse (chdb)", results)

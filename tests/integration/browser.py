@@ -17,10 +17,17 @@ import aiohttp
 import httpx
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
     "--window-size=1200,1400",
-]  # fmt: skip
+]
 
 
 def chromium_binary() -> str:
@@ -64,10 +71,16 @@ def render_page(url: str, headers: dict[str, str], screenshot: Path, script: str
     """Open ``url`` with extra request headers, save a PNG screenshot, return ``script``'s value."""
     profile = tempfile.mkdtemp(prefix="mailpulse-chromium-")
     proc = subprocess.Popen(
-        [chromium_binary(), *CHROMIUM_FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={profile}",
-         "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            chromium_binary(),
+            *CHROMIUM_FLAGS,
+            f"--remote-debugging-port={port}",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         targets: list[dict[str, Any]] = []

@@ -11,13 +11,19 @@ from pathlib import Path
 
 def mailpulse(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MAILPULSE_CLICKHOUSE_URL": f"chdb://{store}", "MAILPULSE_SINK_API_PORT": "1"}
-    return subprocess.run([sys.executable, "-m", "mailpulse", *args], capture_output=True, text=True, env=env,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "mailpulse", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def tables(store: Path) -> list[str]:
-    done = mailpulse(store, "sql", "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name",
-                     "--format", "json")  # fmt: skip
+    done = mailpulse(
+        store,
+        "sql",
+        "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name",
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     return [row["name"] for row in json.loads(done.stdout)]
 

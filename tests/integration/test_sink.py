@@ -71,8 +71,13 @@ def campaign_events(campaign: str, people: int, at: datetime) -> list[AnyEvent]:
 def test_every_event_kind_lands_with_its_columns(stack: Settings) -> None:
     campaign = unique("kinds")
     now = datetime.now(UTC).replace(microsecond=0)
-    base = {"occurred_at": now, "campaign_id": campaign, "message_id": "m1", "recipient": "k@example.org",
-            "list_id": "news"}  # fmt: skip
+    base = {
+        "occurred_at": now,
+        "campaign_id": campaign,
+        "message_id": "m1",
+        "recipient": "k@example.org",
+        "list_id": "news",
+    }
     events: list[AnyEvent] = [
         Open(event_id="e-open", user_agent="UA", client_ip="203.0.113.0", agent_class=AgentClass.GOOGLE_PROXY, **base),  # type: ignore[arg-type]
         Click(event_id="e-click", url="https://example.com/x", **base),  # type: ignore[arg-type]
@@ -86,8 +91,12 @@ def test_every_event_kind_lands_with_its_columns(stack: Settings) -> None:
         SendSkipped(event_id="e-skip", reason="complaint", **base),  # type: ignore[arg-type]
     ]
     produce(stack, events)
-    rows = wait_until(lambda: (r := sql(stack, f"SELECT * FROM events WHERE campaign_id = '{campaign}'")) and
-                      len(r) == len(events) and r, what="every kind")  # fmt: skip
+    rows = wait_until(
+        lambda: (
+            (r := sql(stack, f"SELECT * FROM events WHERE campaign_id = '{campaign}'")) and len(r) == len(events) and r
+        ),
+        what="every kind",
+    )
     by_id = {r["event_id"]: r for r in rows}
     assert by_id["e-open"]["agent_class"] == "google_proxy" and by_id["e-open"]["client_ip"] == "203.0.113.0"
     assert by_id["e-click"]["url"] == "https://example.com/x"
@@ -111,25 +120,43 @@ def test_replaying_a_topic_twice_leaves_reports_unchanged(stack: Settings) -> No
     assert expected["opens_unique_human"] == 100 and expected["opens_machine"] == 40 and expected["clicks_total"] == 50
 
     def hourly() -> object:
-        return httpx.get(f"http://127.0.0.1:{stack.sink_api_port}/reports/{campaign}", params={"by": "hour"},
-                         headers=operator_headers(stack), timeout=30).json()  # fmt: skip
+        return httpx.get(
+            f"http://127.0.0.1:{stack.sink_api_port}/reports/{campaign}",
+            params={"by": "hour"},
+            headers=operator_headers(stack),
+            timeout=30,
+        ).json()
 
     hours_before = hourly()
     raw_before = sql(stack, f"SELECT count() AS n FROM events WHERE campaign_id = '{campaign}'")[0]["n"]
     for _ in range(2):
         done = subprocess.run(
-            [sys.executable, "-m", "mailpulse", "replay", "--topic", f"{stack.topic_prefix}.events",
-             "--from-time", start.isoformat()],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "mailpulse",
+                "replay",
+                "--topic",
+                f"{stack.topic_prefix}.events",
+                "--from-time",
+                start.isoformat(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         assert "replay mailpulse.events:" in done.stdout  # progress lines
     raw_after = sql(stack, f"SELECT count() AS n FROM events WHERE campaign_id = '{campaign}'")[0]["n"]
     assert raw_after >= raw_before  # copies may still be unmerged ...
     assert report(stack, campaign) == expected  # ... but never counted
     assert hourly() == hours_before
-    bad = subprocess.run([sys.executable, "-m", "mailpulse", "replay", "--topic", "nope", "--from-offset", "0"],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "mailpulse", "replay", "--topic", "nope", "--from-offset", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "cannot replay" in bad.stderr
 
 
@@ -139,8 +166,11 @@ def test_sink_killed_mid_batch_loses_nothing_and_counts_nothing_twice(stack: Set
     stack_ctl = Stack(stack)
     produce(stack, events)
     # Kill as soon as the first rows of this campaign are in: the sink is mid-stream.
-    wait_until(lambda: sql(stack, f"SELECT count() AS n FROM events WHERE campaign_id = '{campaign}'")[0]["n"] > 0,
-               interval=0.05, what="first rows")  # fmt: skip
+    wait_until(
+        lambda: sql(stack, f"SELECT count() AS n FROM events WHERE campaign_id = '{campaign}'")[0]["n"] > 0,
+        interval=0.05,
+        what="first rows",
+    )
     pid = stack_ctl.pid("sink")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -148,10 +178,14 @@ def test_sink_killed_mid_batch_loses_nothing_and_counts_nothing_twice(stack: Set
     stack_ctl.up(timeout=120)
     assert stack_ctl.pid("sink") != pid
     totals = wait_until(
-        lambda: (r := sql(stack, f"SELECT uniqExact(event_id) AS ids FROM events WHERE campaign_id = '{campaign}'"))
-        and r[0]["ids"] == len(events) and r,
-        timeout=120, what="every event after the restart",
-    )  # fmt: skip
+        lambda: (
+            (r := sql(stack, f"SELECT uniqExact(event_id) AS ids FROM events WHERE campaign_id = '{campaign}'"))
+            and r[0]["ids"] == len(events)
+            and r
+        ),
+        timeout=120,
+        what="every event after the restart",
+    )
     assert totals[0]["ids"] == len(events)
     got = report(stack, campaign)
     assert got["sent"] == 30_000 and got["opens_unique_human"] == 15_000 and got["clicks_total"] == 7_500
@@ -162,8 +196,10 @@ def test_suppression_changes_land_in_their_history_table(stack: Settings) -> Non
     now = datetime.now(UTC)
     base = {"campaign_id": unique("hist"), "message_id": "m", "recipient": recipient, "list_id": "news"}
     produce(stack, [Complaint(event_id=new_event_id(), occurred_at=now, **base)])  # type: ignore[arg-type]
-    rows = wait_until(lambda: sql(stack, f"SELECT suppressed, reasons FROM suppression_changes "
-                                         f"WHERE recipient = '{recipient}'"), what="history row")  # fmt: skip
+    rows = wait_until(
+        lambda: sql(stack, f"SELECT suppressed, reasons FROM suppression_changes WHERE recipient = '{recipient}'"),
+        what="history row",
+    )
     assert rows == [{"suppressed": True, "reasons": ["complaint"]}]
 
 
@@ -171,8 +207,9 @@ def test_report_page_shows_the_campaign(stack: Settings) -> None:
     campaign = unique("page")
     produce(stack, campaign_events(campaign, 40, datetime(2026, 11, 3, 9, tzinfo=UTC)))
     wait_until(lambda: report(stack, campaign)["sent"] == 40, what="40 sent")
-    page = httpx.get(f"http://127.0.0.1:{stack.sink_api_port}/reports/{campaign}/page",
-                     headers=operator_headers(stack), timeout=30)  # fmt: skip
+    page = httpx.get(
+        f"http://127.0.0.1:{stack.sink_api_port}/reports/{campaign}/page", headers=operator_headers(stack), timeout=30
+    )
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert f'<span id="campaign">{campaign}</span>' in page.text
     assert 'data-chart="opens per hour"' in page.text and 'data-step="Clicked">10<' in page.text

@@ -1,0 +1,133 @@
+"""Bounce-mail intake: the SMTP receiver (aiosmtpd) and `mailpulse ingest-mail` share :func:`ingest`.
+
+A parsed bounce is published and acknowledged by Kafka before the mail is
+accepted (250); when Kafka cannot acknowledge, the SMTP answer is 451 so the
+sending server retries. Mail that is no bounce, or cannot be parsed, is counted
+and kept in a Maildir for inspection; it never stops the receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mailbox
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from producers.bounce_mail import Outcome, ParsedMail, parse_mail
+from producers.publisher import Publisher, PublishError
+from schemas.attribution import UNATTRIBUTED
+from schemas.codec import encode
+from schemas.events import AnyEvent, Bounce, BounceClass, Complaint, Deferred, utcnow
+from schemas.keys import recipient_key
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+# flufl.bounce logs every detector that trips over odd mail at ERROR; that mail is counted here instead.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
+
+def events_from_mail(parsed: ParsedMail, now: datetime) -> list[AnyEvent]:
+    from schemas.events import new_event_id
+
+    events: list[AnyEvent] = []
+    for record in parsed.records:
+        common = {
+            "event_id": new_event_id(),
+            "occurred_at": now,
+            "campaign_id": parsed.campaign_id or UNATTRIBUTED,
+            "message_id": parsed.message_id or "unknown",
+            "recipient": record.recipient,
+        }
+        if record.outcome is Outcome.COMPLAINT:
+            events.append(Complaint(**common, feedback_type=record.feedback_type or "abuse", source="arf"))  # type: ignore[arg-type]
+        elif record.outcome is Outcome.DELAY:
+            events.append(Deferred(**common, smtp_reply=record.diagnostic[:500]))  # type: ignore[arg-type]
+        else:
+            bounce_class = BounceClass.HARD if record.outcome is Outcome.HARD else BounceClass.SOFT
+            events.append(
+                Bounce(
+                    **common,
+                    bounce_class=bounce_class,
+                    status=record.status,  # type: ignore[arg-type]
+                    diagnostic=record.diagnostic[:1000],
+                    source=f"mail-{parsed.report}",
+                )
+            )
+    return events
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    report: str
+    published: int
+    kept: Path | None = None
+
+
+class Keeper:
+    """Maildir for mail that is no bounce or could not be parsed."""
+
+    def __init__(self, folder: Path) -> None:
+        for sub in ("tmp", "new", "cur"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.box = mailbox.Maildir(str(folder), create=True)
+        self.kept = 0
+
+    def keep(self, raw: bytes) -> Path:
+        key = self.box.add(raw)
+        self.kept += 1
+        return self.folder / "new" / key
+
+
+async def ingest(
+    raw: bytes, envelope_to: list[str], publisher: Publisher, topics: Topics, keeper: Keeper, timeout: float
+) -> IngestResult:
+    try:
+        parsed = parse_mail(raw, envelope_to)
+    except Exception:  # parse_mail is defensive; anything left is still kept, not lost
+        log.exception("bounce mail could not be parsed")
+        return IngestResult("error", 0, keeper.keep(raw))
+    if not parsed.is_bounce:
+        return IngestResult(parsed.report, 0, keeper.keep(raw))
+    events = events_from_mail(parsed, utcnow())
+    await asyncio.gather(
+        *(
+            publisher.publish_confirmed(topics.events, recipient_key(e.recipient, e.campaign_id), encode(e), timeout)
+            for e in events
+        )
+    )
+    return IngestResult(parsed.report, len(events))
+
+
+class BounceMailHandler:
+    def __init__(self, publisher: Publisher, topics: Topics, keeper: Keeper, timeout: float) -> None:
+        self.publisher = publisher
+        self.topics = topics
+        self.keeper = keeper
+        self.timeout = timeout
+        self.counts = {"bounces": 0, "kept": 0, "deferred_to_sender": 0}
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        try:
+            result = await ingest(raw, list(envelope.rcpt_tos), self.publisher, self.topics, self.keeper, self.timeout)
+        except PublishError as exc:
+            self.counts["deferred_to_sender"] += 1
+            log.warning("bounce not acknowledged by Kafka, asking the sender to retry: %s", exc)
+            return "451 4.3.0 Temporarily unable to record this report, try again later"
+        if result.kept is not None:
+            self.counts["kept"] += 1
+        else:
+            self.counts["bounces"] += result.published
+        return "250 2.0.0 Report recorded"
+
+
+def start_receiver(handler: BounceMailHandler, host: str, port: int) -> Controller:
+    controller = Controller(handler, hostname=host, port=port, data_size_limit=10 * 1024 * 1024)
+    controller.start()
+    return controller

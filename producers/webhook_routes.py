@@ -1,0 +1,134 @@
+"""Public webhook routes: verify the provider's signature, normalize, and answer 2xx only once Kafka
+acknowledged every event. A bad or missing signature publishes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from producers.context import EdgeContext
+from producers.publisher import PublishError
+from producers.webhooks import mailgun, postmark, sendgrid, ses
+from producers.webhooks.common import SignatureError, WebhookError
+from schemas.events import AnyEvent
+
+log = logging.getLogger(__name__)
+
+
+def fetch_sns_certificate(url: str) -> bytes:
+    """Only ever called with a verified SNS URL (see ses.verify)."""
+    response = httpx.get(url, timeout=5.0, follow_redirects=False)
+    response.raise_for_status()
+    return response.content
+
+
+def confirm_sns_subscription(url: str) -> None:
+    httpx.get(url, timeout=5.0, follow_redirects=False).raise_for_status()
+
+
+async def _publish_all(ctx: EdgeContext, events: list[AnyEvent]) -> Response:
+    try:
+        await asyncio.gather(*(ctx.publish_event_confirmed(event) for event in events))
+    except PublishError as exc:
+        ctx.metrics.publish_failures.inc()
+        log.warning("webhook events not acknowledged: %s", exc)
+        return JSONResponse({"error": "temporarily unavailable"}, status_code=503, headers={"Retry-After": "10"})
+    return JSONResponse({"accepted": len(events)})
+
+
+def _guarded(provider: str) -> Callable[[Callable[[Request, EdgeContext], Awaitable[Response]]], Any]:
+    def wrap(handler: Callable[[Request, EdgeContext], Awaitable[Response]]) -> Any:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            ctx: EdgeContext = request.app.state.edge
+            try:
+                return await handler(request, ctx)
+            except SignatureError as exc:
+                ctx.metrics.rejected_tokens.labels(f"webhook_{provider}").inc()
+                return JSONResponse({"error": str(exc)}, status_code=401)
+            except WebhookError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+
+        return endpoint
+
+    return wrap
+
+
+@_guarded("ses")
+async def ses_webhook(request: Request, ctx: EdgeContext) -> Response:
+    body = await request.body()
+    message = ses.parse_envelope(body)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, ses.verify, message, ctx.sns_certificates)
+    if ctx.settings.sns_topic_arns and message.get("TopicArn") not in ctx.settings.sns_topic_arns:
+        return JSONResponse({"error": "topic not allowed"}, status_code=403)
+    kind = message.get("Type")
+    if kind == "SubscriptionConfirmation":
+        url = str(message.get("SubscribeURL", ""))
+        if not ses.is_sns_url(url):
+            raise SignatureError("subscribe URL is not an SNS https URL")
+        await loop.run_in_executor(None, ctx.sns_confirm, url)
+        return JSONResponse({"confirmed": True})
+    if kind != "Notification":
+        return JSONResponse({"accepted": 0})
+    try:
+        notification = json.loads(str(message.get("Message", "")))
+    except json.JSONDecodeError:
+        raise WebhookError("SNS Message is not JSON") from None
+    if not isinstance(notification, dict):
+        raise WebhookError("SNS Message is not a JSON object")
+    return await _publish_all(ctx, ses.normalize(notification))
+
+
+@_guarded("sendgrid")
+async def sendgrid_webhook(request: Request, ctx: EdgeContext) -> Response:
+    if not ctx.settings.sendgrid_public_key:
+        return JSONResponse({"error": "SendGrid webhook not configured"}, status_code=403)
+    body = await request.body()
+    sendgrid.verify(
+        ctx.sendgrid_key(),
+        body,
+        request.headers.get(sendgrid.SIGNATURE_HEADER, ""),
+        request.headers.get(sendgrid.TIMESTAMP_HEADER, ""),
+        ctx.settings.webhook_max_age_seconds,
+    )
+    events = [e for e in (sendgrid.normalize(raw) for raw in sendgrid.parse(body)) if e is not None]
+    return await _publish_all(ctx, events)
+
+
+@_guarded("mailgun")
+async def mailgun_webhook(request: Request, ctx: EdgeContext) -> Response:
+    if not ctx.settings.mailgun_signing_key:
+        return JSONResponse({"error": "Mailgun webhook not configured"}, status_code=403)
+    signature, data = mailgun.parse(await request.body())
+    mailgun.verify(
+        ctx.settings.mailgun_signing_key, signature, ctx.mailgun_replays, ctx.settings.webhook_max_age_seconds
+    )
+    event = mailgun.normalize(data)
+    return await _publish_all(ctx, [event] if event else [])
+
+
+@_guarded("postmark")
+async def postmark_webhook(request: Request, ctx: EdgeContext) -> Response:
+    if not ctx.settings.postmark_webhook_auth:
+        return JSONResponse({"error": "Postmark webhook not configured"}, status_code=403)
+    postmark.verify(request.headers.get("authorization", ""), ctx.settings.postmark_webhook_auth)
+    event = postmark.normalize(postmark.parse(await request.body()))
+    return await _publish_all(ctx, [event] if event else [])
+
+
+routes = [
+    Route("/webhooks/ses", ses_webhook, methods=["POST"], name="webhook_ses"),
+    Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"], name="webhook_sendgrid"),
+    Route("/webhooks/mailgun", mailgun_webhook, methods=["POST"], name="webhook_mailgun"),
+    Route("/webhooks/postmark", postmark_webhook, methods=["POST"], name="webhook_postmark"),
+]

@@ -1,0 +1,1 @@
+"""Provider webhooks: signature verification and normalization into mailpulse events (pure)."""

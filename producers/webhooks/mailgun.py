@@ -1,0 +1,107 @@
+"""Mailgun webhooks: HMAC-SHA256 over timestamp + token, a timestamp window, replayed tokens refused."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from producers.webhooks.common import SignatureError, WebhookError, attribution, event_id, from_unix, recipient
+from schemas.events import AnyEvent, Bounce, BounceClass, Click, Complaint, Deferred, Delivered, Open, Unsubscribe
+
+
+class ReplayGuard:
+    """Tokens seen within the window; a second use is a replay. Bounded in memory."""
+
+    def __init__(self, window: int, max_tokens: int = 100_000) -> None:
+        self.window = window
+        self.max_tokens = max_tokens
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check_and_remember(self, token: str, now: float) -> bool:
+        with self._lock:
+            while self._seen and (
+                next(iter(self._seen.values())) < now - self.window or len(self._seen) > self.max_tokens
+            ):
+                self._seen.popitem(last=False)
+            if token in self._seen:
+                return False
+            self._seen[token] = now
+            return True
+
+
+def verify(signing_key: str, signature: dict[str, Any], guard: ReplayGuard, max_age: int) -> None:
+    timestamp, token, digest = (str(signature.get(k, "")) for k in ("timestamp", "token", "signature"))
+    if not (timestamp and token and digest):
+        raise SignatureError("missing Mailgun signature")
+    expected = hmac.new(signing_key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, digest):
+        raise SignatureError("Mailgun signature does not verify")
+    try:
+        sent_at = float(timestamp)
+    except ValueError:
+        raise SignatureError("malformed Mailgun timestamp") from None
+    now = time.time()
+    if abs(now - sent_at) > max_age:
+        raise SignatureError("Mailgun timestamp outside the allowed window")
+    if not guard.check_and_remember(token, now):
+        raise SignatureError("replayed Mailgun token")
+
+
+def parse(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise WebhookError("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise WebhookError("expected a JSON object")
+    signature, data = payload.get("signature"), payload.get("event-data")
+    if not isinstance(signature, dict) or not isinstance(data, dict):
+        raise WebhookError("expected 'signature' and 'event-data' objects")
+    return signature, data
+
+
+def normalize(data: dict[str, Any]) -> AnyEvent | None:
+    kind = str(data.get("event", ""))
+    rcpt = recipient(data.get("recipient"))
+    headers = (data.get("message") or {}).get("headers") or {}
+    common = attribution(data.get("user-variables") or {}, str(headers.get("message-id", "")))
+    status = data.get("delivery-status") or {}
+    base: dict[str, Any] = {
+        "event_id": event_id("mailgun", str(data.get("id", "")), rcpt, kind),
+        "occurred_at": from_unix(data.get("timestamp")),
+        "recipient": rcpt,
+        **common,
+    }
+    diagnostic = str(status.get("description") or status.get("message") or "")[:1000]
+    if kind == "failed":
+        if data.get("severity") == "permanent":
+            return Bounce(
+                **base,
+                bounce_class=BounceClass.HARD,
+                status=str(status.get("enhanced-code") or ""),
+                diagnostic=diagnostic,
+                source="mailgun",
+            )
+        return Deferred(
+            **base,
+            smtp_code=int(status.get("code") or 0),
+            smtp_reply=diagnostic[:500],
+            attempt=int(status.get("attempt-no") or 1),
+        )
+    if kind == "delivered":
+        return Delivered(**base, source="mailgun")
+    if kind == "complained":
+        return Complaint(**base, feedback_type="abuse", source="mailgun")
+    if kind == "opened":
+        return Open(**base, user_agent=str((data.get("client-info") or {}).get("user-agent") or "")[:512])
+    if kind == "clicked":
+        return Click(**base, url=str(data.get("url") or ""))
+    if kind == "unsubscribed":
+        return Unsubscribe(**base, method="webhook")
+    return None

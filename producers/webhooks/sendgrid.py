@@ -1,0 +1,93 @@
+"""SendGrid Event Webhook: ECDSA (P-256, SHA256) over timestamp + body, batched event arrays."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from producers.webhooks.common import SignatureError, WebhookError, attribution, event_id, from_unix, recipient
+from schemas.events import AnyEvent, Bounce, BounceClass, Click, Complaint, Deferred, Delivered, Open, Unsubscribe
+
+SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
+TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
+
+
+def load_public_key(configured: str) -> ec.EllipticCurvePublicKey:
+    """The verification key as SendGrid shows it: base64 of the DER SubjectPublicKeyInfo."""
+    key = load_der_public_key(base64.b64decode(configured))
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("MAILPULSE_SENDGRID_PUBLIC_KEY is not an EC public key")
+    return key
+
+
+def verify(key: ec.EllipticCurvePublicKey, body: bytes, signature: str, timestamp: str, max_age: int) -> None:
+    if not signature or not timestamp:
+        raise SignatureError("missing SendGrid signature headers")
+    try:
+        sent_at = int(timestamp)
+        der = base64.b64decode(signature, validate=True)
+    except ValueError:
+        raise SignatureError("malformed SendGrid signature headers") from None
+    if abs(time.time() - sent_at) > max_age:
+        raise SignatureError("SendGrid timestamp outside the allowed window")
+    try:
+        key.verify(der, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise SignatureError("SendGrid signature does not verify") from None
+
+
+def parse(body: bytes) -> list[dict[str, Any]]:
+    try:
+        events = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise WebhookError("body is not JSON") from None
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise WebhookError("expected a JSON array of event objects")
+    return events
+
+
+def normalize(raw: dict[str, Any]) -> AnyEvent | None:
+    kind = str(raw.get("event", ""))
+    rcpt = recipient(raw.get("email"))
+    common = attribution(raw, str(raw.get("smtp-id", "")))
+    ident = event_id("sendgrid", str(raw.get("sg_event_id") or raw.get("sg_message_id") or ""), rcpt, kind)
+    base: dict[str, Any] = {
+        "event_id": ident,
+        "occurred_at": from_unix(raw.get("timestamp")),
+        "recipient": rcpt,
+        **common,
+    }
+    if kind == "bounce":
+        # SendGrid "blocked" bounces are reputation/policy refusals: soft, not the address's fault.
+        hard = str(raw.get("type", "bounce")) == "bounce"
+        return Bounce(
+            **base,
+            bounce_class=BounceClass.HARD if hard else BounceClass.SOFT,
+            status=str(raw.get("status") or ""),
+            diagnostic=str(raw.get("reason") or "")[:1000],
+            source="sendgrid",
+        )
+    if kind == "dropped":
+        return Bounce(
+            **base, bounce_class=BounceClass.SOFT, status="", diagnostic=str(raw.get("reason") or ""), source="sendgrid"
+        )
+    if kind == "deferred":
+        return Deferred(**base, smtp_reply=str(raw.get("response") or "")[:500], attempt=int(raw.get("attempt") or 1))
+    if kind == "delivered":
+        return Delivered(**base, source="sendgrid")
+    if kind == "spamreport":
+        return Complaint(**base, feedback_type="abuse", source="sendgrid")
+    if kind == "open":
+        return Open(**base, user_agent=str(raw.get("useragent") or "")[:512])
+    if kind == "click":
+        return Click(**base, url=str(raw.get("url") or ""), user_agent=str(raw.get("useragent") or "")[:512])
+    if kind in ("unsubscribe", "group_unsubscribe"):
+        return Unsubscribe(**base, method="webhook")
+    return None  # processed, group_resubscribe: nothing to record
