@@ -14,6 +14,7 @@ import mailbox
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -36,7 +37,7 @@ def events_from_mail(parsed: ParsedMail, now: datetime) -> list[AnyEvent]:
 
     events: list[AnyEvent] = []
     for record in parsed.records:
-        common = {
+        common: dict[str, Any] = {
             "event_id": new_event_id(),
             "occurred_at": now,
             "campaign_id": parsed.campaign_id or UNATTRIBUTED,
@@ -44,16 +45,16 @@ def events_from_mail(parsed: ParsedMail, now: datetime) -> list[AnyEvent]:
             "recipient": record.recipient,
         }
         if record.outcome is Outcome.COMPLAINT:
-            events.append(Complaint(**common, feedback_type=record.feedback_type or "abuse", source="arf"))  # type: ignore[arg-type]
+            events.append(Complaint(**common, feedback_type=record.feedback_type or "abuse", source="arf"))
         elif record.outcome is Outcome.DELAY:
-            events.append(Deferred(**common, smtp_reply=record.diagnostic[:500]))  # type: ignore[arg-type]
+            events.append(Deferred(**common, smtp_reply=record.diagnostic[:500]))
         else:
             bounce_class = BounceClass.HARD if record.outcome is Outcome.HARD else BounceClass.SOFT
             events.append(
                 Bounce(
                     **common,
                     bounce_class=bounce_class,
-                    status=record.status,  # type: ignore[arg-type]
+                    status=record.status,
                     diagnostic=record.diagnostic[:1000],
                     source=f"mail-{parsed.report}",
                 )
