@@ -153,7 +153,8 @@ def _build(
         try:
             yield
         finally:
-            ctx.publisher.close()
+            # Events already answered for (pixels, clicks) get this long to reach the broker.
+            ctx.publisher.close(timeout=settings.publish_timeout_seconds * 6)
             ctx.publisher = None
 
     app = Starlette(

@@ -34,7 +34,7 @@ class Publisher(Protocol):
 
     def flush(self, timeout: float) -> int: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout: float = 30.0) -> None: ...
 
 
 DeliveryHook = Callable[[bool], None]
@@ -105,8 +105,8 @@ class KafkaPublisher:
         remaining: int = self._producer.flush(timeout)
         return remaining
 
-    def close(self) -> None:
-        remaining = self.flush(30.0)
+    def close(self, timeout: float = 30.0) -> None:
+        remaining = self.flush(timeout)
         if remaining:
             log.error("%d events still undelivered at shutdown", remaining)
         self._closed.set()

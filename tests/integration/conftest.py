@@ -16,6 +16,7 @@ import pytest
 
 from mailpulse.stack import Stack
 from schemas.settings import Settings
+from tests.support.webhook_signing import MAILGUN_KEY, POSTMARK_AUTH, TOPIC_ARN, sendgrid_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_ENV = {
@@ -35,6 +36,11 @@ TEST_ENV = {
     "MAILPULSE_KAFKA_BOOTSTRAP": "",
     "MAILPULSE_CLICKHOUSE_URL": "",
     "MAILPULSE_LOG_FORMAT": "json",
+    "MAILPULSE_BOUNCE_SMTP_PORT": "12526",
+    "MAILPULSE_SENDGRID_PUBLIC_KEY": sendgrid_keys()[1],
+    "MAILPULSE_MAILGUN_SIGNING_KEY": MAILGUN_KEY,
+    "MAILPULSE_POSTMARK_WEBHOOK_AUTH": POSTMARK_AUTH,
+    "MAILPULSE_SNS_TOPIC_ARNS": TOPIC_ARN,
 }
 
 

@@ -148,3 +148,43 @@ def test_sql_route_is_read_only(stack: Settings) -> None:
     ):
         assert httpx.post(url, content=statement, headers=headers).status_code == 403, statement
     assert httpx.post(url, content=b"SELECT nonsense FROM nowhere", headers=headers).status_code == 400
+
+
+def test_unsubscribe_answers_503_with_retry_after_when_kafka_cannot_acknowledge(tmp_path: object) -> None:
+    from starlette.testclient import TestClient
+
+    from producers.app import create_public_app
+
+    # A real producer pointed at a port where no broker listens.
+    dead = Settings.from_env(
+        {
+            "MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+            "MAILPULSE_PUBLISH_TIMEOUT_SECONDS": "1",
+            "MAILPULSE_SECRET_KEYS": "k",
+        }
+    )
+    token = TokenCodec(["k"]).mint(_claims(LinkKind.UNSUBSCRIBE, "dead"))
+    with TestClient(create_public_app(dead)) as client:
+        answer = client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert client.get("/readyz").status_code == 503
+        # The pixel never waits for Kafka.
+        assert client.get(f"/o/{TokenCodec(['k']).mint(_claims(LinkKind.OPEN, 'dead'))}.gif").status_code == 200
+
+
+def test_openapi_describes_every_route(stack: Settings) -> None:
+    public = httpx.get(f"{edge(stack)}/openapi.json").json()
+    assert {
+        "/o/{token}.gif",
+        "/c/{token}",
+        "/u/{token}",
+        "/webhooks/ses",
+        "/webhooks/sendgrid",
+        "/webhooks/mailgun",
+        "/webhooks/postmark",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= set(public["paths"])
+    operator_spec = httpx.get(f"{operator(stack)}/openapi.json").json()
+    assert "/campaigns" in operator_spec["paths"] and operator_spec["security"] == [{"bearer": []}]

@@ -1,0 +1,232 @@
+"""Provider webhooks and bounce mail on the real edge: what arrives on the events topic, and that nothing
+arrives for rejected input."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from producers.app import create_public_app
+from schemas.events import AnyEvent
+from schemas.settings import Settings
+from schemas.topics import Topics
+from tests.integration.helpers import TopicReader, suppression, unique, wait_until
+from tests.support.webhook_signing import (
+    SNS_CERT_URL,
+    mailgun_signature,
+    postmark_header,
+    sendgrid_headers,
+    sns_key_and_cert,
+    sns_message,
+)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
+
+
+@pytest.fixture
+def events(stack: Settings) -> Iterator[TopicReader]:
+    reader = TopicReader(stack, Topics.for_prefix(stack.topic_prefix).events)
+    yield reader
+    reader.close()
+
+
+def edge(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.edge_port}"
+
+
+def arrived(reader: TopicReader, campaign: str, count: int, seconds: float = 20) -> list[AnyEvent]:
+    found = reader.events(seconds, until=lambda evs: sum(e.campaign_id == campaign for e in evs) >= count)
+    return [e for e in found if e.campaign_id == campaign]
+
+
+def test_sendgrid_batch_is_verified_and_normalized(stack: Settings, events: TopicReader) -> None:
+    campaign = unique("sg")
+    who = f"{unique('sg')}@example.org"
+    meta = {"mailpulse_campaign": campaign, "mailpulse_message": "m-sg"}
+    batch = [
+        {"email": who, "event": "delivered", "sg_event_id": "e1", "timestamp": int(time.time()), **meta},
+        {"email": who, "event": "open", "sg_event_id": "e2", "timestamp": int(time.time()), "useragent": "UA", **meta},
+        {
+            "email": who,
+            "event": "bounce",
+            "type": "bounce",
+            "status": "5.1.1",
+            "reason": "550 unknown",
+            "sg_event_id": "e3",
+            "timestamp": int(time.time()),
+            **meta,
+        },
+        {"email": who, "event": "processed", "sg_event_id": "e4", "timestamp": int(time.time()), **meta},
+    ]
+    body = json.dumps(batch).encode()
+    url = f"{edge(stack)}/webhooks/sendgrid"
+    tampered = body.replace(b"5.1.1", b"5.1.2")
+    assert httpx.post(url, content=tampered, headers=sendgrid_headers(body)).status_code == 401
+    assert httpx.post(url, content=body, headers={"Content-Type": "application/json"}).status_code == 401
+    stale = sendgrid_headers(body, timestamp=int(time.time()) - 3600)
+    assert httpx.post(url, content=body, headers=stale).status_code == 401
+    answer = httpx.post(url, content=body, headers=sendgrid_headers(body))
+    assert answer.status_code == 200 and answer.json() == {"accepted": 3}
+    got = arrived(events, campaign, 3)
+    assert sorted(e.kind for e in got) == ["bounce", "delivered", "open"]
+    bounce = next(e for e in got if e.kind == "bounce")
+    assert bounce.recipient == who and bounce.bounce_class == "hard" and bounce.status == "5.1.1"  # type: ignore[union-attr]
+    assert arrived(events, campaign, 1, seconds=2) == []  # the rejected posts published nothing
+    state = wait_until(lambda: (s := suppression(stack, who)) and s["suppressed"] and s, what="suppression")
+    assert state["reasons"] == ["hard_bounce"]
+
+
+def test_mailgun_signature_window_and_replay(stack: Settings, events: TopicReader) -> None:
+    campaign = unique("mg")
+    who = f"{unique('mg')}@example.org"
+    data = {
+        "event": "complained",
+        "id": unique("mgid"),
+        "timestamp": time.time(),
+        "recipient": who,
+        "user-variables": {"mailpulse_campaign": campaign, "mailpulse_message": "m-mg"},
+    }
+    url = f"{edge(stack)}/webhooks/mailgun"
+    token = unique("token")
+    good = {"signature": mailgun_signature(token), "event-data": data}
+    assert (
+        httpx.post(url, json={"signature": mailgun_signature(token, key="wrong"), "event-data": data}).status_code
+        == 401
+    )
+    assert (
+        httpx.post(
+            url, json={"signature": mailgun_signature(unique("t"), int(time.time()) - 7200), "event-data": data}
+        ).status_code
+        == 401
+    )
+    assert httpx.post(url, json=good).status_code == 200
+    assert httpx.post(url, json=good).status_code == 401  # replayed token
+    assert httpx.post(url, content=b"[]", headers={"Content-Type": "application/json"}).status_code == 400
+    got = arrived(events, campaign, 1)
+    assert [e.kind for e in got] == ["complaint"] and got[0].recipient == who
+    assert arrived(events, campaign, 1, seconds=2) == []
+
+
+def test_postmark_basic_auth(stack: Settings, events: TopicReader) -> None:
+    campaign = unique("pm")
+    who = f"{unique('pm')}@example.org"
+    record = {
+        "RecordType": "Bounce",
+        "Type": "HardBounce",
+        "ID": 42,
+        "Email": who,
+        "MessageID": "pm-1",
+        "BouncedAt": "2026-11-26T10:00:00Z",
+        "Details": "smtp;550 5.1.1 unknown",
+        "Metadata": {"mailpulse_campaign": campaign, "mailpulse_message": "m-pm"},
+    }
+    url = f"{edge(stack)}/webhooks/postmark"
+    assert httpx.post(url, json=record).status_code == 401
+    assert httpx.post(url, json=record, headers=postmark_header("postmark:wrong")).status_code == 401
+    assert httpx.post(url, json=record, headers=postmark_header()).status_code == 200
+    got = arrived(events, campaign, 1)
+    assert [(e.kind, e.bounce_class) for e in got] == [("bounce", "hard")]  # type: ignore[union-attr]
+
+
+def test_ses_via_sns_signature_versions_and_confirmation(stack: Settings, events: TopicReader) -> None:
+    _, cert = sns_key_and_cert()
+    fetched: list[str] = []
+    confirmed: list[str] = []
+
+    def certificates(url: str) -> bytes:
+        fetched.append(url)
+        assert url == SNS_CERT_URL
+        return cert
+
+    # In-process app with the real Kafka publisher; only the two SNS network calls are local.
+    app = create_public_app(stack, sns_certificates=certificates, sns_confirm=confirmed.append)
+    campaign = unique("ses")
+    who = f"{unique('ses')}@example.org"
+    notification = {
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent",
+            "bounceSubType": "General",
+            "feedbackId": unique("fb"),
+            "timestamp": "2026-11-26T10:00:00.000Z",
+            "bouncedRecipients": [{"emailAddress": who, "status": "5.1.1", "diagnosticCode": "smtp; 550"}],
+        },
+        "mail": {
+            "messageId": "ses-1",
+            "headers": [
+                {"name": "X-Mailpulse-Campaign", "value": campaign},
+                {"name": "X-Mailpulse-Message", "value": "m-ses"},
+            ],
+        },
+    }
+    with TestClient(app) as client:
+        subscribe = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=abc"
+        confirm = sns_message("SubscriptionConfirmation", "confirm", SubscribeURL=subscribe, Token="abc")
+        assert client.post("/webhooks/ses", content=json.dumps(confirm)).status_code == 200
+        assert confirmed == [subscribe]
+        for version in ("1", "2"):
+            message = sns_message("Notification", notification, version=version)
+            assert client.post("/webhooks/ses", content=json.dumps(message)).status_code == 200
+        forged = sns_message("Notification", notification)
+        forged["Message"] = forged["Message"].replace("Permanent", "Transient")
+        assert client.post("/webhooks/ses", content=json.dumps(forged)).status_code == 401
+        elsewhere = sns_message("Notification", notification)
+        elsewhere["SigningCertURL"] = "https://evil.example.com/cert.pem"
+        assert client.post("/webhooks/ses", content=json.dumps(elsewhere)).status_code == 401
+        other_topic = sns_message("Notification", notification, TopicArn="arn:aws:sns:eu-west-1:1:other")
+        assert client.post("/webhooks/ses", content=json.dumps(other_topic)).status_code == 403
+        assert client.post("/webhooks/ses", content=b"not json").status_code == 400
+    got = arrived(events, campaign, 2)
+    # Both signature versions carried the same SES event: one event id, so state counts it once.
+    assert [e.kind for e in got] == ["bounce", "bounce"] and got[0].event_id == got[1].event_id
+    assert got[0].recipient == who and got[0].message_id == "m-ses"
+    assert set(fetched) == {SNS_CERT_URL}
+    assert arrived(events, campaign, 1, seconds=2) == []
+
+
+def test_bounce_mail_over_smtp_is_recorded_and_non_bounces_are_kept(stack: Settings, events: TopicReader) -> None:
+    raw = (SAMPLES / "postfix_user_unknown.eml").read_bytes()
+    campaign = unique("dsn")
+    who = f"{unique('dsn')}@example.org"
+    raw = raw.replace(b"autumn-2026", campaign.encode()).replace(b"nobody@example.org", who.encode())
+
+    def crlf(data: bytes) -> bytes:  # what an MTA puts on the wire
+        return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+    with smtplib.SMTP("127.0.0.1", stack.bounce_smtp_port, timeout=10) as smtp:
+        smtp.sendmail("", ["bounces+4f2b9c0d1e2a4b6c8d0e1f2a3b4c5d6e@bounces.example.com"], crlf(raw))
+        smtp.sendmail("", ["bounces@bounces.example.com"], crlf((SAMPLES / "out_of_office.eml").read_bytes()))
+    got = arrived(events, campaign, 1)
+    assert [(e.kind, e.recipient, e.status) for e in got] == [("bounce", who, "5.1.1")]  # type: ignore[union-attr]
+    assert got[0].message_id == "4f2b9c0d1e2a4b6c8d0e1f2a3b4c5d6e"
+    wait_until(lambda: suppression(stack, who)["suppressed"], what="suppression from a DSN")
+    kept = stack.var_dir / "bounces" / "unparsed" / "new"
+    assert any(b"Out of office" in p.read_bytes() for p in kept.iterdir())
+
+
+def test_ingest_mail_cli_reads_an_arf_report(stack: Settings, events: TopicReader, tmp_path: Path) -> None:
+    campaign = unique("arf")
+    sample = (SAMPLES / "arf_abuse.eml").read_bytes().replace(b"autumn-2026", campaign.encode())
+    done = subprocess.run(
+        [sys.executable, "-m", "mailpulse", "ingest-mail", "-"], input=sample, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"arf report: published 1 event" in done.stdout
+    got = arrived(events, campaign, 1)
+    assert [(e.kind, e.recipient) for e in got] == [("complaint", "angry.reader@example.com")]
+    empty = subprocess.run(
+        [sys.executable, "-m", "mailpulse", "ingest-mail", str(tmp_path / "missing.eml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert empty.returncode == 2 and "cannot read" in empty.stderr
