@@ -8,7 +8,7 @@ MP := $(PY) -m mailpulse
 export MAILPULSE_API_KEYS ?= dev-only-api-key
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps kafka demo run up down status test unit integration bench lint typecheck fmt clean
+.PHONY: help install system-deps bench-deps kafka demo run up down status test unit integration bench lint typecheck fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,7 +54,12 @@ unit: install ## unit tests only (no services)
 integration: install system-deps ## integration tests against the real broker, chdb and SMTP sink
 	$(PY) -m pytest -q tests/integration
 
-bench: install ## benchmarks: medians and ratios measured side by side in one run
+bench-deps: ## Debian packages the benchmarks need (wrk)
+	@command -v wrk >/dev/null || { echo "==> installing Debian's wrk"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq wrk >/dev/null; }
+
+bench: install bench-deps ## benchmarks: medians and ratios measured side by side in one run
 	$(PY) -m tests.bench
 
 lint: install ## ruff and mypy

@@ -91,8 +91,8 @@ class MetricsMiddleware:
         finally:
             endpoint = scope.get("endpoint")
             name = getattr(endpoint, "__name__", None) or "unmatched"
-            self.metrics.requests.labels(name, str(status)).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            self.metrics.request_counter(name, status).inc()
+            self.metrics.latency_histogram(name).observe(time.perf_counter() - started)
 
 
 def _ops_routes(spec: dict[str, Any]) -> list[BaseRoute]:

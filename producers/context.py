@@ -51,7 +51,7 @@ class EdgeContext:
         self.require_publisher().publish(
             self.topics.events, recipient_key(event.recipient, event.campaign_id), encode(event)
         )
-        self.metrics.published.labels(event.kind).inc()
+        self.metrics.published_counter(event.kind).inc()
 
     async def publish_event_confirmed(self, event: AnyEvent) -> None:
         await self.require_publisher().publish_confirmed(
@@ -60,4 +60,4 @@ class EdgeContext:
             encode(event),
             self.settings.publish_timeout_seconds,
         )
-        self.metrics.published.labels(event.kind).inc()
+        self.metrics.published_counter(event.kind).inc()

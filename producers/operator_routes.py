@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -63,11 +64,19 @@ async def create_campaign(request: Request) -> Response:
         return _error(422, str(exc))
     intake = build_requests(campaign, ({str(k): str(v) for k, v in r.items()} for r in recipients))
     publisher = ctx.require_publisher()
-    for send in intake.requests:
-        publisher.publish(ctx.topics.outbox, recipient_key(send.recipient, send.campaign_id), encode(send))
+    timeout = ctx.settings.publish_timeout_seconds * 6
     try:
-        # Answer 202 only once every queued request is on the broker.
-        await _await_flush(ctx)
+        # Answer 202 only once the broker acknowledged every queued request.
+        for start in range(0, len(intake.requests), 5000):
+            chunk = intake.requests[start : start + 5000]
+            await asyncio.gather(
+                *(
+                    publisher.publish_confirmed(
+                        ctx.topics.outbox, recipient_key(r.recipient, r.campaign_id), encode(r), timeout
+                    )
+                    for r in chunk
+                )
+            )
     except PublishError as exc:
         ctx.metrics.publish_failures.inc()
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
@@ -80,16 +89,6 @@ async def create_campaign(request: Request) -> Response:
         },
         status_code=202,
     )
-
-
-async def _await_flush(ctx: EdgeContext) -> None:
-    import asyncio
-
-    remaining = await asyncio.get_running_loop().run_in_executor(
-        None, ctx.require_publisher().flush, ctx.settings.publish_timeout_seconds * 6
-    )
-    if remaining:
-        raise PublishError(f"{remaining} send requests not acknowledged yet")
 
 
 routes = [Route("/campaigns", create_campaign, methods=["POST"], name="create_campaign")]

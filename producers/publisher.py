@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -42,6 +43,11 @@ DeliveryHook = Callable[[bool], None]
 
 class KafkaPublisher:
     def __init__(self, settings: Settings, on_delivery: DeliveryHook | None = None) -> None:
+        # Two clients: fire-and-forget records report back only on failure (a callback per pixel
+        # costs GIL time under load); confirmed records report every outcome to their caller.
+        self._fast = Producer(
+            producer_config(settings, **{"delivery.report.only.error": True, "on_delivery": self._report})
+        )
         self._producer = Producer(producer_config(settings))
         self._on_delivery = on_delivery or (lambda ok: None)
         self._closed = threading.Event()
@@ -50,6 +56,7 @@ class KafkaPublisher:
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
+            self._fast.poll(0.0)
             self._producer.poll(0.05)
 
     def _report(self, err: KafkaError | None, msg: Message) -> None:
@@ -67,7 +74,15 @@ class KafkaPublisher:
                 self._producer.poll(0.05)
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        self._produce(topic, key, value, self._report)
+        # No per-record callback: failures still reach _report through the producer-wide one
+        # (delivery.report.only.error), and a callback per pixel costs GIL time under load.
+        while True:
+            try:
+                self._fast.produce(topic, value=value, key=key)
+                return
+            except BufferError:
+                # Local queue full: wait for deliveries instead of dropping the event.
+                self._fast.poll(0.05)
 
     async def publish_confirmed(self, topic: str, key: bytes, value: bytes, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -96,13 +111,15 @@ class KafkaPublisher:
 
     def is_ready(self, timeout: float) -> bool:
         try:
-            self._producer.list_topics(timeout=timeout)
+            self._fast.list_topics(timeout=timeout)
         except Exception:
             return False
         return True
 
     def flush(self, timeout: float) -> int:
-        remaining: int = self._producer.flush(timeout)
+        deadline = time.monotonic() + timeout
+        remaining: int = self._fast.flush(timeout)
+        remaining += self._producer.flush(max(0.0, deadline - time.monotonic()))
         return remaining
 
     def close(self, timeout: float = 30.0) -> None:

@@ -8,17 +8,20 @@ from __future__ import annotations
 import argparse
 import time
 
-from tests.bench import sink_bench
+from tests.bench import edge_bench, sink_bench
 from tests.bench.common import bench_settings, say, start_broker
 
-SUITES = {"sink": sink_bench.main}
+SUITES = {"edge": edge_bench.main, "sink": sink_bench.main}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
-    parser.add_argument("suites", nargs="*", choices=[*SUITES, []][:-1] or None, help="default: all")
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
+    unknown = set(args.suites) - set(SUITES)
+    if unknown:
+        parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
     settings = bench_settings()
     kafka = start_broker(settings)
     started = time.monotonic()
