@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 
 from processors.delivery import RetryPolicy, decide, skipped
+from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, SmtpMailer
 from processors.render import RenderContext, render_message
 from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
@@ -74,7 +76,12 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         unsubscribe_mailto=settings.unsubscribe_mailto,
         bounce_domain=settings.bounce_domain,
     )
-    smtp: Mailer = mailer or SmtpMailer(settings.smtp_url)
+    signer = None
+    if settings.dkim_selector:
+        signer = DkimSigner.from_files(
+            settings.dkim_selector, settings.dkim_domain, Path(settings.dkim_private_key_file)
+        )
+    smtp: Mailer = mailer or SmtpMailer(settings.smtp_url, signer=signer)
     counters = {"duplicate_sends": 0, "skipped": 0, "sent": 0, "poison": 0}
 
     async def publish_event(event: AnyEvent) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.policy
 import logging
 import ssl
 from typing import Protocol
@@ -10,9 +11,11 @@ from urllib.parse import unquote, urlparse
 import aiosmtplib
 
 from processors.delivery import SmtpOutcome
+from processors.dkim_signing import DkimSigner
 from processors.render import RenderedMessage
 
 log = logging.getLogger(__name__)
+SMTP_POLICY = email.policy.SMTP
 
 
 class Mailer(Protocol):
@@ -25,7 +28,7 @@ class SmtpMailer:
     """``smtp://host:port`` (plain, STARTTLS when offered), ``smtps://`` (implicit TLS),
     ``smtp+starttls://`` (STARTTLS required); credentials as ``user:password@``."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, signer: DkimSigner | None = None) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("smtp", "smtps", "smtp+starttls"):
             raise ValueError(f"MAILPULSE_SMTP_URL must be smtp://, smtps:// or smtp+starttls://, got {url!r}")
@@ -36,6 +39,7 @@ class SmtpMailer:
         self.use_tls = parsed.scheme == "smtps"
         self.start_tls: bool | None = True if parsed.scheme == "smtp+starttls" else None
         self.timeout = timeout
+        self.signer = signer
         self._client: aiosmtplib.SMTP | None = None
 
     async def _connected(self) -> aiosmtplib.SMTP:
@@ -58,9 +62,13 @@ class SmtpMailer:
     async def send(self, rendered: RenderedMessage) -> SmtpOutcome:
         try:
             client = await self._connected()
-            _, reply = await client.send_message(
-                rendered.message, sender=rendered.envelope_from, recipients=[rendered.recipient]
-            )
+            if self.signer is None:
+                _, reply = await client.send_message(
+                    rendered.message, sender=rendered.envelope_from, recipients=[rendered.recipient]
+                )
+            else:
+                data = self.signer.sign(rendered.message.as_bytes(policy=SMTP_POLICY))
+                _, reply = await client.sendmail(rendered.envelope_from, [rendered.recipient], data)
             return SmtpOutcome(250, reply)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]

@@ -87,6 +87,9 @@ class Settings:
     keep_full_ip: bool = False
     max_body_bytes: int = 64 * 1024
     publish_timeout_seconds: float = 5.0
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    dkim_private_key_file: str = ""
     bounce_smtp_port: int = 2526
     sns_topic_arns: tuple[str, ...] = ()
     sendgrid_public_key: str = ""
@@ -105,6 +108,11 @@ class Settings:
         edge_host = env.get("MAILPULSE_EDGE_HOST") or "127.0.0.1"
         edge_port = _int(env, "MAILPULSE_EDGE_PORT", 8080, 1)
         secrets = _list(env, "MAILPULSE_SECRET_KEYS") or (DEV_SECRET_KEY,)
+        dkim = [env.get(f"MAILPULSE_DKIM_{n}", "").strip() for n in ("SELECTOR", "DOMAIN", "PRIVATE_KEY_FILE")]
+        if any(dkim) and not all(dkim):
+            raise SettingsError(
+                "DKIM needs all of MAILPULSE_DKIM_SELECTOR, MAILPULSE_DKIM_DOMAIN and MAILPULSE_DKIM_PRIVATE_KEY_FILE"
+            )
         log_format = env.get("MAILPULSE_LOG_FORMAT") or "json"
         if log_format not in ("json", "text"):
             raise SettingsError(f"MAILPULSE_LOG_FORMAT must be json or text, got {log_format!r}")
@@ -138,6 +146,9 @@ class Settings:
             keep_full_ip=_bool(env, "MAILPULSE_KEEP_FULL_IP", False),
             max_body_bytes=_int(env, "MAILPULSE_MAX_BODY_BYTES", 64 * 1024, 1024),
             publish_timeout_seconds=_float(env, "MAILPULSE_PUBLISH_TIMEOUT_SECONDS", 5.0),
+            dkim_selector=env.get("MAILPULSE_DKIM_SELECTOR", "").strip(),
+            dkim_domain=env.get("MAILPULSE_DKIM_DOMAIN", "").strip(),
+            dkim_private_key_file=env.get("MAILPULSE_DKIM_PRIVATE_KEY_FILE", "").strip(),
             bounce_smtp_port=_int(env, "MAILPULSE_BOUNCE_SMTP_PORT", 2526, 0),
             sns_topic_arns=_list(env, "MAILPULSE_SNS_TOPIC_ARNS"),
             sendgrid_public_key=env.get("MAILPULSE_SENDGRID_PUBLIC_KEY", "").strip(),

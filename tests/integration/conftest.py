@@ -16,9 +16,10 @@ import pytest
 
 from mailpulse.stack import Stack
 from schemas.settings import Settings
-from tests.support.webhook_signing import MAILGUN_KEY, POSTMARK_AUTH, TOPIC_ARN, sendgrid_keys
+from tests.support.webhook_signing import MAILGUN_KEY, POSTMARK_AUTH, TOPIC_ARN, dkim_keys, sendgrid_keys
 
 ROOT = Path(__file__).resolve().parents[2]
+DKIM_KEY_FILE = ROOT / "var" / "test-keys" / "dkim.pem"
 TEST_ENV = {
     "MAILPULSE_VAR_DIR": str(ROOT / "var" / "test"),
     "MAILPULSE_LOCAL_KAFKA_PORT": "19092",
@@ -41,11 +42,16 @@ TEST_ENV = {
     "MAILPULSE_MAILGUN_SIGNING_KEY": MAILGUN_KEY,
     "MAILPULSE_POSTMARK_WEBHOOK_AUTH": POSTMARK_AUTH,
     "MAILPULSE_SNS_TOPIC_ARNS": TOPIC_ARN,
+    "MAILPULSE_DKIM_SELECTOR": "test2026",
+    "MAILPULSE_DKIM_DOMAIN": "example.com",
+    "MAILPULSE_DKIM_PRIVATE_KEY_FILE": str(DKIM_KEY_FILE),
 }
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
+    DKIM_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    DKIM_KEY_FILE.write_bytes(dkim_keys()[0])
     saved = {k: os.environ.get(k) for k in TEST_ENV}
     os.environ.update(TEST_ENV)
     settings = Settings.from_env()

@@ -219,3 +219,22 @@ def test_report_cli_prints_the_report_keys_as_json(stack: Settings) -> None:
     printed = json.loads(done.stdout)
     assert tuple(printed) == REPORT_KEYS
     assert printed["sent"] == 1 and printed["delivered"] == 1
+
+
+def test_delivered_mail_is_dkim_signed_and_verifies(stack: Settings) -> None:
+    import dkim
+
+    from tests.support.webhook_signing import dkim_keys
+
+    recipient = f"{unique('dkim')}@example.org"
+    campaign = unique("dkim")
+    assert post_campaign(stack, campaign, [recipient]).status_code == 202
+    (message,) = wait_until(lambda: maildir_messages(stack, recipient=recipient, campaign=campaign), what="mail")
+    raw = message.as_bytes()
+    assert b"DKIM-Signature:" in raw
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"test2026._domainkey.example.com."
+        return dkim_keys()[1]
+
+    assert dkim.verify(raw, dnsfunc=dns)

@@ -86,3 +86,14 @@ def mailgun_signature(token: str, timestamp: int | None = None, key: str = MAILG
 
 def postmark_header(auth: str = POSTMARK_AUTH) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+
+
+@cache
+def dkim_keys() -> tuple[bytes, bytes]:
+    """PEM private key and the DNS TXT record that publishes its public half."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
