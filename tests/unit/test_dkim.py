@@ -5,28 +5,16 @@ import email.policy
 from datetime import UTC, datetime
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from processors.dkim_signing import DkimSigner
 from processors.render import RenderContext, render_message
 from schemas.events import SendRequest
 from schemas.tokens import TokenCodec
-
-
-def _keys() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    import base64
-
-    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+from tests.support.webhook_signing import dkim_keys
 
 
 def test_signed_message_verifies_and_covers_the_unsubscribe_headers() -> None:
-    private, record = _keys()
+    private, record = dkim_keys()
     request = SendRequest(
         message_id="a" * 32,
         campaign_id="c",
