@@ -25,6 +25,7 @@ from producers import operator_routes, tracking_routes, webhook_routes
 from producers.context import EdgeContext
 from producers.metrics import EdgeMetrics
 from producers.openapi import operator_spec, public_spec
+from producers.pixel_offload import PixelOffload
 from producers.publisher import KafkaPublisher, Publisher
 from schemas.auth import ApiKeyMiddleware
 from schemas.settings import Settings
@@ -40,7 +41,8 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # GET and HEAD handlers never read a body, so there is nothing to bound (and the pixel stays lean).
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
@@ -138,6 +140,7 @@ def _build(
     middleware: list[Middleware],
     publisher_factory: PublisherFactory,
     spec: dict[str, Any],
+    offload_pixels: bool = False,
 ) -> Starlette:
     metrics = EdgeMetrics.create()
     ctx = EdgeContext(
@@ -149,10 +152,17 @@ def _build(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if offload_pixels and settings.pixel_offload:
+            ctx.pixels = PixelOffload(settings)
+            await ctx.pixels.start()
+            metrics.watch_pixels(ctx.pixels.counts)
         ctx.publisher = publisher_factory(settings, metrics)
         try:
             yield
         finally:
+            if ctx.pixels is not None:
+                await ctx.pixels.stop(timeout=settings.publish_timeout_seconds * 6)
+                ctx.pixels = None
             # Events already answered for (pixels, clicks) get this long to reach the broker.
             ctx.publisher.close(timeout=settings.publish_timeout_seconds * 6)
             ctx.publisher = None
@@ -176,7 +186,14 @@ def create_public_app(
     sns_certificates: Callable[[str], bytes] | None = None,
     sns_confirm: Callable[[str], None] | None = None,
 ) -> Starlette:
-    app = _build(settings, [*tracking_routes.routes, *webhook_routes.routes], [], publisher_factory, public_spec())
+    app = _build(
+        settings,
+        [*tracking_routes.routes, *webhook_routes.routes],
+        [],
+        publisher_factory,
+        public_spec(),
+        offload_pixels=True,
+    )
     ctx: EdgeContext = app.state.edge
     ctx.sns_certificates = functools.lru_cache(maxsize=32)(sns_certificates or webhook_routes.fetch_sns_certificate)
     ctx.sns_confirm = sns_confirm or webhook_routes.confirm_sns_subscription

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from producers.metrics import EdgeMetrics
+from producers.pixel_offload import PixelOffload
 from producers.publisher import Publisher
 from producers.webhooks.mailgun import ReplayGuard
 from producers.webhooks.sendgrid import load_public_key as load_sendgrid_key
@@ -27,6 +28,7 @@ class EdgeContext:
     topics: Topics
     metrics: EdgeMetrics
     publisher: Publisher | None = None
+    pixels: PixelOffload | None = None
     # Network calls of the SES/SNS webhook, replaceable where no network is (tests).
     sns_certificates: Callable[[str], bytes] = field(default=lambda url: b"")
     sns_confirm: Callable[[str], None] = field(default=lambda url: None)

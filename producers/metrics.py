@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,20 @@ class EdgeMetrics:
     @functools.cache  # noqa: B019
     def published_counter(self, kind: str) -> Any:
         return self.published.labels(kind)
+
+    def watch_pixels(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Expose the pixel helper's counters (it runs in another process) at scrape time."""
+        self.registry.register(_PixelCollector(counts))
+
+
+class _PixelCollector(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        values = self.counts()
+        published = CounterMetricFamily("mailpulse_edge_pixel_opens_published", "Opens handed to Kafka by the helper")
+        published.add_metric([], values["published"])
+        refused = CounterMetricFamily("mailpulse_edge_pixel_tokens_refused", "Authentic tokens of another link kind")
+        refused.add_metric([], values["refused"])
+        return [published, refused]

@@ -85,6 +85,7 @@ class Settings:
     retry_base_seconds: float = 1.0
     table_store: str = "memory://"
     keep_full_ip: bool = False
+    pixel_offload: bool = True
     max_body_bytes: int = 64 * 1024
     publish_timeout_seconds: float = 5.0
     dkim_selector: str = ""
@@ -144,6 +145,7 @@ class Settings:
             retry_base_seconds=_float(env, "MAILPULSE_RETRY_BASE_SECONDS", 1.0),
             table_store=env.get("MAILPULSE_TABLE_STORE") or "memory://",
             keep_full_ip=_bool(env, "MAILPULSE_KEEP_FULL_IP", False),
+            pixel_offload=_bool(env, "MAILPULSE_PIXEL_OFFLOAD", True),
             max_body_bytes=_int(env, "MAILPULSE_MAX_BODY_BYTES", 64 * 1024, 1024),
             publish_timeout_seconds=_float(env, "MAILPULSE_PUBLISH_TIMEOUT_SECONDS", 5.0),
             dkim_selector=env.get("MAILPULSE_DKIM_SELECTOR", "").strip(),

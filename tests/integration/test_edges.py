@@ -37,10 +37,14 @@ def test_rejected_tokens_publish_nothing(stack: Settings, events: TopicReader) -
     tampered = good[:-6] + ("A" if good[-6] != "A" else "B") + good[-5:]
     foreign = TokenCodec(["someone-elses-key"]).mint(_claims(LinkKind.OPEN, campaign))
     wrong_kind = codec.mint(_claims(LinkKind.CLICK, campaign, url="https://example.com/"))
-    for token in (tampered, good[:40], foreign, wrong_kind, "not-a-token", "x" * 5000):
+    for token in (tampered, good[:40], foreign, "not-a-token", "x" * 5000):
         answer = httpx.get(f"{edge(stack)}/o/{token}.gif")
         assert answer.status_code in (404, 413, 414), token
         assert "token" in answer.text or answer.status_code != 404
+    # An authentic token of another link kind: the pixel answers (it only checks authenticity in the
+    # request), the helper refuses it and publishes nothing; the click route decrypts and refuses at once.
+    assert httpx.get(f"{edge(stack)}/o/{wrong_kind}.gif").status_code == 200
+    assert httpx.get(f"{edge(stack)}/c/{good}").status_code == 404
     assert httpx.get(f"{edge(stack)}/c/{tampered}").status_code == 404
     assert httpx.post(f"{edge(stack)}/u/{tampered}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
 
@@ -53,6 +57,8 @@ def test_rejected_tokens_publish_nothing(stack: Settings, events: TopicReader) -
 
     metrics = httpx.get(f"{edge(stack)}/metrics").text
     assert 'mailpulse_edge_rejected_tokens_total{route="open"}' in metrics
+    refused = [line for line in metrics.splitlines() if line.startswith("mailpulse_edge_pixel_tokens_refused_total")]
+    assert refused and float(refused[0].split()[-1]) >= 1
 
 
 def test_rotated_keys_still_accepted(stack: Settings, events: TopicReader) -> None:

@@ -56,3 +56,30 @@ def test_aggregate_claims_carry_no_recipient() -> None:
 def test_arbitrary_strings_never_crash(token: str) -> None:
     with pytest.raises(TokenError):
         TokenCodec(["k"]).read(token, LinkKind.OPEN)
+
+
+def test_authentic_checks_the_hmac_without_decrypting() -> None:
+    codec = TokenCodec(["new", "old"])
+    assert codec.authentic(codec.mint(CLAIMS))
+    assert codec.authentic(TokenCodec(["old"]).mint(CLAIMS))  # rotated keys are accepted
+    token = codec.mint(CLAIMS)
+    for bad in (
+        token[:-2] + ("AA" if token[-2:] != "AA" else "BB"),
+        token[:50],
+        "",
+        "x" * 5000,
+        TokenCodec(["other"]).mint(CLAIMS),
+        "!!!!",
+    ):
+        assert not codec.authentic(bad)
+
+
+def test_pixel_helper_builds_the_open_event() -> None:
+    from producers.pixel_offload import open_event
+
+    codec = TokenCodec(["k"])
+    event = open_event(codec, (codec.mint(CLAIMS), "Mozilla/5.0", "17.1.2.3", 1_795_000_000.0), keep_full_ip=False)
+    assert event is not None and event.recipient == CLAIMS.recipient and event.agent_class == "apple_mpp"
+    assert event.client_ip == "17.1.2.0" and event.occurred_at.tzinfo is not None
+    click = TokenClaims(LinkKind.CLICK, "m", "c", "l", None, "https://example.com/")
+    assert open_event(codec, (codec.mint(click), "", "", 0.0), keep_full_ip=False) is None

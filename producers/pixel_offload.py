@@ -1,0 +1,168 @@
+"""Open pixels: authenticate in the request, do the rest in a helper process.
+
+A pixel answer depends only on whether its token is authentic (a 404
+otherwise), so the request path checks the token's HMAC (hashlib, a couple of
+microseconds) and queues ``(token, user agent, client ip, time)``. A helper
+process, on the other core, decrypts, classifies, builds the ``open`` event and
+hands it to its own Kafka producer. Batches cross a pipe every few
+milliseconds; a full pipe blocks the request loop (backpressure, nothing is
+dropped). The pixel never waited for Kafka anyway; what is queued when the
+helper dies is lost, as it would be in a producer's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import pickle
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from multiprocessing.sharedctypes import Synchronized
+
+from producers.classify import classify_agent, truncate_ip
+from schemas.codec import encode
+from schemas.events import Open, new_event_id
+from schemas.keys import recipient_key
+from schemas.settings import Settings
+from schemas.tokens import LinkKind, TokenCodec, TokenError
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+
+PixelHit = tuple[str, str, str, float]  # token, user agent, client ip, unix time
+FLUSH_SECONDS = 0.005
+MAX_BATCH = 512
+
+
+def open_event(codec: TokenCodec, hit: PixelHit, keep_full_ip: bool) -> Open | None:
+    """The open event for one pixel hit, or None when the token is not an open token."""
+    token, user_agent, ip, when = hit
+    try:
+        claims = codec.read(token, LinkKind.OPEN)
+    except TokenError:
+        return None
+    return Open(
+        event_id=new_event_id(),
+        occurred_at=datetime.fromtimestamp(when, UTC),
+        campaign_id=claims.campaign_id,
+        message_id=claims.message_id,
+        recipient=claims.recipient,
+        list_id=claims.list_id,
+        user_agent=user_agent,
+        client_ip=truncate_ip(ip, keep_full_ip),
+        agent_class=classify_agent(user_agent, ip),
+    )
+
+
+def _helper_main(
+    settings: Settings, conn: Connection, published: Synchronized[int], refused: Synchronized[int]
+) -> None:
+    from confluent_kafka import Producer
+
+    from schemas.kafka_config import producer_config
+
+    codec = TokenCodec(settings.secret_keys)
+    topic = Topics.for_prefix(settings.topic_prefix).events
+    producer = Producer(
+        producer_config(
+            settings,
+            **{"delivery.report.only.error": True, "on_delivery": lambda err, msg: log.error("open lost: %s", err)},
+        )
+    )
+    try:
+        while True:
+            try:
+                batch: list[PixelHit] = pickle.loads(conn.recv_bytes())
+            except EOFError:
+                break
+            for hit in batch:
+                event = open_event(codec, hit, settings.keep_full_ip)
+                if event is None:
+                    refused.value += 1
+                    continue
+                while True:
+                    try:
+                        producer.produce(
+                            topic, key=recipient_key(event.recipient, event.campaign_id), value=encode(event)
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                published.value += 1
+            producer.poll(0)
+    finally:
+        producer.flush(30)
+
+
+class PixelOffload:
+    """Owned by the public app's lifespan: the queue, the flusher task and the helper process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._context = multiprocessing.get_context("spawn")
+        self.published = self._context.Value("Q", 0, lock=False)
+        self.refused = self._context.Value("Q", 0, lock=False)
+        self._pending: list[PixelHit] = []
+        self._process: SpawnProcess | None = None
+        self._conn: Connection | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def _spawn(self) -> None:
+        receive, send = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_helper_main,
+            args=(self.settings, receive, self.published, self.refused),
+            daemon=True,
+            name="mailpulse-pixel-helper",
+        )
+        process.start()
+        receive.close()
+        self._process, self._conn = process, send
+
+    async def start(self) -> None:
+        self._spawn()
+        self._flusher = asyncio.create_task(self._flush_loop())
+
+    def submit(self, hit: PixelHit) -> None:
+        self._pending.append(hit)
+        if len(self._pending) >= MAX_BATCH:
+            self._wake.set()
+
+    def _send(self) -> None:
+        if not self._pending:
+            return
+        if self._process is None or not self._process.is_alive():
+            log.error(
+                "pixel helper died (exit %s); starting a new one", self._process.exitcode if self._process else None
+            )
+            self._spawn()
+        batch, self._pending = self._pending, []
+        assert self._conn is not None
+        self._conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+            self._wake.clear()
+            self._send()
+
+    async def stop(self, timeout: float) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        self._send()
+        if self._conn is not None:
+            self._conn.close()
+        if self._process is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._process.join, timeout)
+            if self._process.is_alive():
+                self._process.kill()
+
+    def counts(self) -> dict[str, int]:
+        return {"published": int(self.published.value), "refused": int(self.refused.value)}
