@@ -238,3 +238,70 @@ def test_delivered_mail_is_dkim_signed_and_verifies(stack: Settings) -> None:
         return dkim_keys()[1]
 
     assert dkim.verify(raw, dnsfunc=dns)
+
+
+def test_softbounce_is_suppressed_after_the_threshold(stack: Settings) -> None:
+    recipient = f"softbounce-{unique('s')}@example.org"
+    for round_number in range(1, stack.soft_bounce_threshold + 1):
+        campaign = unique(f"soft{round_number}")
+        assert post_campaign(stack, campaign, [recipient]).status_code == 202
+        # Deferred and retried until the attempts run out, then failed and a soft bounce.
+        totals = wait_until(
+            lambda c=campaign: (r := report(stack, c)) and r["bounced_soft"] == 1 and r,
+            timeout=60,
+            what=f"soft bounce {round_number}",
+        )
+        assert totals["failed"] == 1 and totals["deferred"] == stack.max_send_attempts - 1 and totals["sent"] == 0
+        state = suppression(stack, recipient)
+        if round_number < stack.soft_bounce_threshold:
+            assert not state["suppressed"], state
+    state = wait_until(lambda: (s := suppression(stack, recipient)) and s["suppressed"] and s, what="suppression")
+    assert state["reasons"] == ["soft_bounce_threshold"]
+    after = unique("soft-after")
+    assert post_campaign(stack, after, [recipient]).status_code == 202
+    skipped = wait_until(
+        lambda: sql(stack, f"SELECT kind, reason FROM events WHERE campaign_id = '{after}'"), what="skip"
+    )
+    assert skipped == [{"kind": "send.skipped", "reason": "soft_bounce_threshold"}]
+
+
+def test_unsubscribe_during_a_campaign_stops_mail_within_a_second(stack: Settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    codec = TokenCodec(stack.secret_keys)
+    campaign = unique("racing")
+    people = [f"{unique('racer')}@example.org" for _ in range(400)]
+    assert post_campaign(stack, campaign, people).status_code == 202
+    wait_until(lambda: report(stack, campaign)["sent"] > 0, interval=0.05, what="first sends")
+    leavers = people[-40:]  # queued last in their partitions: most are still waiting
+    acknowledged: dict[str, datetime] = {}
+    for address in leavers:
+        token = codec.mint(TokenClaims(LinkKind.UNSUBSCRIBE, "m", campaign, "news", address))
+        assert httpx.post(f"{edge(stack)}/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+        acknowledged[address] = datetime.now(UTC)
+    wait_until(
+        lambda: (
+            (r := report(stack, campaign))
+            and r["sent"]
+            + len(sql(stack, f"SELECT event_id FROM events WHERE campaign_id = '{campaign}' AND kind = 'send.skipped'"))
+            >= 400
+        ),
+        timeout=120,
+        what="the whole campaign",
+    )
+    rows = sql(
+        stack,
+        f"SELECT recipient, kind, occurred_at FROM events WHERE campaign_id = '{campaign}' "
+        "AND kind IN ('sent', 'send.skipped')",
+    )
+    late = [
+        r
+        for r in rows
+        if r["recipient"] in acknowledged
+        and r["kind"] == "sent"
+        and datetime.fromisoformat(r["occurred_at"]).replace(tzinfo=UTC)
+        > acknowledged[r["recipient"]] + timedelta(seconds=1)
+    ]
+    assert late == [], late
+    skipped = [r for r in rows if r["kind"] == "send.skipped"]
+    assert skipped, "no unsubscribe overtook the campaign: the test proved nothing"
