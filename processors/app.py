@@ -10,17 +10,21 @@ duplicate bugs on rebalance); state is made idempotent by event and message id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from datetime import timedelta
+import weakref
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 from faust.web import Request, Response, View
 
-from processors.delivery import RetryPolicy, decide, skipped
+from processors.delivery import RetryPolicy, SmtpOutcome, decide, skipped
 from processors.dkim_signing import DkimSigner
-from processors.mailer import Mailer, SmtpMailer
+from processors.mailer import Mailer, MailerPool, SmtpMailer
 from processors.render import RenderContext, render_message
 from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
 from schemas.auth import key_is_valid, presented_key
@@ -32,6 +36,19 @@ from schemas.tokens import TokenCodec
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def event_context(event: Any) -> Iterator[None]:
+    """Make ``event`` faust's current event, as stream iteration does for one event at a time.
+
+    Batched agents (``take_events``) have no current event, and faust tables refuse writes without one.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
@@ -81,12 +98,11 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         signer = DkimSigner.from_files(
             settings.dkim_selector, settings.dkim_domain, Path(settings.dkim_private_key_file)
         )
-    smtp: Mailer = mailer or SmtpMailer(settings.smtp_url, signer=signer)
+    if mailer is not None:
+        pool = MailerPool(lambda: mailer, 1)
+    else:
+        pool = MailerPool(lambda: SmtpMailer(settings.smtp_url, signer=signer), settings.smtp_connections)
     counters = {"duplicate_sends": 0, "skipped": 0, "sent": 0, "poison": 0}
-
-    async def publish_event(event: AnyEvent) -> None:
-        fut = await events_topic.send(key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
-        await fut
 
     @app.agent(events_topic, concurrency=1)
     async def track_suppression(stream: Any) -> Any:
@@ -119,37 +135,72 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 log.info("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
                 await suppression_topic.send(key=address.encode(), value=encode(change))
 
-    async def handle_send(request: SendRequest) -> None:
-        if sent_log.get(request.message_id) is not None:
-            counters["duplicate_sends"] += 1
-            return
-        reasons = suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
-        if reasons:
-            counters["skipped"] += 1
-            await publish_event(skipped(request, reasons, utcnow()))
-            return
-        outcome = await smtp.send(render_message(request, render_ctx))
-        decision = decide(request, outcome, utcnow(), retry_policy)
-        if decision.delivered:
-            # Recorded before the event is published: a redelivered request is not mailed again.
-            sent_log[request.message_id] = utcnow().isoformat().encode()
-            counters["sent"] += 1
-        for event in decision.events:
-            await publish_event(event)
-        if decision.retry is not None:
-            fut = await retry_topic.send(key=request.recipient.encode(), value=encode(decision.retry))
-            await fut
+    async def handle_batch(batch: list[tuple[SendRequest, Any]]) -> None:
+        """Gate every request, send the rest concurrently over the pool, then publish every outcome.
+
+        The suppression check happens when the batch is taken (a batch takes a fraction of a second),
+        and the sent-log is written before events are published: a redelivered request is not mailed again.
+        """
+        now = utcnow()
+        outgoing: list[SendRequest] = []
+        source: dict[str, Any] = {}
+        events: list[AnyEvent] = []
+        retries: list[SendRequest] = []
+        for request, event in batch:
+            source[request.message_id] = event
+            if sent_log.get(request.message_id) is not None or request.message_id in {r.message_id for r in outgoing}:
+                counters["duplicate_sends"] += 1
+                continue
+            reasons = suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
+            if reasons:
+                counters["skipped"] += 1
+                events.append(skipped(request, reasons, now))
+                continue
+            outgoing.append(request)
+
+        async def deliver(request: SendRequest) -> tuple[SmtpOutcome | list[str], datetime]:
+            async with pool.connection() as mailer:
+                # Checked again once a connection is free: an unsubscribe that arrived while the
+                # batch waited still stops this message.
+                late = suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
+                if late:
+                    return late, utcnow()
+                outcome = await mailer.send(render_message(request, render_ctx))
+                return outcome, utcnow()  # the event time is when the relay answered
+
+        results = await asyncio.gather(*(deliver(r) for r in outgoing))
+        for request, (outcome, answered_at) in zip(outgoing, results, strict=True):
+            if isinstance(outcome, list):
+                counters["skipped"] += 1
+                events.append(skipped(request, outcome, answered_at))
+                continue
+            decision = decide(request, outcome, answered_at, retry_policy)
+            if decision.delivered:
+                # A table write must know the source partition (co-partitioned changelog): the event's.
+                with event_context(source[request.message_id]):
+                    sent_log[request.message_id] = now.isoformat().encode()
+                counters["sent"] += 1
+            events.extend(decision.events)
+            if decision.retry is not None:
+                retries.append(decision.retry)
+        futures = [
+            await events_topic.send(key=recipient_key(e.recipient, e.campaign_id), value=encode(e)) for e in events
+        ]
+        futures += [await retry_topic.send(key=r.recipient.encode(), value=encode(r)) for r in retries]
+        # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
+        await asyncio.gather(*futures)
 
     @app.agent(outbox_topic, concurrency=1)
     async def send_mail(stream: Any) -> Any:
-        async for value in stream:
-            try:
-                request = decode_send_request(value)
-            except DecodeError as exc:
-                counters["poison"] += 1
-                log.warning("skipping undecodable send request: %s", exc)
-                continue
-            await handle_send(request)
+        async for taken in stream.take_events(settings.send_batch_size, within=0.05):
+            batch = []
+            for event in taken:
+                try:
+                    batch.append((decode_send_request(event.value), event))
+                except DecodeError as exc:
+                    counters["poison"] += 1
+                    log.warning("skipping undecodable send request: %s", exc)
+            await handle_batch(batch)
 
     @app.agent(retry_topic, concurrency=1)
     async def retry_later(stream: Any) -> Any:
