@@ -79,8 +79,10 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
 
     # Keyed by recipient like the topics feeding them: each worker holds the
     # suppression entries of exactly the partitions whose sends it handles.
+    # JSON keys and string values: faust decodes changelog records as JSON when it recovers a table,
+    # whatever the schema says, so raw bytes could not be restored after a restart.
     table_schema: faust.Schema = faust.Schema(
-        key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
+        key_type=str, value_type=str, key_serializer="json", value_serializer="json"
     )
     suppression = app.Table("suppression", partitions=settings.topic_partitions, schema=table_schema)
     sent_log = app.Table("sent-log", partitions=settings.topic_partitions, schema=table_schema)
@@ -120,7 +122,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             after = apply_event(before, event, policy)
             if after is before:
                 continue
-            suppression[address] = encode_entry(after)
+            suppression[address] = encode_entry(after).decode()
             reasons = suppression_reasons(after)
             change = SuppressionChange(
                 recipient=address,
@@ -178,7 +180,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             if decision.delivered:
                 # A table write must know the source partition (co-partitioned changelog): the event's.
                 with event_context(source[request.message_id]):
-                    sent_log[request.message_id] = now.isoformat().encode()
+                    sent_log[request.message_id] = now.isoformat()
                 counters["sent"] += 1
             events.extend(decision.events)
             if decision.retry is not None:

@@ -63,7 +63,7 @@ def encode_entry(entry: SuppressionEntry) -> bytes:
     return _encoder.encode(entry)
 
 
-def decode_entry(data: bytes | None) -> SuppressionEntry:
+def decode_entry(data: bytes | str | None) -> SuppressionEntry:
     return _decoder.decode(data) if data else EMPTY
 
 

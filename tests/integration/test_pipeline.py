@@ -305,3 +305,33 @@ def test_unsubscribe_during_a_campaign_stops_mail_within_a_second(stack: Setting
     assert late == [], late
     skipped = [r for r in rows if r["kind"] == "send.skipped"]
     assert skipped, "no unsubscribe overtook the campaign: the test proved nothing"
+
+
+def test_worker_restart_recovers_its_tables_and_keeps_sending(stack: Settings) -> None:
+    from mailpulse.stack import Stack
+
+    bounced = f"hardbounce-{unique('restart')}@example.org"
+    sent_before = f"{unique('before')}@example.org"
+    first = unique("before-restart")
+    assert post_campaign(stack, first, [bounced, sent_before]).status_code == 202
+    wait_until(
+        lambda: suppression(stack, bounced)["suppressed"] and report(stack, first)["sent"] == 1,
+        what="state before the restart",
+    )
+    control = Stack(stack)
+    control.stop_service("worker")
+    control.up(timeout=120)
+    # Recovered from the changelogs: still suppressed, and the sent-log still knows the first campaign.
+    state = wait_until(
+        lambda: (s := suppression(stack, bounced)) and s["suppressed"] and s,
+        timeout=60,
+        what="suppression after the restart",
+    )
+    assert state["reasons"] == ["hard_bounce"]
+    assert post_campaign(stack, first, [sent_before]).status_code == 202  # the same campaign again
+    second = unique("after-restart")
+    fresh = f"{unique('after')}@example.org"
+    assert post_campaign(stack, second, [bounced, fresh]).status_code == 202
+    wait_until(lambda: report(stack, second)["sent"] == 1, timeout=60, what="sending after the restart")
+    assert len(maildir_messages(stack, recipient=sent_before, campaign=first)) == 1
+    assert maildir_messages(stack, recipient=bounced) == []
