@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install everything Python needs
 
-kafka: install ## fetch the Apache Kafka jars with mvn (cached under var/kafka)
+kafka: install ## fetch the Apache Kafka jars with mvn (cached under var/cache)
 	$(MP) kafka fetch
 
 demo: install ## start the stack, run one campaign end to end, print its report, stop the stack
