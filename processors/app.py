@@ -137,6 +137,10 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 log.info("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
                 await suppression_topic.send(key=address.encode(), value=encode(change))
 
+    def gate(request: SendRequest) -> list[str]:
+        """Why this request must not be mailed now; empty when it may."""
+        return suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
+
     async def handle_batch(batch: list[tuple[SendRequest, Any]]) -> None:
         """Gate every request, send the rest concurrently over the pool, then publish every outcome.
 
@@ -144,34 +148,34 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         and the sent-log is written before events are published: a redelivered request is not mailed again.
         """
         now = utcnow()
-        outgoing: list[SendRequest] = []
-        source: dict[str, Any] = {}
+        outgoing: list[tuple[SendRequest, Any]] = []
+        taken: set[str] = set()
         events: list[AnyEvent] = []
         retries: list[SendRequest] = []
-        for request, event in batch:
-            source[request.message_id] = event
-            if sent_log.get(request.message_id) is not None or request.message_id in {r.message_id for r in outgoing}:
+        for request, source in batch:
+            if sent_log.get(request.message_id) is not None or request.message_id in taken:
                 counters["duplicate_sends"] += 1
                 continue
-            reasons = suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
+            reasons = gate(request)
             if reasons:
                 counters["skipped"] += 1
                 events.append(skipped(request, reasons, now))
                 continue
-            outgoing.append(request)
+            taken.add(request.message_id)
+            outgoing.append((request, source))
 
         async def deliver(request: SendRequest) -> tuple[SmtpOutcome | list[str], datetime]:
             async with pool.connection() as mailer:
                 # Checked again once a connection is free: an unsubscribe that arrived while the
                 # batch waited still stops this message.
-                late = suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
+                late = gate(request)
                 if late:
                     return late, utcnow()
                 outcome = await mailer.send(render_message(request, render_ctx))
                 return outcome, utcnow()  # the event time is when the relay answered
 
-        results = await asyncio.gather(*(deliver(r) for r in outgoing))
-        for request, (outcome, answered_at) in zip(outgoing, results, strict=True):
+        results = await asyncio.gather(*(deliver(request) for request, _ in outgoing))
+        for (request, source), (outcome, answered_at) in zip(outgoing, results, strict=True):
             if isinstance(outcome, list):
                 counters["skipped"] += 1
                 events.append(skipped(request, outcome, answered_at))
@@ -179,7 +183,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             decision = decide(request, outcome, answered_at, retry_policy)
             if decision.delivered:
                 # A table write must know the source partition (co-partitioned changelog): the event's.
-                with event_context(source[request.message_id]):
+                with event_context(source):
                     sent_log[request.message_id] = now.isoformat()
                 counters["sent"] += 1
             events.extend(decision.events)

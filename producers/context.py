@@ -38,11 +38,8 @@ class EdgeContext:
         self.mailgun_replays = ReplayGuard(self.settings.webhook_max_age_seconds * 2)
 
     @functools.cached_property
-    def _sendgrid_key(self) -> ec.EllipticCurvePublicKey:
-        return load_sendgrid_key(self.settings.sendgrid_public_key)
-
     def sendgrid_key(self) -> ec.EllipticCurvePublicKey:
-        return self._sendgrid_key
+        return load_sendgrid_key(self.settings.sendgrid_public_key)
 
     def require_publisher(self) -> Publisher:
         if self.publisher is None:

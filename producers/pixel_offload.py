@@ -22,9 +22,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.sharedctypes import Synchronized
 
-from producers.classify import classify_agent, truncate_ip
+from producers.publisher import KafkaPublisher
+from producers.visits import open_event
 from schemas.codec import encode
-from schemas.events import Open, new_event_id
+from schemas.events import Open
 from schemas.keys import recipient_key
 from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenCodec, TokenError
@@ -37,41 +38,22 @@ FLUSH_SECONDS = 0.005
 MAX_BATCH = 512
 
 
-def open_event(codec: TokenCodec, hit: PixelHit, keep_full_ip: bool) -> Open | None:
+def open_event_for_hit(codec: TokenCodec, hit: PixelHit, keep_full_ip: bool) -> Open | None:
     """The open event for one pixel hit, or None when the token is not an open token."""
     token, user_agent, ip, when = hit
     try:
         claims = codec.read(token, LinkKind.OPEN)
     except TokenError:
         return None
-    return Open(
-        event_id=new_event_id(),
-        occurred_at=datetime.fromtimestamp(when, UTC),
-        campaign_id=claims.campaign_id,
-        message_id=claims.message_id,
-        recipient=claims.recipient,
-        list_id=claims.list_id,
-        user_agent=user_agent,
-        client_ip=truncate_ip(ip, keep_full_ip),
-        agent_class=classify_agent(user_agent, ip),
-    )
+    return open_event(claims, user_agent, ip, datetime.fromtimestamp(when, UTC), keep_full_ip)
 
 
 def _helper_main(
     settings: Settings, conn: Connection, published: Synchronized[int], refused: Synchronized[int]
 ) -> None:
-    from confluent_kafka import Producer
-
-    from schemas.kafka_config import producer_config
-
     codec = TokenCodec(settings.secret_keys)
     topic = Topics.for_prefix(settings.topic_prefix).events
-    producer = Producer(
-        producer_config(
-            settings,
-            **{"delivery.report.only.error": True, "on_delivery": lambda err, msg: log.error("open lost: %s", err)},
-        )
-    )
+    publisher = KafkaPublisher(settings)
     try:
         while True:
             try:
@@ -79,22 +61,14 @@ def _helper_main(
             except EOFError:
                 break
             for hit in batch:
-                event = open_event(codec, hit, settings.keep_full_ip)
+                event = open_event_for_hit(codec, hit, settings.keep_full_ip)
                 if event is None:
                     refused.value += 1
                     continue
-                while True:
-                    try:
-                        producer.produce(
-                            topic, key=recipient_key(event.recipient, event.campaign_id), value=encode(event)
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                publisher.publish(topic, recipient_key(event.recipient, event.campaign_id), encode(event))
                 published.value += 1
-            producer.poll(0)
     finally:
-        producer.flush(30)
+        publisher.close()
 
 
 class PixelOffload:

@@ -64,25 +64,25 @@ class KafkaPublisher:
             log.error("event not delivered to %s: %s", msg.topic(), err)
         self._on_delivery(err is None)
 
-    def _produce(self, topic: str, key: bytes, value: bytes, callback: Callable[[Any, Any], None]) -> None:
+    @staticmethod
+    def _produce(
+        producer: Producer, topic: str, key: bytes, value: bytes, on_delivery: Callable[[Any, Any], None] | None = None
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=callback)
+                if on_delivery is None:
+                    producer.produce(topic, value=value, key=key)
+                else:
+                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
                 return
             except BufferError:
                 # Local queue full: wait for deliveries instead of dropping the event.
-                self._producer.poll(0.05)
+                producer.poll(0.05)
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
         # No per-record callback: failures still reach _report through the producer-wide one
         # (delivery.report.only.error), and a callback per pixel costs GIL time under load.
-        while True:
-            try:
-                self._fast.produce(topic, value=value, key=key)
-                return
-            except BufferError:
-                # Local queue full: wait for deliveries instead of dropping the event.
-                self._fast.poll(0.05)
+        self._produce(self._fast, topic, key, value)
 
     async def publish_confirmed(self, topic: str, key: bytes, value: bytes, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -101,7 +101,7 @@ class KafkaPublisher:
 
             loop.call_soon_threadsafe(resolve)
 
-        self._produce(topic, key, value, settle)
+        self._produce(self._producer, topic, key, value, on_delivery=settle)
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

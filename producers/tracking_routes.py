@@ -11,10 +11,10 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
-from producers.classify import classify_agent, truncate_ip
 from producers.context import EdgeContext
 from producers.publisher import PublishError
-from schemas.events import Click, Open, Unsubscribe, UnsubscribeScope, new_event_id, utcnow
+from producers.visits import click_event, open_event
+from schemas.events import Unsubscribe, UnsubscribeScope, new_event_id, utcnow
 from schemas.tokens import LinkKind, TokenClaims, TokenError
 
 log = logging.getLogger(__name__)
@@ -96,19 +96,7 @@ async def open_pixel(request: Request) -> Response:
         return claims
     ctx = _ctx(request)
     user_agent, ip = _client(request)
-    ctx.publish_event(
-        Open(
-            event_id=new_event_id(),
-            occurred_at=utcnow(),
-            campaign_id=claims.campaign_id,
-            message_id=claims.message_id,
-            recipient=claims.recipient,
-            list_id=claims.list_id,
-            user_agent=user_agent,
-            client_ip=truncate_ip(ip, ctx.settings.keep_full_ip),
-            agent_class=classify_agent(user_agent, ip),
-        )
-    )
+    ctx.publish_event(open_event(claims, user_agent, ip, utcnow(), ctx.settings.keep_full_ip))
     return Response(PIXEL_GIF, media_type="image/gif", headers=NO_STORE)
 
 
@@ -120,20 +108,7 @@ async def click(request: Request) -> Response:
         return PlainTextResponse("token names no destination\n", status_code=404)
     ctx = _ctx(request)
     user_agent, ip = _client(request)
-    ctx.publish_event(
-        Click(
-            event_id=new_event_id(),
-            occurred_at=utcnow(),
-            campaign_id=claims.campaign_id,
-            message_id=claims.message_id,
-            recipient=claims.recipient,
-            list_id=claims.list_id,
-            url=claims.url,
-            user_agent=user_agent,
-            client_ip=truncate_ip(ip, ctx.settings.keep_full_ip),
-            agent_class=classify_agent(user_agent, ip),
-        )
-    )
+    ctx.publish_event(click_event(claims, claims.url, user_agent, ip, utcnow(), ctx.settings.keep_full_ip))
     # Only the URL sealed in the token at send time: no open redirect.
     return RedirectResponse(claims.url, status_code=302, headers=NO_STORE)
 

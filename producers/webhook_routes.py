@@ -95,7 +95,7 @@ async def sendgrid_webhook(request: Request, ctx: EdgeContext) -> Response:
         return JSONResponse({"error": "SendGrid webhook not configured"}, status_code=403)
     body = await request.body()
     sendgrid.verify(
-        ctx.sendgrid_key(),
+        ctx.sendgrid_key,
         body,
         request.headers.get(sendgrid.SIGNATURE_HEADER, ""),
         request.headers.get(sendgrid.TIMESTAMP_HEADER, ""),

@@ -120,11 +120,6 @@ class SendSkipped(Event, frozen=True, kw_only=True, tag="send.skipped"):
 
 AnyEvent = Open | Click | Unsubscribe | Sent | Delivered | Deferred | Failed | Bounce | Complaint | SendSkipped
 
-EVENT_KINDS: tuple[str, ...] = tuple(
-    str(cls.__struct_config__.tag)
-    for cls in (Open, Click, Unsubscribe, Sent, Delivered, Deferred, Failed, Bounce, Complaint, SendSkipped)
-)
-
 
 class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
     """One message to one recipient, as queued on the outbox topic."""

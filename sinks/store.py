@@ -13,7 +13,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from sinks.rows import COLUMNS, Row
+from sinks.rows import Row
 
 
 class EventStore:
@@ -32,9 +32,6 @@ class EventStore:
             return
         with self._lock:
             self.client.insert(table, rows, column_names=list(columns))
-
-    def insert_events(self, rows: Sequence[Row]) -> None:
-        self.insert("events", COLUMNS, rows)
 
     def query(
         self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None

@@ -75,11 +75,13 @@ def test_authentic_checks_the_hmac_without_decrypting() -> None:
 
 
 def test_pixel_helper_builds_the_open_event() -> None:
-    from producers.pixel_offload import open_event
+    from producers.pixel_offload import open_event_for_hit
 
     codec = TokenCodec(["k"])
-    event = open_event(codec, (codec.mint(CLAIMS), "Mozilla/5.0", "17.1.2.3", 1_795_000_000.0), keep_full_ip=False)
+    event = open_event_for_hit(
+        codec, (codec.mint(CLAIMS), "Mozilla/5.0", "17.1.2.3", 1_795_000_000.0), keep_full_ip=False
+    )
     assert event is not None and event.recipient == CLAIMS.recipient and event.agent_class == "apple_mpp"
     assert event.client_ip == "17.1.2.0" and event.occurred_at.tzinfo is not None
     click = TokenClaims(LinkKind.CLICK, "m", "c", "l", None, "https://example.com/")
-    assert open_event(codec, (codec.mint(click), "", "", 0.0), keep_full_ip=False) is None
+    assert open_event_for_hit(codec, (codec.mint(click), "", "", 0.0), keep_full_ip=False) is None
