@@ -159,16 +159,29 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     return print_sql(settings, args.statement, args.format)
 
 
-def cmd_suppression(args: argparse.Namespace, settings: Settings) -> int:
-    from mailpulse.queries import suppression_check
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from mailpulse.queries import print_stats
 
-    result = suppression_check(settings, args.address)
-    if args.format == "json":
-        say(json.dumps(result))
-    else:
-        state = "suppressed (" + ", ".join(result["reasons"]) + ")" if result["suppressed"] else "not suppressed"
-        say(f"{result['address']}: {state}")
-    return 0
+    return print_stats(settings, args.campaign, args.format, by_hour=args.by == "hour")
+
+
+def cmd_suppression(args: argparse.Namespace, settings: Settings) -> int:
+    from mailpulse import suppression_admin as admin
+
+    if args.action == "export":
+        if args.address:
+            raise CliError("export takes no address", status=2)
+        fmt = args.format if args.format in ("csv", "jsonl") else "csv"
+        return admin.export(settings, fmt, args.include_cleared, say=lambda line: print(line, file=sys.stderr))
+    if not args.address:
+        raise CliError(f"{args.action} needs an ADDRESS", status=2)
+    if args.action == "check":
+        from mailpulse.queries import suppression_check
+
+        result = suppression_check(settings, admin.checked_address(args.address))
+        say(json.dumps(result) if args.format == "json" else admin.describe(result))
+        return 0
+    return admin.change_suppression(settings, args.action, args.address, args.list_id or "", args.reason, say)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -249,10 +262,29 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("statement")
     sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
 
-    suppression = add("suppression", cmd_suppression, "inspect suppression state")
-    suppression.add_argument("action", choices=["check"])
-    suppression.add_argument("address")
-    suppression.add_argument("--format", choices=["text", "json"], default="text")
+    stats = add("stats", cmd_stats, "print a campaign's live counts from the worker (the keys of `report`)")
+    stats.add_argument("--campaign", required=True)
+    stats.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    stats.add_argument("--by", choices=["hour"], help="hourly rows instead of totals")
+
+    suppression = add(
+        "suppression",
+        cmd_suppression,
+        "add, remove (as audited events), check or export suppressed addresses",
+    )
+    suppression.add_argument("action", choices=["add", "remove", "check", "export"])
+    suppression.add_argument("address", nargs="?", help="the address (not for export)")
+    suppression.add_argument("--list", dest="list_id", help="only this list (add, remove); default: every list")
+    suppression.add_argument("--reason", default="", help="a note kept on the event (add, remove)")
+    suppression.add_argument(
+        "--format",
+        choices=["text", "json", "csv", "jsonl"],
+        default=None,
+        help="check: text or json; export: csv (default) or jsonl",
+    )
+    suppression.add_argument(
+        "--include-cleared", action="store_true", help="export: also addresses whose suppression was lifted"
+    )
     return parser
 
 

@@ -102,26 +102,47 @@ def render_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> str:
     return "\n".join(lines)
 
 
+def render_report(campaign: str, report: Any, fmt: str, by_hour: bool) -> str:
+    """One campaign report (or its hourly rows) as `mailpulse report` and `mailpulse stats` print it."""
+    if by_hour:
+        columns = list(report[0]) if report else ["hour"]
+        return render_rows(columns, [[h[c] for c in columns] for h in report], fmt)
+    if fmt == "json":
+        return json.dumps({key: report[key] for key in REPORT_KEYS})
+    if fmt == "csv":
+        return render_rows(list(REPORT_KEYS), [[report[k] for k in REPORT_KEYS]], "csv")
+    lines = [f"campaign {campaign}"]
+    for key in REPORT_KEYS:
+        value = report[key]
+        shown = f"{value:.2%}" if isinstance(value, float) else str(value)
+        lines.append(f"  {key:<20} {shown:>10}")
+    return "\n".join(lines)
+
+
 def print_report(settings: Settings, campaign: str, fmt: str, by_hour: bool = False) -> int:
     if fmt == "html":
         print(report_page(settings, campaign))
         return 0
     report = fetch_report(settings, campaign, by_hour)
-    if by_hour:
-        hours = report["hours"]
-        columns = list(hours[0]) if hours else ["hour"]
-        print(render_rows(columns, [[h[c] for c in columns] for h in hours], fmt))
-        return 0
-    if fmt == "json":
-        print(json.dumps({key: report[key] for key in REPORT_KEYS}))
-    elif fmt == "csv":
-        print(render_rows(list(REPORT_KEYS), [[report[k] for k in REPORT_KEYS]], "csv"))
-    else:
-        print(f"campaign {campaign}")
-        for key in REPORT_KEYS:
-            value = report[key]
-            shown = f"{value:.2%}" if isinstance(value, float) else str(value)
-            print(f"  {key:<20} {shown:>10}")
+    print(render_report(campaign, report["hours"] if by_hour else report, fmt, by_hour))
+    return 0
+
+
+def _worker_get(settings: Settings, path: str, params: dict[str, str] | None = None) -> Any:
+    headers = _require_key(settings)
+    url = f"http://127.0.0.1:{settings.worker_web_port}{path}"
+    try:
+        response = httpx.get(url, params=params, headers=headers, timeout=10)
+    except httpx.ConnectError:
+        raise CliError(f"no worker answers on 127.0.0.1:{settings.worker_web_port}; start it (make up)") from None
+    return _check(response)
+
+
+def print_stats(settings: Settings, campaign: str, fmt: str, by_hour: bool = False) -> int:
+    """The live counts of the worker's engagement tables (the keys `mailpulse report` prints)."""
+    params = {"by": "hour"} if by_hour else None
+    stats = _worker_get(settings, f"/stats/{quote(campaign, safe='')}", params)
+    print(render_report(campaign, stats, fmt, by_hour))
     return 0
 
 
@@ -132,13 +153,7 @@ def print_sql(settings: Settings, statement: str, fmt: str) -> int:
 
 
 def suppression_check(settings: Settings, address: str) -> dict[str, Any]:
-    headers = _require_key(settings)
-    url = f"http://127.0.0.1:{settings.worker_web_port}/suppression/{quote(address, safe='@')}"
-    try:
-        response = httpx.get(url, headers=headers, timeout=10)
-    except httpx.ConnectError:
-        raise CliError(f"no worker answers on 127.0.0.1:{settings.worker_web_port}; start it (make up)") from None
-    result: dict[str, Any] = _check(response)
+    result: dict[str, Any] = _worker_get(settings, f"/suppression/{quote(address, safe='@')}")
     return result
 
 

@@ -1,10 +1,10 @@
-"""The faust app: suppression agent, gated sender agent, retry agent, worker views.
+"""The faust app: event agent (suppression and engagement), campaign rollup, gated sender, retries.
 
-Wiring only; the rules live in :mod:`processors.suppression`,
-:mod:`processors.delivery` and :mod:`processors.render`.
+Wiring only; the rules live in :mod:`processors.suppression`, :mod:`processors.engagement`,
+:mod:`processors.delivery` and :mod:`processors.render`, the HTTP views in :mod:`processors.views`.
 
-At-least-once with agent concurrency 1 (faust's ``exactly_once`` has open
-duplicate bugs on rebalance); state is made idempotent by event and message id.
+At-least-once with agent concurrency 1 (faust's ``exactly_once`` has open duplicate bugs on
+rebalance); state is made idempotent by event id, message id and source offset.
 """
 
 from __future__ import annotations
@@ -20,16 +20,19 @@ from typing import Any
 
 import faust
 import faust.streams as faust_streams
-from faust.web import Request, Response, View
+import msgspec
 
+from processors import engagement as eng
 from processors.delivery import RetryPolicy, SmtpOutcome, decide, skipped
 from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, MailerPool, SmtpMailer
+from processors.metrics import WorkerMetrics
 from processors.render import RenderContext, render_message
+from processors.routing import partition_for
 from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
-from schemas.auth import key_is_valid, presented_key
-from schemas.codec import DecodeError, decode_event, decode_send_request, encode
-from schemas.events import AnyEvent, SendRequest, SuppressionChange, utcnow
+from processors.views import register_views
+from schemas.codec import DecodeError, decode_campaign_partial, decode_event, decode_send_request, encode
+from schemas.events import AnyEvent, CampaignPartial, ComplaintAlert, SendRequest, SuppressionChange, utcnow
 from schemas.keys import normalize_address, recipient_key
 from schemas.settings import Settings
 from schemas.tokens import TokenCodec
@@ -42,7 +45,8 @@ log = logging.getLogger(__name__)
 def event_context(event: Any) -> Iterator[None]:
     """Make ``event`` faust's current event, as stream iteration does for one event at a time.
 
-    Batched agents (``take_events``) have no current event, and faust tables refuse writes without one.
+    Batched agents (``take_events``) have no current event, and faust tables refuse writes without one;
+    the current event's partition is where the write goes in the changelog.
     """
     token = faust_streams._current_event.set(weakref.ref(event))
     try:
@@ -76,18 +80,30 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
     outbox_topic = raw_topic(names.outbox)
     retry_topic = raw_topic(names.retry)
     suppression_topic = raw_topic(names.suppression)
+    partials_topic = raw_topic(names.campaign_partials)
+    alerts_topic = raw_topic(names.alerts)
 
-    # Keyed by recipient like the topics feeding them: each worker holds the
-    # suppression entries of exactly the partitions whose sends it handles.
-    # JSON keys and string values: faust decodes changelog records as JSON when it recovers a table,
-    # whatever the schema says, so raw bytes could not be restored after a restart.
+    # Keyed like the topics feeding them: each worker holds the state of exactly the partitions it
+    # consumes. JSON keys and string values: faust decodes changelog records as JSON when it recovers
+    # a table, whatever the schema says, so raw bytes could not be restored after a restart.
     table_schema: faust.Schema = faust.Schema(
         key_type=str, value_type=str, key_serializer="json", value_serializer="json"
     )
-    suppression = app.Table("suppression", partitions=settings.topic_partitions, schema=table_schema)
-    sent_log = app.Table("sent-log", partitions=settings.topic_partitions, schema=table_schema)
+
+    def table(name: str) -> Any:
+        return app.Table(name, partitions=settings.topic_partitions, schema=table_schema)
+
+    suppression = table("suppression")
+    sent_log = table("sent-log")
+    # Per source partition: message states "m|p|message" and counts "t|p|campaign", "h|p|campaign|hour".
+    engagement = table("engagement")
+    # Per campaign (on the campaign's partition): every source partition's counts, and per campaign-hour.
+    campaign_totals = table("campaign-totals")
 
     policy = Policy(settings.soft_bounce_threshold, timedelta(days=settings.soft_bounce_window_days))
+    alert_policy = eng.AlertPolicy(
+        settings.complaint_warning_rate, settings.complaint_critical_rate, settings.complaint_alert_min_delivered
+    )
     retry_policy = RetryPolicy(max_attempts=settings.max_send_attempts, base_seconds=settings.retry_base_seconds)
     render_ctx = RenderContext(
         tokens=TokenCodec(settings.secret_keys),
@@ -104,44 +120,209 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         pool = MailerPool(lambda: mailer, 1)
     else:
         pool = MailerPool(lambda: SmtpMailer(settings.smtp_url, signer=signer), settings.smtp_connections)
-    counters = {"duplicate_sends": 0, "skipped": 0, "sent": 0, "poison": 0}
+    metrics = WorkerMetrics()
+
+    def track_suppression(event: AnyEvent, source: Any) -> SuppressionChange | None:
+        if not event.recipient:
+            return None
+        address = normalize_address(event.recipient)
+        before = decode_entry(suppression.get(address))
+        after = apply_event(before, event, policy)
+        if after is before:
+            return None
+        with event_context(source):
+            suppression[address] = encode_entry(after).decode()
+        reasons = suppression_reasons(after)
+        if reasons == suppression_reasons(before):
+            return None
+        log.info("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
+        metrics.suppression_changes.labels("suppressed" if reasons else "cleared").inc()
+        return SuppressionChange(
+            recipient=address,
+            suppressed=bool(reasons),
+            reasons=reasons,
+            lists=list(after.lists),
+            since=after.since,
+            caused_by=event.event_id,
+            changed_at=utcnow(),
+        )
+
+    class EngagementBatch:
+        """One batch's engagement updates, written to the table together at the end.
+
+        Counts are written before message states: their changelog records share a partition, so a
+        crash that keeps a message state kept the counts it led to as well.
+        """
+
+        def __init__(self) -> None:
+            self.messages: dict[str, tuple[eng.MessageState, Any]] = {}
+            self.counts: dict[str, tuple[eng.Accumulator, Any]] = {}
+            # Count keys whose latest value must be (re)published: everything a batch could have changed,
+            # also when a redelivery finds it already counted, so a lost publish is repaired.
+            self.touched: dict[str, tuple[str, int, int | None]] = {}
+
+        def message(self, key: str) -> eng.MessageState:
+            held = self.messages.get(key)
+            return held[0] if held else eng.decode_message(engagement.get(key))
+
+        def accumulator(self, key: str) -> eng.Accumulator:
+            held = self.counts.get(key)
+            return held[0] if held else eng.decode_accumulator(engagement.get(key))
+
+        def add(self, event: AnyEvent, source: Any) -> None:
+            partition, offset = source.message.partition, source.message.offset
+            campaign = event.campaign_id
+            key = f"m|{partition}|{event.message_id}"
+            before = self.message(key)
+            after, delta = eng.apply_event(before, event)
+            if after is not before:
+                self.messages[key] = (after, source)
+            totals: eng.Counts = {}
+            for hour_delta in delta.values():
+                totals = eng.add_counts(totals, hour_delta)
+            hours = {eng.epoch_hour(event.occurred_at), *after.first.values(), *delta}
+            self._count(f"t|{partition}|{campaign}", (campaign, partition, None), totals, offset, source)
+            for hour in hours:
+                key = f"h|{partition}|{campaign}|{hour}"
+                self._count(key, (campaign, partition, hour), delta.get(hour, {}), offset, source)
+
+        def _count(self, key: str, what: tuple[str, int, int | None], delta: eng.Counts, offset: int, src: Any) -> None:
+            acc = self.accumulator(key)
+            if delta:
+                updated = eng.accumulate(acc, delta, offset)
+                if updated is not acc:
+                    self.counts[key] = (updated, src)
+            self.touched[key] = what
+
+        def write(self) -> list[CampaignPartial]:
+            for key, (acc, source) in self.counts.items():
+                with event_context(source):
+                    engagement[key] = eng.encode_state(acc)
+            for key, (state, source) in self.messages.items():
+                with event_context(source):
+                    engagement[key] = eng.encode_state(state)
+            partials = []
+            for key, (campaign, partition, hour) in self.touched.items():
+                acc = self.accumulator(key)
+                if acc.offset < 0:
+                    continue
+                partials.append(
+                    CampaignPartial(
+                        campaign_id=campaign,
+                        source_partition=partition,
+                        hour=None if hour is None else eng.hour_start(hour),
+                        offset=acc.offset,
+                        counts=acc.counts,
+                    )
+                )
+            return partials
+
+    async def publish_partials(partials: list[CampaignPartial]) -> list[Any]:
+        futures = []
+        for partial in partials:
+            hour = "t" if partial.hour is None else str(eng.epoch_hour(partial.hour))
+            futures.append(
+                await partials_topic.send(
+                    key=f"{partial.campaign_id}|{partial.source_partition}|{hour}".encode(),
+                    value=encode(partial),
+                    # The campaign's partition: one worker rolls up all of a campaign's partials.
+                    partition=partition_for(partial.campaign_id.encode(), settings.topic_partitions),
+                )
+            )
+        return futures
 
     @app.agent(events_topic, concurrency=1)
-    async def track_suppression(stream: Any) -> Any:
-        async for key, value in stream.items():
-            try:
-                event = decode_event(value)
-            except DecodeError as exc:
-                counters["poison"] += 1
-                log.warning("skipping undecodable event at key %r: %s", key, exc)
-                continue
-            if not event.recipient:
-                continue
-            address = normalize_address(event.recipient)
-            before = decode_entry(suppression.get(address))
-            after = apply_event(before, event, policy)
-            if after is before:
-                continue
-            suppression[address] = encode_entry(after).decode()
-            reasons = suppression_reasons(after)
-            change = SuppressionChange(
-                recipient=address,
-                suppressed=bool(reasons),
-                reasons=reasons,
-                lists=list(after.lists),
-                since=after.since,
-                caused_by=event.event_id,
-                changed_at=utcnow(),
-            )
-            if reasons != suppression_reasons(before):
-                log.info("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
-                await suppression_topic.send(key=address.encode(), value=encode(change))
+    async def track_events(stream: Any) -> Any:
+        async for taken in stream.take_events(settings.event_batch_size, within=0.05):
+            batch = EngagementBatch()
+            changes = []
+            for source in taken:
+                try:
+                    event = decode_event(source.value)
+                except DecodeError as exc:
+                    metrics.poison.labels("events").inc()
+                    log.warning("skipping undecodable event at offset %s: %s", source.message.offset, exc)
+                    continue
+                change = track_suppression(event, source)
+                if change is not None:
+                    changes.append(change)
+                if event.message_id and event.campaign_id:
+                    batch.add(event, source)
+            metrics.events.inc(len(taken))
+            futures = [
+                await suppression_topic.send(key=change.recipient.encode(), value=encode(change)) for change in changes
+            ]
+            futures += await publish_partials(batch.write())
+            # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
+            await asyncio.gather(*futures)
+
+    async def raise_alert(campaign: str, level: str, counts: eng.Counts) -> Any:
+        delivered = counts.get("delivered", 0)
+        rate = counts.get("complaints", 0) / delivered if delivered else 0.0
+        threshold = alert_policy.critical_rate if level == "critical" else alert_policy.warning_rate
+        log.warning(
+            "complaint rate alert: campaign %s at %.4f%% is above the %s line of %.2f%% (%d complaints / %d delivered)",
+            campaign, rate * 100, level, threshold * 100, counts.get("complaints", 0), delivered,
+        )  # fmt: skip
+        metrics.alerts.labels(level).inc()
+        alert = ComplaintAlert(
+            alert_id=f"{campaign}:{level}:{counts.get('complaints', 0)}",
+            campaign_id=campaign,
+            level=level,
+            complaint_rate=round(rate, 6),
+            complaints=counts.get("complaints", 0),
+            delivered=delivered,
+            threshold=threshold,
+            raised_at=utcnow(),
+        )
+        return await alerts_topic.send(key=campaign.encode(), value=encode(alert))
+
+    @app.agent(partials_topic, concurrency=1)
+    async def roll_up(stream: Any) -> Any:
+        async for taken in stream.take_events(settings.event_batch_size, within=0.05):
+            rollups: dict[str, tuple[eng.Rollup, Any]] = {}
+            campaigns: set[str] = set()
+
+            def held(key: str, rollups: dict[str, tuple[eng.Rollup, Any]] = rollups) -> eng.Rollup:
+                pending = rollups.get(key)
+                return pending[0] if pending else eng.decode_rollup(campaign_totals.get(key))
+
+            for source in taken:
+                try:
+                    partial = decode_campaign_partial(source.value)
+                except DecodeError as exc:
+                    metrics.poison.labels("campaign-partials").inc()
+                    log.warning("skipping undecodable campaign partial: %s", exc)
+                    continue
+                campaign = partial.campaign_id
+                acc = eng.Accumulator(offset=partial.offset, counts=partial.counts)
+                if partial.hour is None:
+                    campaigns.add(campaign)
+                    rollups[campaign] = (eng.merge_partial(held(campaign), partial.source_partition, acc), source)
+                    continue
+                hour = eng.epoch_hour(partial.hour)
+                key = eng.hour_key(campaign, hour)
+                rollups[key] = (eng.merge_partial(held(key), partial.source_partition, acc), source)
+                rollups[campaign] = (eng.with_hour(held(campaign), hour), source)
+            futures = []
+            for campaign in campaigns:
+                rollup, source = rollups[campaign]
+                counts = eng.total(rollup.partials.values())
+                level = eng.alert_level(counts, alert_policy)
+                if level != rollup.alert_level:
+                    if eng.is_escalation(rollup.alert_level, level):
+                        futures.append(await raise_alert(campaign, level, counts))
+                    rollups[campaign] = (msgspec.structs.replace(rollup, alert_level=level), source)
+            for key, (rollup, source) in rollups.items():
+                with event_context(source):
+                    campaign_totals[key] = eng.encode_state(rollup)
+            await asyncio.gather(*futures)
 
     def gate(request: SendRequest) -> list[str]:
         """Why this request must not be mailed now; empty when it may."""
         return suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
 
-    async def handle_batch(batch: list[tuple[SendRequest, Any]]) -> None:
+    async def handle_sends(batch: list[tuple[SendRequest, Any]]) -> None:
         """Gate every request, send the rest concurrently over the pool, then publish every outcome.
 
         The suppression check happens when the batch is taken (a batch takes a fraction of a second),
@@ -154,11 +335,11 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         retries: list[SendRequest] = []
         for request, source in batch:
             if sent_log.get(request.message_id) is not None or request.message_id in taken:
-                counters["duplicate_sends"] += 1
+                metrics.sends.labels("duplicate").inc()
                 continue
             reasons = gate(request)
             if reasons:
-                counters["skipped"] += 1
+                metrics.sends.labels("skipped").inc()
                 events.append(skipped(request, reasons, now))
                 continue
             taken.add(request.message_id)
@@ -177,7 +358,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         results = await asyncio.gather(*(deliver(request) for request, _ in outgoing))
         for (request, source), (outcome, answered_at) in zip(outgoing, results, strict=True):
             if isinstance(outcome, list):
-                counters["skipped"] += 1
+                metrics.sends.labels("skipped").inc()
                 events.append(skipped(request, outcome, answered_at))
                 continue
             decision = decide(request, outcome, answered_at, retry_policy)
@@ -185,7 +366,9 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 # A table write must know the source partition (co-partitioned changelog): the event's.
                 with event_context(source):
                     sent_log[request.message_id] = now.isoformat()
-                counters["sent"] += 1
+                metrics.sends.labels("sent").inc()
+            else:
+                metrics.sends.labels("deferred" if decision.retry is not None else "not_sent").inc()
             events.extend(decision.events)
             if decision.retry is not None:
                 retries.append(decision.retry)
@@ -204,9 +387,9 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 try:
                     batch.append((decode_send_request(event.value), event))
                 except DecodeError as exc:
-                    counters["poison"] += 1
+                    metrics.poison.labels("outbox").inc()
                     log.warning("skipping undecodable send request: %s", exc)
-            await handle_batch(batch)
+            await handle_sends(batch)
 
     @app.agent(retry_topic, concurrency=1)
     async def retry_later(stream: Any) -> Any:
@@ -215,6 +398,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             try:
                 request = decode_send_request(value)
             except DecodeError as exc:
+                metrics.poison.labels("retry").inc()
                 log.warning("skipping undecodable retry: %s", exc)
                 continue
             if request.not_before is not None:
@@ -224,22 +408,5 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             fut = await outbox_topic.send(key=request.recipient.encode(), value=encode(request))
             await fut
 
-    def authorized(request: Request) -> bool:
-        return key_is_valid(presented_key(dict(request.headers)), settings.api_keys)
-
-    @app.page("/suppression/{address}")
-    class SuppressionView(View):
-        async def get(self, request: Request, address: str) -> Response:
-            if not authorized(request):
-                return self.json({"error": "missing or invalid API key"}, status=401)
-            normalized = normalize_address(address)
-            entry = decode_entry(suppression.get(normalized))
-            reasons = suppression_reasons(entry)
-            return self.json({"address": normalized, "suppressed": bool(reasons), "reasons": reasons})
-
-    @app.page("/healthz")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"ok": True, **counters})
-
+    register_views(app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics)
     return app

@@ -2,7 +2,10 @@
 
 Unsubscribes, hard bounces and complaints suppress at once; soft bounces after
 ``threshold`` consecutive ones or ``threshold`` within ``window``; a delivery
-resets the soft-bounce count. Applying the same event twice changes nothing.
+resets the soft-bounce count. Operators add (``manual``) and remove suppression
+with events too; a removal also disarms every older event, so replaying the
+topic after it does not suppress the address again. Applying the same event
+twice changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from schemas.events import (
     Complaint,
     Delivered,
     Sent,
+    SuppressionAdded,
+    SuppressionRemoved,
     Unsubscribe,
     UnsubscribeScope,
 )
@@ -42,6 +47,8 @@ class SuppressionEntry(msgspec.Struct, frozen=True, kw_only=True):
     caused_by: str = ""
     # Soft bounces since the last delivery: (event_id, when), for threshold and idempotence.
     soft_bounces: tuple[tuple[str, datetime], ...] = ()
+    # Scope ("*" for everything, else a list id) -> when an operator lifted it: older events are spent.
+    cleared: dict[str, datetime] = msgspec.field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
@@ -78,19 +85,60 @@ def _add_reason(entry: SuppressionEntry, reason: Reason, event: AnyEvent) -> Sup
     )
 
 
+def _add_list(entry: SuppressionEntry, list_id: str, event: AnyEvent) -> SuppressionEntry:
+    if list_id in entry.lists:
+        return entry
+    return msgspec.structs.replace(
+        entry,
+        lists=(*entry.lists, list_id),
+        since=entry.since or event.occurred_at,
+        caused_by=entry.caused_by or event.event_id,
+    )
+
+
+def _list_scope(event: AnyEvent) -> str | None:
+    """The list an event suppresses for, or None when it suppresses everything (or nothing)."""
+    if isinstance(event, Unsubscribe) and event.scope is UnsubscribeScope.LIST and event.list_id:
+        return event.list_id
+    if isinstance(event, SuppressionAdded) and event.list_id:
+        return event.list_id
+    return None
+
+
+def _is_spent(entry: SuppressionEntry, event: AnyEvent) -> bool:
+    """Whether an operator lifted, after this event happened, the suppression it would cause."""
+    scope = _list_scope(event)
+    lifted = [entry.cleared.get("*"), entry.cleared.get(scope) if scope else None]
+    return any(when is not None and event.occurred_at <= when for when in lifted)
+
+
+def _remove(entry: SuppressionEntry, event: SuppressionRemoved) -> SuppressionEntry:
+    scope = event.list_id or "*"
+    held = entry.cleared.get(scope)
+    cleared = {**entry.cleared, scope: max(held, event.occurred_at) if held else event.occurred_at}
+    if event.list_id:
+        lists = tuple(name for name in entry.lists if name != event.list_id)
+        after = msgspec.structs.replace(entry, lists=lists, cleared=cleared)
+    else:
+        after = SuppressionEntry(cleared=cleared)
+    if not after.reasons and not after.lists:
+        after = msgspec.structs.replace(after, since=None, caused_by="")
+    return entry if after == entry else after
+
+
 def apply_event(entry: SuppressionEntry, event: AnyEvent, policy: Policy) -> SuppressionEntry:
     """The entry after ``event``; the same object when the event changes nothing."""
+    if isinstance(event, SuppressionRemoved):
+        return _remove(entry, event)
+    if _is_spent(entry, event):
+        return entry
+    scope = _list_scope(event)
+    if scope is not None:
+        return _add_list(entry, scope, event)
+    if isinstance(event, SuppressionAdded):
+        return _add_reason(entry, Reason.MANUAL, event)
     if isinstance(event, Unsubscribe):
-        if event.scope is UnsubscribeScope.ALL or not event.list_id:
-            return _add_reason(entry, Reason.UNSUBSCRIBED, event)
-        if event.list_id in entry.lists:
-            return entry
-        return msgspec.structs.replace(
-            entry,
-            lists=(*entry.lists, event.list_id),
-            since=entry.since or event.occurred_at,
-            caused_by=entry.caused_by or event.event_id,
-        )
+        return _add_reason(entry, Reason.UNSUBSCRIBED, event)
     if isinstance(event, Complaint):
         return _add_reason(entry, Reason.COMPLAINT, event)
     if isinstance(event, Bounce):

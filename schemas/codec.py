@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from schemas.events import AnyEvent, SendRequest, SuppressionChange
+from schemas.events import AnyEvent, CampaignPartial, ComplaintAlert, SendRequest, SuppressionChange
 
 T = TypeVar("T")
 
@@ -19,6 +19,8 @@ _encoder = msgspec.json.Encoder()
 _event_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyEvent)
 _send_decoder = msgspec.json.Decoder(SendRequest)
 _suppression_decoder = msgspec.json.Decoder(SuppressionChange)
+_partial_decoder = msgspec.json.Decoder(CampaignPartial)
+_alert_decoder = msgspec.json.Decoder(ComplaintAlert)
 
 
 def encode(value: msgspec.Struct) -> bytes:
@@ -49,3 +51,13 @@ def decode_send_request(data: bytes) -> SendRequest:
 def decode_suppression_change(data: bytes) -> SuppressionChange:
     change: SuppressionChange = _decode(_suppression_decoder, data, "suppression change")
     return change
+
+
+def decode_campaign_partial(data: bytes) -> CampaignPartial:
+    partial: CampaignPartial = _decode(_partial_decoder, data, "campaign partial")
+    return partial
+
+
+def decode_complaint_alert(data: bytes) -> ComplaintAlert:
+    alert: ComplaintAlert = _decode(_alert_decoder, data, "complaint alert")
+    return alert

@@ -118,7 +118,40 @@ class SendSkipped(Event, frozen=True, kw_only=True, tag="send.skipped"):
     reason: str = ""
 
 
-AnyEvent = Open | Click | Unsubscribe | Sent | Delivered | Deferred | Failed | Bounce | Complaint | SendSkipped
+class SuppressionAdded(Event, frozen=True, kw_only=True, tag="suppression.added"):
+    """An operator suppressed an address (globally, or for ``list_id`` when it is set).
+
+    Not about a message: ``campaign_id`` and ``message_id`` are empty.
+    """
+
+    reason: str = ""
+    source: str = "operator"
+
+
+class SuppressionRemoved(Event, frozen=True, kw_only=True, tag="suppression.removed"):
+    """An operator lifted suppression: every reason, or only the ``list_id`` unsubscribe when it is set.
+
+    Events that happened before it no longer suppress, even when they are replayed after it.
+    """
+
+    reason: str = ""
+    source: str = "operator"
+
+
+AnyEvent = (
+    Open
+    | Click
+    | Unsubscribe
+    | Sent
+    | Delivered
+    | Deferred
+    | Failed
+    | Bounce
+    | Complaint
+    | SendSkipped
+    | SuppressionAdded
+    | SuppressionRemoved
+)
 
 
 class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,6 +182,35 @@ class SuppressionChange(msgspec.Struct, frozen=True, kw_only=True):
     since: datetime | None
     caused_by: str
     changed_at: datetime
+    schema_version: int = SCHEMA_VERSION
+
+
+class CampaignPartial(msgspec.Struct, frozen=True, kw_only=True):
+    """The engagement counts one source partition holds for a campaign (or one of its hours).
+
+    Absolute values, not increments: a redelivered or repeated partial changes nothing, and the
+    one with the higher ``offset`` (last source offset counted) wins.
+    """
+
+    campaign_id: str
+    source_partition: int
+    hour: datetime | None = None
+    offset: int
+    counts: dict[str, int]
+    schema_version: int = SCHEMA_VERSION
+
+
+class ComplaintAlert(msgspec.Struct, frozen=True, kw_only=True):
+    """A campaign's complaint rate crossed a mailbox providers' bulk-sender line (or fell back below)."""
+
+    alert_id: str
+    campaign_id: str
+    level: str
+    complaint_rate: float
+    complaints: int
+    delivered: int
+    threshold: float
+    raised_at: datetime
     schema_version: int = SCHEMA_VERSION
 
 

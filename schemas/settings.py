@@ -81,9 +81,13 @@ class Settings:
     unsubscribe_mailto: str = "unsubscribe@example.com"
     soft_bounce_threshold: int = 3
     soft_bounce_window_days: int = 7
+    complaint_warning_rate: float = 0.001
+    complaint_critical_rate: float = 0.003
+    complaint_alert_min_delivered: int = 1000
     max_send_attempts: int = 5
     smtp_connections: int = 8
     send_batch_size: int = 200
+    event_batch_size: int = 1000
     retry_base_seconds: float = 1.0
     table_store: str = "memory://"
     keep_full_ip: bool = False
@@ -143,9 +147,13 @@ class Settings:
             unsubscribe_mailto=env.get("MAILPULSE_UNSUBSCRIBE_MAILTO") or "unsubscribe@example.com",
             soft_bounce_threshold=_int(env, "MAILPULSE_SOFT_BOUNCE_THRESHOLD", 3, 1),
             soft_bounce_window_days=_int(env, "MAILPULSE_SOFT_BOUNCE_WINDOW_DAYS", 7, 1),
+            complaint_warning_rate=_float(env, "MAILPULSE_COMPLAINT_WARNING_RATE", 0.001),
+            complaint_critical_rate=_float(env, "MAILPULSE_COMPLAINT_CRITICAL_RATE", 0.003),
+            complaint_alert_min_delivered=_int(env, "MAILPULSE_COMPLAINT_ALERT_MIN_DELIVERED", 1000, 1),
             max_send_attempts=_int(env, "MAILPULSE_MAX_SEND_ATTEMPTS", 5, 1),
             smtp_connections=_int(env, "MAILPULSE_SMTP_CONNECTIONS", 8, 1),
             send_batch_size=_int(env, "MAILPULSE_SEND_BATCH_SIZE", 200, 1),
+            event_batch_size=_int(env, "MAILPULSE_EVENT_BATCH_SIZE", 1000, 1),
             retry_base_seconds=_float(env, "MAILPULSE_RETRY_BASE_SECONDS", 1.0),
             table_store=env.get("MAILPULSE_TABLE_STORE") or "memory://",
             keep_full_ip=_bool(env, "MAILPULSE_KEEP_FULL_IP", False),

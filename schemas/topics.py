@@ -4,6 +4,8 @@ Every topic is keyed by the normalized recipient address (see
 :func:`schemas.keys.recipient_key`) and has the same partition count, so all
 records about one recipient land in the same partition number everywhere:
 the sender reads the suppression table locally (co-partitioning).
+The campaign partials are the exception: they are sent to their campaign's
+partition, where the per-campaign rollup lives.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Topics:
     suppression: str
     retry: str
     dead_letter: str
+    campaign_partials: str
+    alerts: str
     processors_app: str
 
     @property
@@ -41,6 +45,14 @@ class Topics:
     @property
     def sent_log_changelog(self) -> str:
         return f"{self.processors_app}-sent-log-changelog"
+
+    @property
+    def engagement_changelog(self) -> str:
+        return f"{self.processors_app}-engagement-changelog"
+
+    @property
+    def campaign_totals_changelog(self) -> str:
+        return f"{self.processors_app}-campaign-totals-changelog"
 
     @property
     def assignor_leader(self) -> str:
@@ -54,6 +66,8 @@ class Topics:
             suppression=f"{prefix}.suppression",
             retry=f"{prefix}.retry",
             dead_letter=f"{prefix}.dlq",
+            campaign_partials=f"{prefix}.campaign-partials",
+            alerts=f"{prefix}.alerts",
             processors_app=f"{prefix}-processors",
         )
 
@@ -73,9 +87,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         spec(names.suppression, compacted),
         spec(names.retry, retention),
         spec(names.dead_letter, retention),
+        # Keyed by campaign, source partition and hour: compaction keeps each one's latest count.
+        spec(names.campaign_partials, compacted),
+        spec(names.alerts, retention),
         # faust's table changelogs, created here up front: faust's own lazy creation
         # races its partition check on a fresh cluster and crashes the agent.
         spec(names.suppression_changelog, compacted),
         spec(names.sent_log_changelog, compacted),
+        spec(names.engagement_changelog, compacted),
+        spec(names.campaign_totals_changelog, compacted),
         TopicSpec(names.assignor_leader, 1, settings.replication_factor, dict(compacted)),
     ]

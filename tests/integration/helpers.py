@@ -150,3 +150,43 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def publish_events(settings: Settings, events: list[AnyEvent], topic: str | None = None) -> None:
+    """Publish events keyed like the edges do (murmur2 on the normalized recipient)."""
+    from confluent_kafka import Producer
+
+    from schemas.codec import encode
+    from schemas.keys import recipient_key
+    from schemas.topics import Topics
+
+    target = topic or Topics.for_prefix(settings.topic_prefix).events
+    producer = Producer(
+        {"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random", "linger.ms": 5}
+    )
+    for event in events:
+        producer.produce(target, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def stats(settings: Settings, campaign: str, port: int | None = None, **params: str) -> Any:
+    response = httpx.get(
+        f"http://127.0.0.1:{port or settings.worker_web_port}/stats/{campaign}",
+        params=params,
+        headers=operator_headers(settings),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def cli(settings: Settings, *args: str) -> Any:
+    """Run the ``mailpulse`` command against the test stack; returns the completed process."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "mailpulse", *args], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )

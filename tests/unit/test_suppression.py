@@ -78,3 +78,44 @@ def test_entry_codec_round_trips() -> None:
     entry = run([Bounce(**common(), bounce_class=BounceClass.SOFT), Unsubscribe(**common())])  # type: ignore[arg-type]
     assert decode_entry(encode_entry(entry)) == entry
     assert decode_entry(None) == EMPTY
+
+
+def manual(cls: type, at: datetime, list_id: str = "") -> AnyEvent:
+    from schemas.events import SuppressionAdded, SuppressionRemoved
+
+    assert cls in (SuppressionAdded, SuppressionRemoved)
+    return cls(  # type: ignore[no-any-return]
+        event_id=new_event_id(), occurred_at=at, campaign_id="", message_id="", recipient="a@x.org", list_id=list_id
+    )
+
+
+def test_operator_add_and_remove() -> None:
+    from schemas.events import SuppressionAdded, SuppressionRemoved
+
+    added = run([manual(SuppressionAdded, T0)])
+    assert suppression_reasons(added) == ["manual"]
+    removed = apply_event(added, manual(SuppressionRemoved, T0 + timedelta(hours=1)), POLICY)
+    assert suppression_reasons(removed) == []
+    assert removed.since is None
+
+
+def test_a_removal_disarms_older_events_even_when_they_are_replayed() -> None:
+    from schemas.events import SuppressionRemoved
+
+    bounce = Bounce(**common(T0), bounce_class=BounceClass.HARD)  # type: ignore[arg-type]
+    removal = manual(SuppressionRemoved, T0 + timedelta(hours=1))
+    entry = run([bounce, removal, bounce])  # the bounce redelivered after the removal
+    assert suppression_reasons(entry) == []
+    newer = Bounce(**common(T0 + timedelta(hours=2)), bounce_class=BounceClass.HARD)  # type: ignore[arg-type]
+    assert suppression_reasons(apply_event(entry, newer, POLICY)) == ["hard_bounce"]
+    assert apply_event(entry, removal, POLICY) is entry  # the same removal twice changes nothing
+
+
+def test_removing_one_list_keeps_global_reasons() -> None:
+    from schemas.events import SuppressionRemoved
+
+    unsub = Unsubscribe(**common(T0), scope=UnsubscribeScope.LIST)  # type: ignore[arg-type]
+    complaint = Complaint(**common(T0))  # type: ignore[arg-type]
+    entry = run([unsub, complaint, manual(SuppressionRemoved, T0 + timedelta(hours=1), list_id="news")])
+    assert suppression_reasons(entry, "news") == ["complaint"]
+    assert entry.lists == ()

@@ -1,0 +1,34 @@
+"""Prometheus metrics of one worker (own registry, so tests can build several apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "mailpulse_worker_events", "Events read by the suppression and engagement agent", registry=self.registry
+        )
+        self.suppression_changes = Counter(
+            "mailpulse_worker_suppression_changes", "Suppression changes published", ["state"], registry=self.registry
+        )
+        self.sends = Counter(
+            "mailpulse_worker_sends",
+            "Send requests by outcome (sent, skipped, duplicate, deferred, not_sent)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "mailpulse_worker_complaint_alerts",
+            "Campaigns whose complaint rate crossed a bulk-sender line",
+            ["level"],
+            registry=self.registry,
+        )
+        self.poison = Counter(
+            "mailpulse_worker_undecodable", "Records skipped as undecodable", ["topic"], registry=self.registry
+        )
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0

@@ -1,0 +1,126 @@
+"""Plain-Python models the tests compare the pipeline with, and a generator of realistic event streams.
+
+The report model is written from the report's definition (distinct events per message, like the
+ClickHouse query), not from the processors' incremental code, so the two check each other.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+from schemas.events import (
+    AgentClass,
+    AnyEvent,
+    Bounce,
+    BounceClass,
+    Click,
+    Complaint,
+    Deferred,
+    Delivered,
+    Failed,
+    Open,
+    SendSkipped,
+    Sent,
+    SuppressionAdded,
+    SuppressionRemoved,
+    Unsubscribe,
+    UnsubscribeScope,
+)
+from schemas.report import COUNT_KEYS, with_rates
+
+
+def report_model(events: list[AnyEvent], campaign: str) -> dict[str, int | float]:
+    distinct = {e.event_id: e for e in events if e.campaign_id == campaign and e.message_id}
+    per_message: dict[str, list[AnyEvent]] = defaultdict(list)
+    for event in distinct.values():
+        per_message[event.message_id].append(event)
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    attempted = 0
+    for evs in per_message.values():
+        kinds = {e.kind for e in evs}
+        hard = any(isinstance(e, Bounce) and e.bounce_class is BounceClass.HARD for e in evs)
+        soft = any(isinstance(e, Bounce) and e.bounce_class is BounceClass.SOFT for e in evs)
+        opens = [e for e in evs if isinstance(e, Open)]
+        clicks = [e for e in evs if isinstance(e, Click)]
+        counts["sent"] += "sent" in kinds
+        counts["delivered"] += bool(kinds & {"sent", "delivered"}) and not (hard or soft)
+        counts["deferred"] += sum(1 for e in evs if isinstance(e, Deferred))
+        counts["failed"] += "failed" in kinds
+        counts["bounced_hard"] += hard
+        counts["bounced_soft"] += soft
+        counts["complaints"] += "complaint" in kinds
+        counts["unsubscribes"] += "unsubscribe" in kinds
+        counts["opens_total"] += len(opens)
+        counts["opens_unique_human"] += any(o.agent_class is AgentClass.HUMAN for o in opens)
+        counts["opens_machine"] += sum(1 for o in opens if o.agent_class is not AgentClass.HUMAN)
+        counts["clicks_total"] += len(clicks)
+        counts["clicks_unique"] += bool(clicks)
+        attempted += bool(kinds & {"sent", "failed"}) or hard or soft
+    return with_rates(counts, attempted)
+
+
+def event_stream(
+    seed: int, campaigns: list[str], recipients: int, domain: str = "model.example", start: datetime | None = None
+) -> list[AnyEvent]:
+    """A campaign's life: sends, bounces, deferrals, opens (human and machine), clicks, unsubscribes,
+    complaints, and operator adds and removes, over a few hours, with some events published twice."""
+    rng = random.Random(seed)
+    t0 = start or datetime(2026, 11, 20, 8, tzinfo=UTC)
+    events: list[AnyEvent] = []
+    n = 0
+
+    def eid() -> str:
+        nonlocal n
+        n += 1
+        return f"{seed}-{n:08d}"
+
+    for campaign in campaigns:
+        for i in range(recipients):
+            recipient = f"r{i}@{domain}"
+            base = {"campaign_id": campaign, "message_id": f"{campaign}-m{i}", "recipient": recipient}
+            base["list_id"] = "news"
+            at = t0 + timedelta(minutes=rng.randrange(0, 240))
+
+            def later(minutes: int, at: datetime = at) -> datetime:
+                return at + timedelta(minutes=minutes)
+
+            roll = rng.random()
+            if roll < 0.05:
+                events.append(Bounce(event_id=eid(), occurred_at=at, bounce_class=BounceClass.HARD, **base))
+                continue
+            if roll < 0.08:
+                events.append(Deferred(event_id=eid(), occurred_at=at, **base))
+                events.append(Failed(event_id=eid(), occurred_at=later(30), **base))
+                events.append(Bounce(event_id=eid(), occurred_at=later(30), bounce_class=BounceClass.SOFT, **base))
+                continue
+            if roll < 0.1:
+                events.append(SendSkipped(event_id=eid(), occurred_at=at, reason="unsubscribed", **base))
+                continue
+            events.append(Sent(event_id=eid(), occurred_at=at, **base))
+            if rng.random() < 0.3:
+                events.append(Delivered(event_id=eid(), occurred_at=later(1), **base))
+            if rng.random() < 0.04:
+                events.append(Bounce(event_id=eid(), occurred_at=later(5), bounce_class=BounceClass.SOFT, **base))
+            for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+                agent = rng.choice([AgentClass.HUMAN, AgentClass.HUMAN, AgentClass.APPLE_MPP, AgentClass.GOOGLE_PROXY])
+                events.append(Open(event_id=eid(), occurred_at=later(rng.randrange(2, 600)), agent_class=agent, **base))
+            for _ in range(rng.choice([0, 0, 0, 1, 2])):
+                events.append(Click(event_id=eid(), occurred_at=later(rng.randrange(3, 600)), url="https://x/", **base))
+            if rng.random() < 0.05:
+                scope = rng.choice([UnsubscribeScope.LIST, UnsubscribeScope.ALL])
+                events.append(Unsubscribe(event_id=eid(), occurred_at=later(20), scope=scope, **base))
+            if rng.random() < 0.02:
+                events.append(Complaint(event_id=eid(), occurred_at=later(30), **base))
+    manual = {"campaign_id": "", "message_id": "", "list_id": ""}
+    for i in range(0, recipients, 17):
+        recipient = f"r{i}@{domain}"
+        at = t0 + timedelta(hours=5)
+        events.append(SuppressionAdded(event_id=eid(), occurred_at=at, recipient=recipient, **manual))
+        if i % 34 == 0:
+            at = t0 + timedelta(hours=6)
+            events.append(SuppressionRemoved(event_id=eid(), occurred_at=at, recipient=recipient, **manual))
+    # Redelivered duplicates (a provider retrying a webhook): same event ids, later in the stream.
+    events += rng.sample(events, len(events) // 20)
+    return events
