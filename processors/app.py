@@ -67,6 +67,9 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         processing_guarantee="at_least_once",
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        # A worker that died holds its partitions (and the suppression they gate) until this passes.
+        broker_session_timeout=settings.worker_session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 3),
         web_host="127.0.0.1",
         web_port=settings.worker_web_port,
         web_in_thread=False,

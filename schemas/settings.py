@@ -88,6 +88,7 @@ class Settings:
     smtp_connections: int = 8
     send_batch_size: int = 200
     event_batch_size: int = 1000
+    worker_session_timeout_seconds: float = 10.0
     retry_base_seconds: float = 1.0
     table_store: str = "memory://"
     keep_full_ip: bool = False
@@ -154,6 +155,7 @@ class Settings:
             smtp_connections=_int(env, "MAILPULSE_SMTP_CONNECTIONS", 8, 1),
             send_batch_size=_int(env, "MAILPULSE_SEND_BATCH_SIZE", 200, 1),
             event_batch_size=_int(env, "MAILPULSE_EVENT_BATCH_SIZE", 1000, 1),
+            worker_session_timeout_seconds=_float(env, "MAILPULSE_WORKER_SESSION_TIMEOUT_SECONDS", 10.0),
             retry_base_seconds=_float(env, "MAILPULSE_RETRY_BASE_SECONDS", 1.0),
             table_store=env.get("MAILPULSE_TABLE_STORE") or "memory://",
             keep_full_ip=_bool(env, "MAILPULSE_KEEP_FULL_IP", False),

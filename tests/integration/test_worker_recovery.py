@@ -1,0 +1,178 @@
+"""Worker crash recovery and scale-out on the real broker, each on its own topic prefix.
+
+The workers here are extra ``mailpulse worker`` processes of an isolated app (own topics, own
+consumer group, own data dir); the session stack keeps running beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mailpulse.topics_admin import ensure_topics
+from processors.suppression import EMPTY, Policy, apply_event, suppression_reasons
+from schemas.events import AnyEvent
+from schemas.keys import normalize_address
+from schemas.settings import Settings
+from tests.integration.helpers import operator_headers, publish_events, unique, wait_until
+from tests.support.models import event_stream, report_model
+
+CAMPAIGNS = ["launch", "followup", "digest"]
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], name: str) -> None:
+        self.env, self.name = env, name
+        self.port = int(env["MAILPULSE_WORKER_WEB_PORT"])
+        self.log = Path(env["MAILPULSE_VAR_DIR"]) / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=self.headers, timeout=10)
+
+    def start(self) -> Worker:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mailpulse", "worker"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def get(self, path: str, **params: str) -> httpx.Response | None:
+        try:
+            return self.client.get(path, params=params)
+        except httpx.HTTPError:
+            return None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return operator_headers(Settings.from_env(self.env))
+
+    def ready(self) -> bool:
+        answer = self.get("/healthz")
+        return answer is not None and answer.status_code == 200
+
+    def events_read(self) -> float:
+        answer = self.get("/metrics")
+        if answer is None or answer.status_code != 200:
+            return 0.0
+        for line in answer.text.splitlines():
+            if line.startswith("mailpulse_worker_events_total "):
+                return float(line.split()[1])
+        return 0.0
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def isolated(stack: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Any]]:
+    """An app of its own on the session broker; yields its settings and a worker factory."""
+    prefix = unique("iso")
+    base = {
+        **os.environ,
+        "MAILPULSE_TOPIC_PREFIX": prefix,
+        "MAILPULSE_KAFKA_BOOTSTRAP": stack.bootstrap_servers,
+        "MAILPULSE_TABLE_STORE": "rocksdb://",
+        "MAILPULSE_LOG_FORMAT": "text",
+        "MAILPULSE_WORKER_SESSION_TIMEOUT_SECONDS": "6",
+    }
+    settings = Settings.from_env(base)
+    ensure_topics(settings)
+    workers: list[Worker] = []
+
+    def worker(name: str, port: int) -> Worker:
+        env = {**base, "MAILPULSE_VAR_DIR": str(tmp_path / name), "MAILPULSE_WORKER_WEB_PORT": str(port)}
+        started = Worker(env, name).start()
+        workers.append(started)
+        return started
+
+    yield settings, worker
+    for w in workers:
+        w.stop()
+
+
+def publish_slowly(settings: Settings, events: list[AnyEvent], per_second: int) -> threading.Thread:
+    def run() -> None:
+        chunk = max(1, per_second // 10)
+        for start in range(0, len(events), chunk):
+            publish_events(settings, events[start : start + chunk])
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def assert_state_matches_the_model(settings: Settings, worker: Worker, events: list[AnyEvent]) -> None:
+    def stats_of(campaign: str) -> Any:
+        answer = worker.get(f"/stats/{campaign}")
+        return answer.json() if answer is not None and answer.status_code == 200 else None
+
+    for campaign in CAMPAIGNS:
+        expected = report_model(events, campaign)
+        wait_until(lambda c=campaign, e=expected: stats_of(c) == e, timeout=90, what=f"stats of {campaign}")
+    policy = Policy(settings.soft_bounce_threshold, timedelta(days=settings.soft_bounce_window_days))
+    model: dict[str, Any] = {}
+    for event in events:
+        if event.recipient:
+            address = normalize_address(event.recipient)
+            model[address] = apply_event(model.get(address, EMPTY), event, policy)
+    for address, entry in model.items():
+        answer = worker.get(f"/suppression/{address}")
+        assert answer is not None and answer.status_code == 200
+        assert answer.json()["reasons"] == suppression_reasons(entry), address
+
+
+def test_worker_killed_mid_stream_recovers_tables_equal_to_the_model(isolated: tuple[Settings, Any]) -> None:
+    settings, worker = isolated
+    events = event_stream(21, CAMPAIGNS, 700, domain="crash.example")
+    first = worker("w1", 16171)
+    wait_until(first.ready, timeout=90, what="worker ready")
+    publisher = publish_slowly(settings, events, per_second=2000)
+    wait_until(lambda: first.events_read() > len(events) / 4, timeout=60, what="a quarter of the stream read")
+    read_before_kill = first.events_read()
+    first.kill()  # SIGKILL: no commit, no flush, no goodbye
+    assert read_before_kill < len(events), "the worker finished before the kill: not a mid-stream crash"
+    restarted = worker("w1", 16171)
+    wait_until(restarted.ready, timeout=90, what="worker ready after SIGKILL")
+    publisher.join(60)
+    assert_state_matches_the_model(settings, restarted, events)
+
+
+def test_a_second_worker_takes_over_partitions_and_totals_stay_right(isolated: tuple[Settings, Any]) -> None:
+    settings, worker = isolated
+    events = event_stream(22, CAMPAIGNS, 700, domain="scale.example")
+    a = worker("wa", 16172)
+    wait_until(a.ready, timeout=90, what="first worker ready")
+    half = len(events) // 2
+    publish_events(settings, events[:half])
+    wait_until(lambda: a.events_read() >= half / 2, timeout=60, what="the first worker reading")
+    b = worker("wb", 16173)
+    wait_until(lambda: a.ready() and b.ready(), timeout=120, what="both workers sharing the partitions")
+    publish_events(settings, events[half:])
+    # Each worker answers for every campaign and address (lookups go to the owner of the key).
+    assert_state_matches_the_model(settings, a, events)
+    assert_state_matches_the_model(settings, b, events)
+    shares = [int(w.get("/healthz").json()["partitions"]) for w in (a, b)]  # type: ignore[union-attr]
+    assert all(share > 0 for share in shares)  # both really hold partitions
