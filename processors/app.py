@@ -10,16 +10,12 @@ rebalance); state is made idempotent by event id, message id and source offset.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import weakref
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import faust
-import faust.streams as faust_streams
 import msgspec
 
 from processors import engagement as eng
@@ -27,6 +23,7 @@ from processors.delivery import RetryPolicy, SmtpOutcome, decide, skipped
 from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, MailerPool, SmtpMailer
 from processors.metrics import WorkerMetrics
+from processors.output import Output
 from processors.render import RenderContext, render_message
 from processors.routing import partition_for
 from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
@@ -39,20 +36,6 @@ from schemas.tokens import TokenCodec
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def event_context(event: Any) -> Iterator[None]:
-    """Make ``event`` faust's current event, as stream iteration does for one event at a time.
-
-    Batched agents (``take_events``) have no current event, and faust tables refuse writes without one;
-    the current event's partition is where the write goes in the changelog.
-    """
-    token = faust_streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust_streams._current_event.reset(token)
 
 
 def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
@@ -82,9 +65,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
     events_topic = raw_topic(names.events)
     outbox_topic = raw_topic(names.outbox)
     retry_topic = raw_topic(names.retry)
-    suppression_topic = raw_topic(names.suppression)
     partials_topic = raw_topic(names.campaign_partials)
-    alerts_topic = raw_topic(names.alerts)
 
     # Keyed like the topics feeding them: each worker holds the state of exactly the partitions it
     # consumes. JSON keys and string values: faust decodes changelog records as JSON when it recovers
@@ -124,6 +105,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
     else:
         pool = MailerPool(lambda: SmtpMailer(settings.smtp_url, signer=signer), settings.smtp_connections)
     metrics = WorkerMetrics()
+    output = Output(settings)
 
     def track_suppression(event: AnyEvent, source: Any) -> SuppressionChange | None:
         if not event.recipient:
@@ -133,8 +115,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         after = apply_event(before, event, policy)
         if after is before:
             return None
-        with event_context(source):
-            suppression[address] = encode_entry(after).decode()
+        output.write(suppression, address, encode_entry(after).decode(), source)
         reasons = suppression_reasons(after)
         if reasons == suppression_reasons(before):
             return None
@@ -199,11 +180,9 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
 
         def write(self) -> list[CampaignPartial]:
             for key, (acc, source) in self.counts.items():
-                with event_context(source):
-                    engagement[key] = eng.encode_state(acc)
+                output.write(engagement, key, eng.encode_state(acc), source)
             for key, (state, source) in self.messages.items():
-                with event_context(source):
-                    engagement[key] = eng.encode_state(state)
+                output.write(engagement, key, eng.encode_state(state), source)
             partials = []
             for key, (campaign, partition, hour) in self.touched.items():
                 acc = self.accumulator(key)
@@ -220,19 +199,16 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 )
             return partials
 
-    async def publish_partials(partials: list[CampaignPartial]) -> list[Any]:
-        futures = []
+    def publish_partials(partials: list[CampaignPartial]) -> None:
         for partial in partials:
             hour = "t" if partial.hour is None else str(eng.epoch_hour(partial.hour))
-            futures.append(
-                await partials_topic.send(
-                    key=f"{partial.campaign_id}|{partial.source_partition}|{hour}".encode(),
-                    value=encode(partial),
-                    # The campaign's partition: one worker rolls up all of a campaign's partials.
-                    partition=partition_for(partial.campaign_id.encode(), settings.topic_partitions),
-                )
+            output.produce(
+                names.campaign_partials,
+                key=f"{partial.campaign_id}|{partial.source_partition}|{hour}".encode(),
+                value=encode(partial),
+                # The campaign's partition: one worker rolls up all of a campaign's partials.
+                partition=partition_for(partial.campaign_id.encode(), settings.topic_partitions),
             )
-        return futures
 
     @app.agent(events_topic, concurrency=1)
     async def track_events(stream: Any) -> Any:
@@ -251,15 +227,14 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                     changes.append(change)
                 if event.message_id and event.campaign_id:
                     batch.add(event, source)
-            metrics.events.inc(len(taken))
-            futures = [
-                await suppression_topic.send(key=change.recipient.encode(), value=encode(change)) for change in changes
-            ]
-            futures += await publish_partials(batch.write())
+            for change in changes:
+                output.produce(names.suppression, key=change.recipient.encode(), value=encode(change))
+            publish_partials(batch.write())
             # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
-            await asyncio.gather(*futures)
+            await output.flush([suppression, engagement])
+            metrics.events.inc(len(taken))
 
-    async def raise_alert(campaign: str, level: str, counts: eng.Counts) -> Any:
+    def raise_alert(campaign: str, level: str, counts: eng.Counts) -> None:
         delivered = counts.get("delivered", 0)
         rate = counts.get("complaints", 0) / delivered if delivered else 0.0
         threshold = alert_policy.critical_rate if level == "critical" else alert_policy.warning_rate
@@ -278,7 +253,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             threshold=threshold,
             raised_at=utcnow(),
         )
-        return await alerts_topic.send(key=campaign.encode(), value=encode(alert))
+        output.produce(names.alerts, key=campaign.encode(), value=encode(alert))
 
     @app.agent(partials_topic, concurrency=1)
     async def roll_up(stream: Any) -> Any:
@@ -307,19 +282,17 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 key = eng.hour_key(campaign, hour)
                 rollups[key] = (eng.merge_partial(held(key), partial.source_partition, acc), source)
                 rollups[campaign] = (eng.with_hour(held(campaign), hour), source)
-            futures = []
             for campaign in campaigns:
                 rollup, source = rollups[campaign]
                 counts = eng.total(rollup.partials.values())
                 level = eng.alert_level(counts, alert_policy)
                 if level != rollup.alert_level:
                     if eng.is_escalation(rollup.alert_level, level):
-                        futures.append(await raise_alert(campaign, level, counts))
+                        raise_alert(campaign, level, counts)
                     rollups[campaign] = (msgspec.structs.replace(rollup, alert_level=level), source)
             for key, (rollup, source) in rollups.items():
-                with event_context(source):
-                    campaign_totals[key] = eng.encode_state(rollup)
-            await asyncio.gather(*futures)
+                output.write(campaign_totals, key, eng.encode_state(rollup), source)
+            await output.flush([campaign_totals])
 
     def gate(request: SendRequest) -> list[str]:
         """Why this request must not be mailed now; empty when it may."""
@@ -367,20 +340,19 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             decision = decide(request, outcome, answered_at, retry_policy)
             if decision.delivered:
                 # A table write must know the source partition (co-partitioned changelog): the event's.
-                with event_context(source):
-                    sent_log[request.message_id] = now.isoformat()
+                output.write(sent_log, request.message_id, now.isoformat(), source)
                 metrics.sends.labels("sent").inc()
             else:
                 metrics.sends.labels("deferred" if decision.retry is not None else "not_sent").inc()
             events.extend(decision.events)
             if decision.retry is not None:
                 retries.append(decision.retry)
-        futures = [
-            await events_topic.send(key=recipient_key(e.recipient, e.campaign_id), value=encode(e)) for e in events
-        ]
-        futures += [await retry_topic.send(key=r.recipient.encode(), value=encode(r)) for r in retries]
+        for e in events:
+            output.produce(names.events, key=recipient_key(e.recipient, e.campaign_id), value=encode(e))
+        for r in retries:
+            output.produce(names.retry, key=r.recipient.encode(), value=encode(r))
         # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
-        await asyncio.gather(*futures)
+        await output.flush([sent_log])
 
     @app.agent(outbox_topic, concurrency=1)
     async def send_mail(stream: Any) -> Any:
@@ -408,8 +380,8 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 delay = (request.not_before - utcnow()).total_seconds()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            fut = await outbox_topic.send(key=request.recipient.encode(), value=encode(request))
-            await fut
+            output.produce(names.outbox, key=request.recipient.encode(), value=encode(request))
+            await output.flush()
 
     register_views(app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics)
     return app

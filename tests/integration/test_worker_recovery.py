@@ -7,9 +7,6 @@ consumer group, own data dir); the session stack keeps running beside them.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from mailpulse.topics_admin import ensure_topics
@@ -25,64 +21,11 @@ from processors.suppression import EMPTY, Policy, apply_event, suppression_reaso
 from schemas.events import AnyEvent
 from schemas.keys import normalize_address
 from schemas.settings import Settings
-from tests.integration.helpers import operator_headers, publish_events, unique, wait_until
+from tests.integration.helpers import publish_events, unique, wait_until
 from tests.support.models import event_stream, report_model
+from tests.support.worker_process import Worker
 
 CAMPAIGNS = ["launch", "followup", "digest"]
-
-
-class Worker:
-    def __init__(self, env: dict[str, str], name: str) -> None:
-        self.env, self.name = env, name
-        self.port = int(env["MAILPULSE_WORKER_WEB_PORT"])
-        self.log = Path(env["MAILPULSE_VAR_DIR"]) / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=self.headers, timeout=10)
-
-    def start(self) -> Worker:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mailpulse", "worker"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        return self
-
-    def get(self, path: str, **params: str) -> httpx.Response | None:
-        try:
-            return self.client.get(path, params=params)
-        except httpx.HTTPError:
-            return None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return operator_headers(Settings.from_env(self.env))
-
-    def ready(self) -> bool:
-        answer = self.get("/healthz")
-        return answer is not None and answer.status_code == 200
-
-    def events_read(self) -> float:
-        answer = self.get("/metrics")
-        if answer is None or answer.status_code != 200:
-            return 0.0
-        for line in answer.text.splitlines():
-            if line.startswith("mailpulse_worker_events_total "):
-                return float(line.split()[1])
-        return 0.0
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -174,5 +117,5 @@ def test_a_second_worker_takes_over_partitions_and_totals_stay_right(isolated: t
     # Each worker answers for every campaign and address (lookups go to the owner of the key).
     assert_state_matches_the_model(settings, a, events)
     assert_state_matches_the_model(settings, b, events)
-    shares = [int(w.get("/healthz").json()["partitions"]) for w in (a, b)]  # type: ignore[union-attr]
+    shares = [int(w.get("/healthz").json()["partitions"]) for w in (a, b)]
     assert all(share > 0 for share in shares)  # both really hold partitions

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas.events import (
     AgentClass,
@@ -79,7 +80,7 @@ def event_stream(
     for campaign in campaigns:
         for i in range(recipients):
             recipient = f"r{i}@{domain}"
-            base = {"campaign_id": campaign, "message_id": f"{campaign}-m{i}", "recipient": recipient}
+            base: dict[str, Any] = {"campaign_id": campaign, "message_id": f"{campaign}-m{i}", "recipient": recipient}
             base["list_id"] = "news"
             at = t0 + timedelta(minutes=rng.randrange(0, 240))
 
@@ -113,7 +114,7 @@ def event_stream(
                 events.append(Unsubscribe(event_id=eid(), occurred_at=later(20), scope=scope, **base))
             if rng.random() < 0.02:
                 events.append(Complaint(event_id=eid(), occurred_at=later(30), **base))
-    manual = {"campaign_id": "", "message_id": "", "list_id": ""}
+    manual: dict[str, Any] = {"campaign_id": "", "message_id": "", "list_id": ""}
     for i in range(0, recipients, 17):
         recipient = f"r{i}@{domain}"
         at = t0 + timedelta(hours=5)
