@@ -54,10 +54,10 @@ unit: install ## unit tests only (no services)
 integration: install system-deps ## integration tests against the real broker, chdb and SMTP sink
 	$(PY) -m pytest -q tests/integration
 
-bench-deps: ## Debian packages the benchmarks need (wrk)
-	@command -v wrk >/dev/null || { echo "==> installing Debian's wrk"; \
+bench-deps: ## Debian packages the benchmarks need (wrk; postfix for its smtp-sink)
+	@{ command -v wrk >/dev/null && [ -x /usr/sbin/smtp-sink ]; } || { echo "==> installing Debian's wrk and postfix"; \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq wrk >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq wrk postfix >/dev/null; }
 
 bench: install bench-deps ## benchmarks: medians and ratios measured side by side in one run
 	$(PY) -m tests.bench

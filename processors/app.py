@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,20 @@ import faust
 import msgspec
 
 from processors import engagement as eng
-from processors.delivery import RetryPolicy, SmtpOutcome, decide, skipped
+from processors.delivery import (
+    SENT_LOG_PENDING,
+    RetryPolicy,
+    SmtpOutcome,
+    decide,
+    sent_log_state,
+    sent_log_value,
+    skipped,
+)
 from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, MailerPool, SmtpMailer
 from processors.metrics import WorkerMetrics
 from processors.output import Output
+from processors.ratelimit import DomainLimits, RateLimiter, recipient_domain
 from processors.render import RenderContext, render_message
 from processors.routing import partition_for
 from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
@@ -36,6 +46,9 @@ from schemas.tokens import TokenCodec
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
+
+# A send whose domain slot is further out than this goes through the retry topic instead of holding its batch.
+MAX_RATE_WAIT_SECONDS = 1.0
 
 
 def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
@@ -106,6 +119,9 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         pool = MailerPool(lambda: SmtpMailer(settings.smtp_url, signer=signer), settings.smtp_connections)
     metrics = WorkerMetrics()
     output = Output(settings)
+    rates = dict(settings.domain_rate_limits)
+    default_rate = rates.pop("*", None)
+    limiter = RateLimiter(DomainLimits(rates, default=default_rate), burst=settings.domain_burst)
 
     def track_suppression(event: AnyEvent, source: Any) -> SuppressionChange | None:
         if not event.recipient:
@@ -301,16 +317,19 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
     async def handle_sends(batch: list[tuple[SendRequest, Any]]) -> None:
         """Gate every request, send the rest concurrently over the pool, then publish every outcome.
 
-        The suppression check happens when the batch is taken (a batch takes a fraction of a second),
-        and the sent-log is written before events are published: a redelivered request is not mailed again.
+        Order per batch: pending marks in the sent-log (acknowledged) -> SMTP -> sent marks and events
+        (acknowledged) -> offsets commit. A crash anywhere loses no request; one between an SMTP answer
+        and its sent mark can mail that message twice, and the redelivery counts it.
         """
         now = utcnow()
-        outgoing: list[tuple[SendRequest, Any]] = []
+        outgoing: list[tuple[SendRequest, Any, float]] = []
         taken: set[str] = set()
         events: list[AnyEvent] = []
         retries: list[SendRequest] = []
+        clock = time.monotonic()
         for request, source in batch:
-            if sent_log.get(request.message_id) is not None or request.message_id in taken:
+            state = sent_log_state(sent_log.get(request.message_id))
+            if state == "sent" or request.message_id in taken:
                 metrics.sends.labels("duplicate").inc()
                 continue
             reasons = gate(request)
@@ -318,10 +337,23 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 metrics.sends.labels("skipped").inc()
                 events.append(skipped(request, reasons, now))
                 continue
+            wait = limiter.reserve(recipient_domain(request.recipient), clock, MAX_RATE_WAIT_SECONDS)
+            if wait > MAX_RATE_WAIT_SECONDS:
+                # Too far out to hold the batch for: the retry topic brings it back when its slot comes.
+                metrics.sends.labels("rate_limited").inc()
+                retries.append(msgspec.structs.replace(request, not_before=now + timedelta(seconds=wait)))
+                continue
+            if state == SENT_LOG_PENDING:
+                metrics.sends.labels("possible_duplicate").inc()
+                log.warning("message %s may have been mailed before a crash; sending it again", request.message_id)
             taken.add(request.message_id)
-            outgoing.append((request, source))
+            outgoing.append((request, source, wait))
+            output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
+        await output.flush([sent_log])
 
-        async def deliver(request: SendRequest) -> tuple[SmtpOutcome | list[str], datetime]:
+        async def deliver(request: SendRequest, wait: float) -> tuple[SmtpOutcome | list[str], datetime]:
+            if wait > 0:
+                await asyncio.sleep(wait)  # the domain's rate limit
             async with pool.connection() as mailer:
                 # Checked again once a connection is free: an unsubscribe that arrived while the
                 # batch waited still stops this message.
@@ -331,18 +363,20 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 outcome = await mailer.send(render_message(request, render_ctx))
                 return outcome, utcnow()  # the event time is when the relay answered
 
-        results = await asyncio.gather(*(deliver(request) for request, _ in outgoing))
-        for (request, source), (outcome, answered_at) in zip(outgoing, results, strict=True):
+        results = await asyncio.gather(*(deliver(request, wait) for request, _, wait in outgoing))
+        for (request, source, _), (outcome, answered_at) in zip(outgoing, results, strict=True):
             if isinstance(outcome, list):
                 metrics.sends.labels("skipped").inc()
                 events.append(skipped(request, outcome, answered_at))
+                output.write(sent_log, request.message_id, "", source)
                 continue
             decision = decide(request, outcome, answered_at, retry_policy)
             if decision.delivered:
-                # A table write must know the source partition (co-partitioned changelog): the event's.
-                output.write(sent_log, request.message_id, now.isoformat(), source)
+                output.write(sent_log, request.message_id, sent_log_value(answered_at), source)
                 metrics.sends.labels("sent").inc()
             else:
+                # Not mailed: a retry of it is no duplicate.
+                output.write(sent_log, request.message_id, "", source)
                 metrics.sends.labels("deferred" if decision.retry is not None else "not_sent").inc()
             events.extend(decision.events)
             if decision.retry is not None:

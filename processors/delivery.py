@@ -142,3 +142,20 @@ def decide(
 
 def skipped(request: SendRequest, reasons: list[str], now: datetime) -> SendSkipped:
     return SendSkipped(**_common(request, now), reason=",".join(reasons))
+
+
+# Sent-log values: a message is "pending" from just before its SMTP transaction until the answer is
+# recorded. A redelivered request still pending may have been mailed before a crash: it is sent again
+# (nothing lost) and counted as a possible duplicate, so duplicates stay bounded by one batch and visible.
+SENT_LOG_PENDING = "pending"
+
+
+def sent_log_value(sent_at: datetime) -> str:
+    return f"sent:{sent_at.isoformat()}"
+
+
+def sent_log_state(value: str | None) -> str:
+    """``""`` (never sent), ``"pending"`` or ``"sent"``."""
+    if not value:
+        return ""
+    return SENT_LOG_PENDING if value == SENT_LOG_PENDING else "sent"

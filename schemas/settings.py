@@ -41,6 +41,21 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _rates(env: Mapping[str, str], name: str) -> tuple[tuple[str, float], ...]:
+    """``gmail.com=50,yahoo.com=20,*=100``: messages per second per recipient domain, ``*`` for the rest."""
+    rates = []
+    for part in _list(env, name):
+        domain, sep, raw = part.partition("=")
+        try:
+            rate = float(raw)
+        except ValueError:
+            rate = 0.0
+        if not sep or not domain.strip() or rate <= 0:
+            raise SettingsError(f"{name} takes domain=messages_per_second pairs (and *=rate), got {part!r}")
+        rates.append((domain.strip().lower(), rate))
+    return tuple(rates)
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -87,6 +102,8 @@ class Settings:
     max_send_attempts: int = 5
     smtp_connections: int = 8
     send_batch_size: int = 200
+    domain_rate_limits: tuple[tuple[str, float], ...] = ()
+    domain_burst: int = 10
     event_batch_size: int = 1000
     worker_session_timeout_seconds: float = 10.0
     retry_base_seconds: float = 1.0
@@ -154,6 +171,8 @@ class Settings:
             max_send_attempts=_int(env, "MAILPULSE_MAX_SEND_ATTEMPTS", 5, 1),
             smtp_connections=_int(env, "MAILPULSE_SMTP_CONNECTIONS", 8, 1),
             send_batch_size=_int(env, "MAILPULSE_SEND_BATCH_SIZE", 200, 1),
+            domain_rate_limits=_rates(env, "MAILPULSE_DOMAIN_RATE_LIMITS"),
+            domain_burst=_int(env, "MAILPULSE_DOMAIN_BURST", 10, 1),
             event_batch_size=_int(env, "MAILPULSE_EVENT_BATCH_SIZE", 1000, 1),
             worker_session_timeout_seconds=_float(env, "MAILPULSE_WORKER_SESSION_TIMEOUT_SECONDS", 10.0),
             retry_base_seconds=_float(env, "MAILPULSE_RETRY_BASE_SECONDS", 1.0),

@@ -335,3 +335,23 @@ def test_worker_restart_recovers_its_tables_and_keeps_sending(stack: Settings) -
     wait_until(lambda: report(stack, second)["sent"] == 1, timeout=60, what="sending after the restart")
     assert len(maildir_messages(stack, recipient=sent_before, campaign=first)) == 1
     assert maildir_messages(stack, recipient=bounced) == []
+
+
+def test_a_domain_rate_limit_spaces_its_mail_and_delivers_each_once(stack: Settings) -> None:
+    from datetime import datetime
+
+    # The test stack limits ratelimited.example to 4 messages/s with bursts of 10.
+    campaign = unique("throttled")
+    people = [f"{unique('slow')}@ratelimited.example" for _ in range(20)]
+    others = [f"{unique('fast')}@example.org" for _ in range(20)]
+    assert post_campaign(stack, campaign, people + others).status_code == 202
+    wait_until(lambda: report(stack, campaign)["sent"] == 40, timeout=90, what="all 40 sent")
+    rows = sql(stack, f"SELECT recipient, occurred_at FROM events WHERE campaign_id = '{campaign}' AND kind = 'sent'")
+    times = sorted(datetime.fromisoformat(r["occurred_at"]) for r in rows if r["recipient"] in people)
+    fast = sorted(datetime.fromisoformat(r["occurred_at"]) for r in rows if r["recipient"] in others)
+    assert len(times) == 20 and len(fast) == 20
+    # 10 at once, then 10 more at 4/s: at least 2.25 s between the first and the last.
+    assert (times[-1] - times[0]).total_seconds() >= 2.2
+    assert (fast[-1] - fast[0]).total_seconds() < 2.0  # other domains are not held back
+    for person in people:
+        assert len(maildir_messages(stack, recipient=person, campaign=campaign)) == 1
