@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 
 from mailpulse.errors import CliError
-from mailpulse.queries import fetch_report, print_report, suppression_check
+from mailpulse.queries import fetch_report, fetch_stats, print_report, suppression_check
 from schemas.auth import auth_headers
+from schemas.report import REPORT_KEYS
 from schemas.settings import Settings
 
 Say = Callable[[str], None]
@@ -192,8 +193,16 @@ def run_demo(settings: Settings, say: Say, recipients: int = 20) -> int:
             return result["suppressed"], ", ".join(result["reasons"]) or "not yet"
 
         _wait_for(f"suppression of {address}", suppressed, say, timeout=30)
+
+    def live_agrees() -> tuple[bool, str]:
+        stats = fetch_stats(settings, campaign)
+        report = fetch_report(settings, campaign)
+        off = [key for key in REPORT_KEYS if stats[key] != report[key]]
+        return not off, "live stats equal the report" if not off else f"{', '.join(off)} still differ"
+
+    _wait_for("live stats", live_agrees, say, timeout=30)
     say(
-        f"demo ok: report matches the simulation; {len(expected.unsubscribed)} unsubscribed and "
+        f"demo ok: report and live stats match the simulation; {len(expected.unsubscribed)} unsubscribed and "
         f"{len(expected.hard_bounced)} hard-bounced addresses are suppressed"
     )
     return 0

@@ -138,11 +138,14 @@ def _worker_get(settings: Settings, path: str, params: dict[str, str] | None = N
     return _check(response)
 
 
-def print_stats(settings: Settings, campaign: str, fmt: str, by_hour: bool = False) -> int:
+def fetch_stats(settings: Settings, campaign: str, by_hour: bool = False) -> Any:
     """The live counts of the worker's engagement tables (the keys `mailpulse report` prints)."""
     params = {"by": "hour"} if by_hour else None
-    stats = _worker_get(settings, f"/stats/{quote(campaign, safe='')}", params)
-    print(render_report(campaign, stats, fmt, by_hour))
+    return _worker_get(settings, f"/stats/{quote(campaign, safe='')}", params)
+
+
+def print_stats(settings: Settings, campaign: str, fmt: str, by_hour: bool = False) -> int:
+    print(render_report(campaign, fetch_stats(settings, campaign, by_hour), fmt, by_hour))
     return 0
 
 

@@ -8,10 +8,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from tests.bench import edge_bench, processor_bench, sink_bench
+from tests.bench import edge_bench, processor_bench, sender_bench, sink_bench
 from tests.bench.common import bench_settings, say, start_broker
 
-SUITES = {"edge": edge_bench.main, "processors": processor_bench.main, "sink": sink_bench.main}
+SUITES = {
+    "edge": edge_bench.main,
+    "processors": processor_bench.main,
+    "sender": sender_bench.main,
+    "sink": sink_bench.main,
+}
 
 
 def main() -> int:

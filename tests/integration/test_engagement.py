@@ -59,6 +59,24 @@ def test_stats_and_report_agree_with_the_model_of_the_same_events(stack: Setting
     for address, entry in model.items():
         assert suppression(stack, address)["reasons"] == suppression_reasons(entry), address  # type: ignore[arg-type]
 
+    # The same stream again (a replay, or a producer retrying everything): nothing changes.
+    now = utcnow()
+    marker = Sent(event_id=unique("e"), occurred_at=now, campaign_id=campaigns[1], message_id="m", recipient="m@x.org")
+    read_before = worker_events_read(stack)
+    publish_events(stack, [*events, marker])
+    wait_until(lambda: worker_events_read(stack) >= read_before + len(events) + 1, timeout=60, what="the replay read")
+    sent = report_model(events, campaigns[1])["sent"]
+    wait_until(lambda: stats(stack, campaigns[1])["sent"] == sent + 1, timeout=30, what="the rollup caught up")
+    assert stats(stack, campaigns[0]) == report_model(events, campaigns[0])
+    for address, entry in model.items():
+        assert suppression(stack, address)["reasons"] == suppression_reasons(entry), address  # type: ignore[arg-type]
+
+
+def worker_events_read(settings: Settings) -> float:
+    text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=10).text
+    lines = [line for line in text.splitlines() if line.startswith("mailpulse_worker_events_total ")]
+    return float(lines[0].split()[1]) if lines else 0.0
+
 
 def test_stats_refuse_requests_without_an_api_key(stack: Settings) -> None:
     answer = httpx.get(f"http://127.0.0.1:{stack.worker_web_port}/stats/anything", timeout=10)

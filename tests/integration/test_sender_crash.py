@@ -60,16 +60,6 @@ def publish_requests(settings: Settings, campaign: str, recipients: list[str]) -
     assert producer.flush(30) == 0
 
 
-def sends(worker: Worker, outcome: str) -> float:
-    answer = worker.get("/metrics")
-    if answer is None or answer.status_code != 200:
-        return 0.0
-    for line in answer.text.splitlines():
-        if line.startswith(f'mailpulse_worker_sends_total{{outcome="{outcome}"}}'):
-            return float(line.split()[1])
-    return 0.0
-
-
 def test_sender_killed_mid_campaign_loses_nothing_and_counts_duplicates(
     stack: Settings, isolated: tuple[Settings, dict[str, str]]
 ) -> None:
@@ -80,8 +70,8 @@ def test_sender_killed_mid_campaign_loses_nothing_and_counts_duplicates(
     first = Worker(env, "sender").start()
     try:
         wait_until(first.ready, timeout=90, what="worker ready")
-        wait_until(lambda: sends(first, "sent") >= AUDIENCE / 5, timeout=60, interval=0.02, what="sending under way")
-        sent_before = sends(first, "sent")
+        wait_until(lambda: first.sends("sent") >= AUDIENCE / 5, timeout=60, interval=0.02, what="sending under way")
+        sent_before = first.sends("sent")
         first.kill()
     finally:
         first.stop()
@@ -96,8 +86,8 @@ def test_sender_killed_mid_campaign_loses_nothing_and_counts_duplicates(
 
         counts = wait_until(lambda: (c := mailed()) and len(c) == AUDIENCE and c, timeout=120, what="every mail")
         duplicates = sum(n - 1 for n in counts.values())
-        counted = sends(second, "possible_duplicate")
-        skipped_as_sent = sends(second, "duplicate")
+        counted = second.sends("possible_duplicate")
+        skipped_as_sent = second.sends("duplicate")
     finally:
         second.stop()
     assert set(counts) == set(recipients)  # nothing lost

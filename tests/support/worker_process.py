@@ -43,14 +43,21 @@ class Worker:
         answer = self.get("/healthz")
         return answer is not None and answer.status_code == 200
 
-    def events_read(self) -> float:
+    def metric(self, sample: str) -> float:
+        """The value of one Prometheus sample line of the worker (``name{labels}``); 0.0 when absent."""
         answer = self.get("/metrics")
         if answer is None or answer.status_code != 200:
             return 0.0
         for line in answer.text.splitlines():
-            if line.startswith("mailpulse_worker_events_total "):
-                return float(line.split()[1])
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
         return 0.0
+
+    def events_read(self) -> float:
+        return self.metric("mailpulse_worker_events_total")
+
+    def sends(self, outcome: str) -> float:
+        return self.metric(f'mailpulse_worker_sends_total{{outcome="{outcome}"}}')
 
     def peak_rss_mib(self) -> float:
         """The process's peak resident set (VmHWM), in MiB."""
