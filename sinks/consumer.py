@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from schemas.codec import DecodeError
 from schemas.settings import Settings
 from schemas.topics import Topics
-from sinks.rows import EVENTS, SUPPRESSION_CHANGES, Row, TableMapping
+from sinks.rows import EVENTS, SUPPRESSION_CHANGES, MappedRow, TableMapping
 from sinks.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ InsertHook = Callable[[int, float], None]
 
 @dataclass
 class Batch:
-    rows: list[Row] = field(default_factory=list)
+    rows: list[MappedRow] = field(default_factory=list)
     dead: list[tuple[Message, str]] = field(default_factory=list)
     # Next offset to commit per partition: last seen + 1.
     offsets: dict[int, int] = field(default_factory=dict)
@@ -186,7 +186,7 @@ class TableSink:
             self._dead_letter(batch.dead)
         if batch.rows:
             started = time.perf_counter()
-            self.store.insert(self.mapping.table, self.mapping.columns, batch.rows)
+            self.store.write(self.mapping, batch.rows)
             self.on_insert(len(batch.rows), time.perf_counter() - started)
         self._written.put(batch)
 

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from schemas.codec import DecodeError
 from schemas.settings import Settings
 from schemas.topics import Topics
-from sinks.rows import EVENTS, SUPPRESSION_CHANGES, Row, TableMapping
+from sinks.rows import EVENTS, SUPPRESSION_CHANGES, MappedRow, TableMapping
 from sinks.store import EventStore
 
 
@@ -118,7 +118,7 @@ def replay(
         state.total = sum(end - start for _, start, end in ranges)
         ends = {partition: end for partition, _, end in ranges}
         consumer.assign([TopicPartition(topic, partition, start) for partition, start, _ in ranges])
-        batch: list[Row] = []
+        batch: list[MappedRow] = []
         last_report = 0.0
         while ends:
             messages = consumer.consume(10_000, timeout=1.0)
@@ -144,7 +144,7 @@ def replay(
                     del ends[partition]
                     consumer.incremental_unassign([TopicPartition(topic, partition)])
             if len(batch) >= batch_size or (batch and not ends):
-                store.insert(mapping.table, mapping.columns, batch)
+                store.write(mapping, batch)
                 state.inserted += len(batch)
                 batch = []
             if time.monotonic() - last_report >= 1.0 or not ends:

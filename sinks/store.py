@@ -13,7 +13,15 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from sinks.rows import Row
+from sinks.rows import MappedRow, Row, TableMapping
+
+# Lines carry every field of their event kind: the table's defaults fill the columns a kind lacks,
+# fields that are no column (such as a deferral's retry_at) are skipped, null recipients become "".
+JSON_INSERT = {
+    "input_format_skip_unknown_fields": 1,
+    "input_format_null_as_default": 1,
+    "date_time_input_format": "best_effort",
+}
 
 
 class EventStore:
@@ -32,6 +40,19 @@ class EventStore:
             return
         with self._lock:
             self.client.insert(table, rows, column_names=list(columns))
+
+    def write(self, mapping: TableMapping, rows: Sequence[MappedRow]) -> None:
+        """Insert what ``mapping`` made of a batch of records: tuples, or JSONEachRow lines."""
+        if not mapping.json_rows:
+            self.insert(mapping.table, mapping.columns, [row for row in rows if isinstance(row, tuple)])
+            return
+        lines = [row for row in rows if isinstance(row, bytes)]
+        if not lines:
+            return
+        with self._lock:
+            self.client.raw_insert(
+                mapping.table, list(mapping.columns), b"\n".join(lines), settings=JSON_INSERT, fmt="JSONEachRow"
+            )
 
     def query(
         self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None

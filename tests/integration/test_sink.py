@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 from confluent_kafka import Producer
@@ -239,3 +240,16 @@ def test_report_page_in_headless_chromium(stack: Settings) -> None:
     assert shown["charts"] == ["opens per hour", "clicks per hour", "funnel"]
     assert shown["bars"] >= 10 and shown["width"] > 300  # rendered, laid out, not empty
     assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_rows_land_exactly_like_column_tuples(tmp_path: Path) -> None:
+    """The sink inserts JSONEachRow lines; the same events as clickhouse-connect tuples give the same table."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.json_rows_check", str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("IDENTICAL ")
+    assert int(done.stdout.split()[1]) > 300  # every kind, aggregate-mode nulls, escapes, microseconds
