@@ -34,7 +34,7 @@ from processors.mailer import Mailer, MailerPool, SmtpMailer
 from processors.metrics import WorkerMetrics
 from processors.output import Output
 from processors.ratelimit import DomainLimits, RateLimiter, recipient_domain
-from processors.render import RenderContext, render_message
+from processors.render import RenderContext, RenderError, render_message
 from processors.routing import partition_for
 from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
 from processors.views import register_views
@@ -67,6 +67,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         broker_session_timeout=settings.worker_session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 3),
         web_host="127.0.0.1",
+        web_bind="127.0.0.1",  # faust binds every interface by default
         web_port=settings.worker_web_port,
         web_in_thread=False,
         autodiscover=False,
@@ -127,7 +128,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         if not event.recipient:
             return None
         address = normalize_address(event.recipient)
-        before = decode_entry(suppression.get(address))
+        before = decode_entry(output.read(suppression, address, source))
         after = apply_event(before, event, policy)
         if after is before:
             return None
@@ -159,21 +160,21 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             self.counts: dict[str, tuple[eng.Accumulator, Any]] = {}
             # Count keys whose latest value must be (re)published: everything a batch could have changed,
             # also when a redelivery finds it already counted, so a lost publish is repaired.
-            self.touched: dict[str, tuple[str, int, int | None]] = {}
+            self.touched: dict[str, tuple[str, int, int | None, Any]] = {}
 
-        def message(self, key: str) -> eng.MessageState:
+        def message(self, key: str, source: Any) -> eng.MessageState:
             held = self.messages.get(key)
-            return held[0] if held else eng.decode_message(engagement.get(key))
+            return held[0] if held else eng.decode_message(output.read(engagement, key, source))
 
-        def accumulator(self, key: str) -> eng.Accumulator:
+        def accumulator(self, key: str, source: Any) -> eng.Accumulator:
             held = self.counts.get(key)
-            return held[0] if held else eng.decode_accumulator(engagement.get(key))
+            return held[0] if held else eng.decode_accumulator(output.read(engagement, key, source))
 
         def add(self, event: AnyEvent, source: Any) -> None:
             partition, offset = source.message.partition, source.message.offset
             campaign = event.campaign_id
             key = f"m|{partition}|{event.message_id}"
-            before = self.message(key)
+            before = self.message(key, source)
             after, delta = eng.apply_event(before, event)
             if after is not before:
                 self.messages[key] = (after, source)
@@ -187,12 +188,12 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 self._count(key, (campaign, partition, hour), delta.get(hour, {}), offset, source)
 
         def _count(self, key: str, what: tuple[str, int, int | None], delta: eng.Counts, offset: int, src: Any) -> None:
-            acc = self.accumulator(key)
+            acc = self.accumulator(key, src)
             if delta:
                 updated = eng.accumulate(acc, delta, offset)
                 if updated is not acc:
                     self.counts[key] = (updated, src)
-            self.touched[key] = what
+            self.touched[key] = (*what, src)
 
         def write(self) -> list[CampaignPartial]:
             for key, (acc, source) in self.counts.items():
@@ -200,8 +201,8 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             for key, (state, source) in self.messages.items():
                 output.write(engagement, key, eng.encode_state(state), source)
             partials = []
-            for key, (campaign, partition, hour) in self.touched.items():
-                acc = self.accumulator(key)
+            for key, (campaign, partition, hour, source) in self.touched.items():
+                acc = self.accumulator(key, source)
                 if acc.offset < 0:
                     continue
                 partials.append(
@@ -229,8 +230,10 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
     @app.agent(events_topic, concurrency=1)
     async def track_events(stream: Any) -> Any:
         async for taken in stream.take_events(settings.event_batch_size, within=0.05):
-            batch = EngagementBatch()
+            decoded = []
             changes = []
+            # Suppression first, for the whole batch: the sender reads this table directly, so an
+            # unsubscribe stops mail as soon as this pass reaches it, before the slower engagement pass.
             for source in taken:
                 try:
                     event = decode_event(source.value)
@@ -241,6 +244,9 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 change = track_suppression(event, source)
                 if change is not None:
                     changes.append(change)
+                decoded.append((event, source))
+            batch = EngagementBatch()
+            for event, source in decoded:
                 if event.message_id and event.campaign_id:
                     batch.add(event, source)
             for change in changes:
@@ -277,9 +283,9 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             rollups: dict[str, tuple[eng.Rollup, Any]] = {}
             campaigns: set[str] = set()
 
-            def held(key: str, rollups: dict[str, tuple[eng.Rollup, Any]] = rollups) -> eng.Rollup:
+            def held(key: str, source: Any, rollups: dict[str, tuple[eng.Rollup, Any]] = rollups) -> eng.Rollup:
                 pending = rollups.get(key)
-                return pending[0] if pending else eng.decode_rollup(campaign_totals.get(key))
+                return pending[0] if pending else eng.decode_rollup(output.read(campaign_totals, key, source))
 
             for source in taken:
                 try:
@@ -292,12 +298,15 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 acc = eng.Accumulator(offset=partial.offset, counts=partial.counts)
                 if partial.hour is None:
                     campaigns.add(campaign)
-                    rollups[campaign] = (eng.merge_partial(held(campaign), partial.source_partition, acc), source)
+                    rollups[campaign] = (
+                        eng.merge_partial(held(campaign, source), partial.source_partition, acc),
+                        source,
+                    )
                     continue
                 hour = eng.epoch_hour(partial.hour)
                 key = eng.hour_key(campaign, hour)
-                rollups[key] = (eng.merge_partial(held(key), partial.source_partition, acc), source)
-                rollups[campaign] = (eng.with_hour(held(campaign), hour), source)
+                rollups[key] = (eng.merge_partial(held(key, source), partial.source_partition, acc), source)
+                rollups[campaign] = (eng.with_hour(held(campaign, source), hour), source)
             for campaign in campaigns:
                 rollup, source = rollups[campaign]
                 counts = eng.total(rollup.partials.values())
@@ -310,9 +319,12 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 output.write(campaign_totals, key, eng.encode_state(rollup), source)
             await output.flush([campaign_totals])
 
-    def gate(request: SendRequest) -> list[str]:
+    in_flight: set[str] = set()  # message ids of the batch being sent
+
+    def gate(request: SendRequest, source: Any) -> list[str]:
         """Why this request must not be mailed now; empty when it may."""
-        return suppression_reasons(decode_entry(suppression.get(request.recipient)), request.list_id)
+        entry = decode_entry(output.read(suppression, request.recipient, source))
+        return suppression_reasons(entry, request.list_id)
 
     async def handle_sends(batch: list[tuple[SendRequest, Any]]) -> None:
         """Gate every request, send the rest concurrently over the pool, then publish every outcome.
@@ -323,16 +335,15 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         """
         now = utcnow()
         outgoing: list[tuple[SendRequest, Any, float]] = []
-        taken: set[str] = set()
         events: list[AnyEvent] = []
         retries: list[SendRequest] = []
         clock = time.monotonic()
         for request, source in batch:
-            state = sent_log_state(sent_log.get(request.message_id))
-            if state == "sent" or request.message_id in taken:
+            state = sent_log_state(output.read(sent_log, request.message_id, source))
+            if state == "sent" or request.message_id in in_flight:
                 metrics.sends.labels("duplicate").inc()
                 continue
-            reasons = gate(request)
+            reasons = gate(request, source)
             if reasons:
                 metrics.sends.labels("skipped").inc()
                 events.append(skipped(request, reasons, now))
@@ -346,24 +357,28 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             if state == SENT_LOG_PENDING:
                 metrics.sends.labels("possible_duplicate").inc()
                 log.warning("message %s may have been mailed before a crash; sending it again", request.message_id)
-            taken.add(request.message_id)
+            in_flight.add(request.message_id)
             outgoing.append((request, source, wait))
             output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
         await output.flush([sent_log])
 
-        async def deliver(request: SendRequest, wait: float) -> tuple[SmtpOutcome | list[str], datetime]:
+        async def deliver(request: SendRequest, source: Any, wait: float) -> tuple[SmtpOutcome | list[str], datetime]:
             if wait > 0:
                 await asyncio.sleep(wait)  # the domain's rate limit
             async with pool.connection() as mailer:
                 # Checked again once a connection is free: an unsubscribe that arrived while the
                 # batch waited still stops this message.
-                late = gate(request)
+                late = gate(request, source)
                 if late:
                     return late, utcnow()
-                outcome = await mailer.send(render_message(request, render_ctx))
+                try:
+                    rendered = render_message(request, render_ctx)
+                except RenderError as exc:  # refused at intake; a request from elsewhere is skipped, not fatal
+                    return [f"unrenderable: {exc}"], utcnow()
+                outcome = await mailer.send(rendered)
                 return outcome, utcnow()  # the event time is when the relay answered
 
-        results = await asyncio.gather(*(deliver(request, wait) for request, _, wait in outgoing))
+        results = await asyncio.gather(*(deliver(request, source, wait) for request, source, wait in outgoing))
         for (request, source, _), (outcome, answered_at) in zip(outgoing, results, strict=True):
             if isinstance(outcome, list):
                 metrics.sends.labels("skipped").inc()
@@ -387,6 +402,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             output.produce(names.retry, key=r.recipient.encode(), value=encode(r))
         # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
         await output.flush([sent_log])
+        in_flight.difference_update(request.message_id for request, _, _ in outgoing)
 
     @app.agent(outbox_topic, concurrency=1)
     async def send_mail(stream: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.policy
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +17,6 @@ from processors.dkim_signing import DkimSigner
 from processors.render import RenderedMessage
 
 log = logging.getLogger(__name__)
-SMTP_POLICY = email.policy.SMTP
 
 
 class Mailer(Protocol):
@@ -65,13 +63,8 @@ class SmtpMailer:
     async def send(self, rendered: RenderedMessage) -> SmtpOutcome:
         try:
             client = await self._connected()
-            if self.signer is None:
-                _, reply = await client.send_message(
-                    rendered.message, sender=rendered.envelope_from, recipients=[rendered.recipient]
-                )
-            else:
-                data = self.signer.sign(rendered.message.as_bytes(policy=SMTP_POLICY))
-                _, reply = await client.sendmail(rendered.envelope_from, [rendered.recipient], data)
+            data = rendered.data if self.signer is None else self.signer.sign(rendered.data)
+            _, reply = await client.sendmail(rendered.envelope_from, [rendered.recipient], data)
             return SmtpOutcome(250, reply)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]

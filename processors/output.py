@@ -82,6 +82,17 @@ class Output:
             except BufferError:
                 self._producer.poll(0.05)  # librdkafka's queue is full: let acknowledgements drain it
 
+    @staticmethod
+    def read(table: Any, key: str, source: Any) -> Any:
+        """``table.get(key)`` in the partition of the ``source`` event.
+
+        A RocksDB store looks a key up in the partition of faust's current event; in a batched agent
+        that is whatever event the task saw last, and a read there would miss the key (and the write
+        after it would reset the entry). Memory stores ignore the partition.
+        """
+        with event_context(source):
+            return table.get(key)
+
     def write(self, table: Any, key: str, value: str, source: Any) -> None:
         """``table[key] = value`` for the partition of the ``source`` event, with its changelog record."""
         with event_context(source):

@@ -3,16 +3,25 @@
 Per tracking mode: ``full`` mints tokens naming the recipient, ``aggregate``
 tokens without it, ``off`` adds no pixel and rewrites no link. Unsubscribe
 links always name the recipient (the unsubscribe needs it); they are opaque.
+
+The message is written as bytes from a fixed layout (multipart/alternative,
+quoted-printable UTF-8 parts, RFC 2047 headers where needed) rather than built
+with ``email.message.EmailMessage``: the email package's header objects and
+generator cost about a millisecond a message, most of the sender's time.
+Every message still parses with the email package (tested).
 """
 
 from __future__ import annotations
 
+import binascii
+import email
+import email.policy
 import html
 import re
 from dataclasses import dataclass
-from email.headerregistry import Address
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 
 from schemas.attribution import CAMPAIGN_HEADER, MESSAGE_HEADER, verp_address
 from schemas.events import SendRequest, TrackingMode
@@ -31,11 +40,20 @@ class RenderContext:
     bounce_domain: str
 
 
+class RenderError(ValueError):
+    """A field would break the message's header structure (a line break in a header value)."""
+
+
 @dataclass(frozen=True)
 class RenderedMessage:
-    message: EmailMessage
+    data: bytes  # the whole message, CRLF line endings, ready for SMTP DATA
     envelope_from: str
     recipient: str
+
+    def parsed(self) -> EmailMessage:
+        message = email.message_from_bytes(self.data, _class=EmailMessage, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
 
 
 def _claims(request: SendRequest, kind: LinkKind, url: str | None = None) -> TokenClaims:
@@ -104,23 +122,59 @@ def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
     if body_html:
         body_html = _with_unsubscribe(body_html, unsubscribe_url, is_html=True)
 
-    _, from_addr = parseaddr(request.from_address)
+    display_name, from_addr = parseaddr(request.from_address)
     domain = from_addr.rpartition("@")[2] or "localhost"
     envelope_from = verp_address(request.message_id, ctx.bounce_domain)
+    # The VERP address is the envelope sender; the receiving server records it as Return-Path.
+    boundary = f"=_mp_{request.message_id}_{request.attempt}"  # "=_" never occurs in quoted-printable
+    headers = [
+        ("From", formataddr((display_name, from_addr), charset="utf-8")),
+        ("To", request.recipient),
+        ("Subject", _header_text(request.subject)),
+        ("Date", format_datetime(request.enqueued_at)),
+        ("Message-ID", f"<{request.message_id}.{request.attempt}@{domain}>"),
+        ("List-Id", f"<{request.list_id}.{domain}>"),
+        ("List-Unsubscribe", f"<{unsubscribe_url}>,\r\n <mailto:{ctx.unsubscribe_mailto}?subject=unsubscribe>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        (CAMPAIGN_HEADER, request.campaign_id),
+        (MESSAGE_HEADER, request.message_id),
+        ("MIME-Version", "1.0"),
+    ]
+    lines = []
+    for name, value in headers:
+        if "\n" in value.replace("\r\n ", "") or "\r" in value.replace("\r\n ", ""):
+            raise RenderError(f"line break in the {name} header")
+        lines.append(f"{name}: {value}")
+    head = "\r\n".join(lines).encode("utf-8")
+    if not body_html:
+        return RenderedMessage(head + b"\r\n" + _text_part(text, "plain"), envelope_from, request.recipient)
+    data = b"".join(
+        [
+            head,
+            f'\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode(),
+            f"--{boundary}\r\n".encode(),
+            _text_part(text, "plain"),
+            f"\r\n--{boundary}\r\n".encode(),
+            _text_part(body_html, "html"),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    return RenderedMessage(data, envelope_from, request.recipient)
 
-    msg = EmailMessage()
-    msg["From"] = request.from_address
-    msg["To"] = Address(addr_spec=request.recipient)
-    msg["Subject"] = request.subject
-    msg["Date"] = format_datetime(request.enqueued_at)
-    msg["Message-ID"] = f"<{request.message_id}.{request.attempt}@{domain}>"
-    msg["List-Id"] = f"<{request.list_id}.{domain}>"
-    msg["List-Unsubscribe"] = f"<{unsubscribe_url}>, <mailto:{ctx.unsubscribe_mailto}?subject=unsubscribe>"
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Return-Path"] = f"<{envelope_from}>"
-    msg[CAMPAIGN_HEADER] = request.campaign_id
-    msg[MESSAGE_HEADER] = request.message_id
-    msg.set_content(text)
-    if body_html:
-        msg.add_alternative(body_html, subtype="html")
-    return RenderedMessage(message=msg, envelope_from=envelope_from, recipient=request.recipient)
+
+def _header_text(value: str) -> str:
+    """The value as is when it is short ASCII, else RFC 2047 encoded words, folded."""
+    if value.isascii() and len(value) < 900:
+        return value
+    return Header(value, "utf-8", maxlinelen=76, header_name="Subject").encode(linesep="\r\n")
+
+
+def _text_part(body: str, subtype: str) -> bytes:
+    """One UTF-8 text part, quoted-printable (binascii's C encoder), with its MIME headers."""
+    crlf = body.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    if not crlf.endswith("\r\n"):
+        crlf += "\r\n"
+    encoded = binascii.b2a_qp(crlf.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+    ).encode() + encoded

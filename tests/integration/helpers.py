@@ -91,19 +91,28 @@ def post_campaign(settings: Settings, campaign: str, recipients: list[str], **ex
     )
 
 
-def maildir_messages(
-    settings: Settings, recipient: str | None = None, campaign: str | None = None
-) -> list[EmailMessage]:
+def maildir_raw(settings: Settings, recipient: str | None = None, campaign: str | None = None) -> list[bytes]:
+    """The messages in the SMTP sink's Maildir exactly as received."""
     box = mailbox.Maildir(str(settings.var_dir / "maildir"), create=False)
-    found: list[EmailMessage] = []
+    found: list[bytes] = []
     for key in box.iterkeys():
-        msg = email.message_from_bytes(box.get_bytes(key), _class=EmailMessage, policy=email.policy.default)
+        raw = box.get_bytes(key)
+        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
         if recipient and msg.get("Delivered-To", "").lower() != recipient.lower():
             continue
         if campaign and msg.get("X-Mailpulse-Campaign") != campaign:
             continue
-        found.append(msg)
+        found.append(raw)
     return found
+
+
+def maildir_messages(
+    settings: Settings, recipient: str | None = None, campaign: str | None = None
+) -> list[EmailMessage]:
+    return [
+        email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)  # type: ignore[misc]
+        for raw in maildir_raw(settings, recipient, campaign)
+    ]
 
 
 class TopicReader:

@@ -12,6 +12,7 @@ from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 from tests.integration.helpers import (
     maildir_messages,
+    maildir_raw,
     post_campaign,
     report,
     sql,
@@ -229,8 +230,7 @@ def test_delivered_mail_is_dkim_signed_and_verifies(stack: Settings) -> None:
     recipient = f"{unique('dkim')}@example.org"
     campaign = unique("dkim")
     assert post_campaign(stack, campaign, [recipient]).status_code == 202
-    (message,) = wait_until(lambda: maildir_messages(stack, recipient=recipient, campaign=campaign), what="mail")
-    raw = message.as_bytes()
+    (raw,) = wait_until(lambda: maildir_raw(stack, recipient=recipient, campaign=campaign), what="mail")
     assert b"DKIM-Signature:" in raw
 
     def dns(name: bytes, timeout: int = 5) -> bytes:

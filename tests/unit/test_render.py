@@ -27,8 +27,7 @@ REQUEST = SendRequest(
 
 def parse(request: SendRequest) -> email.message.EmailMessage:
     rendered = render_message(request, CTX)
-    raw = rendered.message.as_bytes()
-    return email.message_from_bytes(raw, _class=email.message.EmailMessage, policy=email.policy.default)
+    return rendered.parsed()
 
 
 def test_headers_required_by_rfc8058_and_bulk_sender_rules() -> None:
@@ -38,7 +37,8 @@ def test_headers_required_by_rfc8058_and_bulk_sender_rules() -> None:
     assert https_link.startswith("https://t.example.net/u/") and mailto.startswith("mailto:unsub@example.com")
     claims = CODEC.read(https_link.rsplit("/", 1)[1], LinkKind.UNSUBSCRIBE)
     assert claims.recipient == "reader@example.org" and claims.list_id == "news"
-    assert msg["Return-Path"] == "<bounces+0123456789abcdef0123456789abcdef@bounces.example.com>"
+    assert render_message(REQUEST, CTX).envelope_from == "bounces+0123456789abcdef0123456789abcdef@bounces.example.com"
+    assert msg["Return-Path"] is None  # the receiving server adds it from the envelope
     assert msg["Message-ID"].endswith("@example.com>")
     assert msg.get_content_type() == "multipart/alternative"
 
@@ -67,3 +67,35 @@ def test_tracking_off_keeps_links_and_adds_no_pixel() -> None:
     html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
     assert "https://shop.example.com/sale" in html and "/o/" not in html and "/c/" not in html
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_non_ascii_headers_and_bodies_survive_the_round_trip() -> None:
+    text = "Grüße aus Köln\n.a line starting with a dot\n" + "long " * 60 + "\n\ttabbed = equals\n"
+    request = msgspec.structs.replace(
+        REQUEST,
+        subject="Herbst-Angebote für Sie: 20 % Rabatt 🍂",
+        from_address="Böse Bäckerei <news@example.com>",
+        text=text,
+        html="<html><body><p>Grüße, naïve café</p></body></html>",
+        tracking=TrackingMode.OFF,
+    )
+    rendered = render_message(request, CTX)
+    assert rendered.data.isascii()  # quoted-printable bodies and encoded-word headers: 7-bit safe
+    assert all(len(line) <= 998 for line in rendered.data.split(b"\r\n"))
+    msg = rendered.parsed()
+    assert msg["Subject"] == request.subject
+    assert msg["From"].addresses[0].display_name == "Böse Bäckerei"
+    plain = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert plain.replace("\r\n", "\n").startswith(text)
+    html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert "Grüße, naïve café" in html
+    assert not msg.defects and all(not part.defects for part in msg.walk())
+
+
+def test_a_line_break_in_a_header_value_is_refused() -> None:
+    import pytest
+
+    from processors.render import RenderError
+
+    with pytest.raises(RenderError, match="Subject"):
+        render_message(msgspec.structs.replace(REQUEST, subject="hi\r\nBcc: victim@example.org"), CTX)
