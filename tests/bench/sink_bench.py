@@ -3,6 +3,7 @@ same rows, and report latency for a campaign of one million events."""
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -116,8 +117,17 @@ def run(settings: Settings, rows_per_run: int, runs: int, report_events: int) ->
         return len(rows) / elapsed
 
     say(f"  sink: {len(rows):,} rows a run, batches of {batch:,}, {runs} runs each, alternating")
-    bare_rate = median_of(runs, bare, "bare clickhouse-connect insert rows/s")
-    pipe_rate = median_of(runs, pipeline, "Kafka -> sink -> chdb rows/s")
+    pairs: list[tuple[float, float]] = []
+
+    def alternate(run: int) -> float:
+        plain, piped = bare(run), pipeline(run)
+        pairs.append((plain, piped))
+        say(f"    run {run}: bare insert {plain:,.0f} rows/s, Kafka -> sink -> chdb {piped:,.0f} rows/s")
+        return piped / plain
+
+    ratio = median_of(runs, alternate, "sink / bare ratio")
+    bare_rate = statistics.median(p[0] for p in pairs)
+    pipe_rate = statistics.median(p[1] for p in pairs)
 
     say(f"  report latency: loading a campaign of {report_events:,} events")
     store.command("TRUNCATE TABLE events")
@@ -133,11 +143,10 @@ def run(settings: Settings, rows_per_run: int, runs: int, report_events: int) ->
         return (time.perf_counter() - started) * 1000
 
     report_ms = median_of(5, latency, "campaign report ms")
-    ratio = pipe_rate / bare_rate
     return [
         Result("bare clickhouse-connect insert", bare_rate, "rows/s"),
         Result("Kafka -> sink -> chdb", pipe_rate, "rows/s", ">= 100,000", pipe_rate >= 100_000),
-        Result("sink / bare ratio", ratio, "", ">= 0.7", ratio >= 0.7),
+        Result("sink / bare ratio (median of alternated runs)", ratio, "", ">= 0.7", ratio >= 0.7),
         Result(f"campaign report, {report_events:,} events", report_ms, "ms"),
     ]
 
