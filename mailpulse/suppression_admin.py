@@ -80,7 +80,7 @@ def change_suppression(
     while True:
         state = suppression_check(settings, recipient)
         applied = (list_id in state["lists"]) if list_id else state["suppressed"]
-        if applied == wanted or (not list_id and not wanted and not state["suppressed"]):
+        if applied == wanted:
             say(describe(state))
             return 0
         if time.monotonic() > deadline:

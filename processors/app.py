@@ -188,8 +188,8 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 self._count(key, (campaign, partition, hour), delta.get(hour, {}), offset, source)
 
         def _count(self, key: str, what: tuple[str, int, int | None], delta: eng.Counts, offset: int, src: Any) -> None:
-            acc = self.accumulator(key, src)
-            if delta:
+            if delta:  # an untouched count is read once, when write() publishes it
+                acc = self.accumulator(key, src)
                 updated = eng.accumulate(acc, delta, offset)
                 if updated is not acc:
                     self.counts[key] = (updated, src)
@@ -319,8 +319,6 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 output.write(campaign_totals, key, eng.encode_state(rollup), source)
             await output.flush([campaign_totals])
 
-    in_flight: set[str] = set()  # message ids of the batch being sent
-
     def gate(request: SendRequest, source: Any) -> list[str]:
         """Why this request must not be mailed now; empty when it may."""
         entry = decode_entry(output.read(suppression, request.recipient, source))
@@ -335,12 +333,13 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         """
         now = utcnow()
         outgoing: list[tuple[SendRequest, Any, float]] = []
+        taken: set[str] = set()
         events: list[AnyEvent] = []
         retries: list[SendRequest] = []
         clock = time.monotonic()
         for request, source in batch:
             state = sent_log_state(output.read(sent_log, request.message_id, source))
-            if state == "sent" or request.message_id in in_flight:
+            if state == "sent" or request.message_id in taken:
                 metrics.sends.labels("duplicate").inc()
                 continue
             reasons = gate(request, source)
@@ -357,7 +356,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             if state == SENT_LOG_PENDING:
                 metrics.sends.labels("possible_duplicate").inc()
                 log.warning("message %s may have been mailed before a crash; sending it again", request.message_id)
-            in_flight.add(request.message_id)
+            taken.add(request.message_id)
             outgoing.append((request, source, wait))
             output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
         await output.flush([sent_log])
@@ -402,7 +401,6 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             output.produce(names.retry, key=r.recipient.encode(), value=encode(r))
         # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
         await output.flush([sent_log])
-        in_flight.difference_update(request.message_id for request, _, _ in outgoing)
 
     @app.agent(outbox_topic, concurrency=1)
     async def send_mail(stream: Any) -> Any:

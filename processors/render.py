@@ -142,7 +142,8 @@ def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
     ]
     lines = []
     for name, value in headers:
-        if "\n" in value.replace("\r\n ", "") or "\r" in value.replace("\r\n ", ""):
+        unfolded = value.replace("\r\n ", "")  # folding we did ourselves is allowed
+        if "\n" in unfolded or "\r" in unfolded:
             raise RenderError(f"line break in the {name} header")
         lines.append(f"{name}: {value}")
     head = "\r\n".join(lines).encode("utf-8")
