@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import httpx
 
-from processors.suppression import EMPTY, Policy, apply_event, suppression_reasons
 from schemas.codec import decode_complaint_alert
 from schemas.events import Complaint, Sent, utcnow
 from schemas.keys import normalize_address
@@ -25,7 +23,8 @@ from tests.integration.helpers import (
     unique,
     wait_until,
 )
-from tests.support.models import event_stream, report_model
+from tests.support.models import event_stream, report_model, suppression_model
+from tests.support.worker_process import metric_value
 
 
 def test_stats_and_report_agree_with_the_model_of_the_same_events(stack: Settings) -> None:
@@ -50,14 +49,9 @@ def test_stats_and_report_agree_with_the_model_of_the_same_events(stack: Setting
     assert sum(h["sent"] for h in hours) == report_model(events, campaigns[0])["sent"]
 
     # Suppression of every recipient matches a plain fold of the same events in stream order.
-    policy = Policy(stack.soft_bounce_threshold, timedelta(days=stack.soft_bounce_window_days))
-    model: dict[str, object] = {}
-    for event in events:
-        if event.recipient:
-            address = normalize_address(event.recipient)
-            model[address] = apply_event(model.get(address, EMPTY), event, policy)  # type: ignore[arg-type]
-    for address, entry in model.items():
-        assert suppression(stack, address)["reasons"] == suppression_reasons(entry), address  # type: ignore[arg-type]
+    model = suppression_model(events, stack)
+    for address, reasons in model.items():
+        assert suppression(stack, address)["reasons"] == reasons, address
 
     # The same stream again (a replay, or a producer retrying everything): nothing changes.
     now = utcnow()
@@ -68,14 +62,13 @@ def test_stats_and_report_agree_with_the_model_of_the_same_events(stack: Setting
     sent = report_model(events, campaigns[1])["sent"]
     wait_until(lambda: stats(stack, campaigns[1])["sent"] == sent + 1, timeout=30, what="the rollup caught up")
     assert stats(stack, campaigns[0]) == report_model(events, campaigns[0])
-    for address, entry in model.items():
-        assert suppression(stack, address)["reasons"] == suppression_reasons(entry), address  # type: ignore[arg-type]
+    for address, reasons in model.items():
+        assert suppression(stack, address)["reasons"] == reasons, address
 
 
 def worker_events_read(settings: Settings) -> float:
     text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=10).text
-    lines = [line for line in text.splitlines() if line.startswith("mailpulse_worker_events_total ")]
-    return float(lines[0].split()[1]) if lines else 0.0
+    return metric_value(text, "mailpulse_worker_events_total")
 
 
 def test_stats_refuse_requests_without_an_api_key(stack: Settings) -> None:

@@ -10,19 +10,16 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mailpulse.topics_admin import ensure_topics
-from processors.suppression import EMPTY, Policy, apply_event, suppression_reasons
 from schemas.events import AnyEvent
-from schemas.keys import normalize_address
 from schemas.settings import Settings
 from tests.integration.helpers import publish_events, unique, wait_until
-from tests.support.models import event_stream, report_model
+from tests.support.models import event_stream, report_model, suppression_model
 from tests.support.worker_process import Worker
 
 CAMPAIGNS = ["launch", "followup", "digest"]
@@ -75,16 +72,10 @@ def assert_state_matches_the_model(settings: Settings, worker: Worker, events: l
     for campaign in CAMPAIGNS:
         expected = report_model(events, campaign)
         wait_until(lambda c=campaign, e=expected: stats_of(c) == e, timeout=90, what=f"stats of {campaign}")
-    policy = Policy(settings.soft_bounce_threshold, timedelta(days=settings.soft_bounce_window_days))
-    model: dict[str, Any] = {}
-    for event in events:
-        if event.recipient:
-            address = normalize_address(event.recipient)
-            model[address] = apply_event(model.get(address, EMPTY), event, policy)
-    for address, entry in model.items():
+    for address, reasons in suppression_model(events, settings).items():
         answer = worker.get(f"/suppression/{address}")
         assert answer is not None and answer.status_code == 200
-        assert answer.json()["reasons"] == suppression_reasons(entry), address
+        assert answer.json()["reasons"] == reasons, address
 
 
 def test_worker_killed_mid_stream_recovers_tables_equal_to_the_model(isolated: tuple[Settings, Any]) -> None:

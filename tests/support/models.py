@@ -11,6 +11,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from processors.suppression import EMPTY, Policy, SuppressionEntry, apply_event, suppression_reasons
 from schemas.events import (
     AgentClass,
     AnyEvent,
@@ -29,7 +30,9 @@ from schemas.events import (
     Unsubscribe,
     UnsubscribeScope,
 )
+from schemas.keys import normalize_address
 from schemas.report import COUNT_KEYS, with_rates
+from schemas.settings import Settings
 
 
 def report_model(events: list[AnyEvent], campaign: str) -> dict[str, int | float]:
@@ -60,6 +63,18 @@ def report_model(events: list[AnyEvent], campaign: str) -> dict[str, int | float
         counts["clicks_unique"] += bool(clicks)
         attempted += bool(kinds & {"sent", "failed"}) or hard or soft
     return with_rates(counts, attempted)
+
+
+def suppression_model(events: list[AnyEvent], settings: Settings) -> dict[str, list[str]]:
+    """Every address's suppression reasons after a plain fold of the events in stream order (the rules
+    themselves are unit-tested; this is what a worker's table must equal, crash or no crash)."""
+    policy = Policy(settings.soft_bounce_threshold, timedelta(days=settings.soft_bounce_window_days))
+    entries: dict[str, SuppressionEntry] = {}
+    for event in events:
+        if event.recipient:
+            address = normalize_address(event.recipient)
+            entries[address] = apply_event(entries.get(address, EMPTY), event, policy)
+    return {address: suppression_reasons(entry) for address, entry in entries.items()}
 
 
 def event_stream(

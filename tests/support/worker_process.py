@@ -13,6 +13,14 @@ from schemas.auth import auth_headers
 from schemas.settings import Settings
 
 
+def metric_value(text: str, sample: str) -> float:
+    """The value of one sample line (``name{labels}``) in a Prometheus text exposition; 0.0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 class Worker:
     def __init__(self, env: dict[str, str], name: str) -> None:
         self.env, self.name = env, name
@@ -48,10 +56,7 @@ class Worker:
         answer = self.get("/metrics")
         if answer is None or answer.status_code != 200:
             return 0.0
-        for line in answer.text.splitlines():
-            if line.startswith(sample + " "):
-                return float(line.split()[-1])
-        return 0.0
+        return metric_value(answer.text, sample)
 
     def events_read(self) -> float:
         return self.metric("mailpulse_worker_events_total")
