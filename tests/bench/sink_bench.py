@@ -168,6 +168,9 @@ def run(settings: Settings, rows_per_run: int, runs: int, report_events: int) ->
 
 def main(settings: Settings, quick: bool) -> None:
     results = run(
-        settings, rows_per_run=100_000 if quick else 400_000, runs=3 if quick else 5, report_events=200_000 if quick else 1_000_000
+        settings,
+        rows_per_run=100_000 if quick else 400_000,
+        runs=3 if quick else 5,
+        report_events=200_000 if quick else 1_000_000,
     )
     print_table("Sink: Kafka -> ClickHouse (chdb)", results)
