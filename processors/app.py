@@ -33,6 +33,7 @@ from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, MailerPool, SmtpMailer
 from processors.metrics import WorkerMetrics
 from processors.output import Output
+from processors.partition_feed import FeedRecord, PartitionFeed
 from processors.ratelimit import DomainLimits, RateLimiter, recipient_domain
 from processors.render import RenderContext, RenderError, render_message
 from processors.routing import partition_for
@@ -77,8 +78,6 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     events_topic = raw_topic(names.events)
-    outbox_topic = raw_topic(names.outbox)
-    retry_topic = raw_topic(names.retry)
     partials_topic = raw_topic(names.campaign_partials)
 
     # Keyed like the topics feeding them: each worker holds the state of exactly the partitions it
@@ -402,34 +401,56 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
         await output.flush([sent_log])
 
-    @app.agent(outbox_topic, concurrency=1)
-    async def send_mail(stream: Any) -> Any:
-        async for taken in stream.take_events(settings.send_batch_size, within=0.05):
-            batch = []
-            for event in taken:
-                try:
-                    batch.append((decode_send_request(event.value), event))
-                except DecodeError as exc:
-                    metrics.poison.labels("outbox").inc()
-                    log.warning("skipping undecodable send request: %s", exc)
-            await handle_sends(batch)
-
-    @app.agent(retry_topic, concurrency=1)
-    async def retry_later(stream: Any) -> Any:
-        # Waiting here holds back only the retry topic; the outbox keeps flowing.
-        async for value in stream:
+    async def send_batch(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+        batch = []
+        for record in records:
             try:
-                request = decode_send_request(value)
+                batch.append((decode_send_request(record.value), record))
+            except DecodeError as exc:
+                metrics.poison.labels("outbox").inc()
+                log.warning("skipping undecodable send request: %s", exc)
+        await handle_sends(batch)
+        return {r.message.partition: r.message.offset + 1 for r in records}
+
+    async def release_retries(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+        """Back to the outbox once due; a partition whose next retry is not due rests until it is."""
+        done: dict[int, int] = {}
+        resting: set[int] = set()
+        now = utcnow()
+        for record in records:
+            partition, offset = record.message.partition, record.message.offset
+            if partition in resting:
+                continue
+            try:
+                request = decode_send_request(record.value)
             except DecodeError as exc:
                 metrics.poison.labels("retry").inc()
                 log.warning("skipping undecodable retry: %s", exc)
+                done[partition] = offset + 1
                 continue
-            if request.not_before is not None:
-                delay = (request.not_before - utcnow()).total_seconds()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            if request.not_before is not None and request.not_before > now:
+                feed.rest(partition, offset, (request.not_before - now).total_seconds())
+                resting.add(partition)
+                continue
             output.produce(names.outbox, key=request.recipient.encode(), value=encode(request))
-            await output.flush()
+            done[partition] = offset + 1
+        await output.flush()
+        return done
+
+    # Beside faust's consumer, so a backlog of sends or retries never delays the events agent.
+    for name, topic, batch_size, handler in (
+        ("sender", names.outbox, settings.send_batch_size, send_batch),
+        ("retries", names.retry, 500, release_retries),
+    ):
+        PartitionFeed(
+            app,
+            name=name,
+            topic=topic,
+            follows=names.events,
+            bootstrap_servers=settings.bootstrap_servers,
+            batch_size=batch_size,
+            handle=handler,
+        ).connect()
 
     register_views(app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics)
     return app

@@ -1,0 +1,196 @@
+"""A topic read beside faust's consumer, on the partitions faust gave this worker.
+
+faust feeds every agent from one fetch loop, and that loop waits whenever one stream's buffer is
+full. A campaign's backlog in the outbox (or a retry waiting for its time) then held back the
+events topic behind it: an unsubscribe took seconds to reach the suppression table while a large
+campaign was sending (`make bench`, sender suite). The sender reads the outbox and the retry topic
+here instead, each with a librdkafka consumer of its own, so a backlog there never delays an event.
+
+The partitions follow faust's assignment of the topic it is co-partitioned with (the events topic):
+a worker reads outbox partition *p* only while it holds partition *p* of the tables the sender
+gates on, and only once faust has recovered them. A rebalance waits for the batch in hand.
+Offsets are committed (group ``<app>-<name>``, manual assignment) only after a batch's handler
+returned, so a crash re-reads what was not finished: at-least-once, like the agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import faust
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeedMessage:
+    """The parts of a record that faust's table stores read from the current event."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, eq=False)
+class FeedRecord:
+    """One record, shaped like a faust event (``.message``, ``.value``) so table reads and writes
+    through :class:`processors.output.Output` find its partition."""
+
+    message: FeedMessage
+    value: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, msg: Message) -> FeedRecord:
+        value = msg.value() or b""
+        message = FeedMessage(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), value)
+        return cls(message, value)
+
+
+# Handles one batch (in partition order) and returns, per partition, the next offset to commit.
+# A handler that stops early in a partition calls ``feed.rest`` for the rest of it.
+Handler = Callable[["PartitionFeed", list[FeedRecord]], Awaitable[dict[int, int]]]
+
+
+class PartitionFeed:
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        name: str,
+        topic: str,
+        follows: str,
+        bootstrap_servers: str,
+        batch_size: int,
+        handle: Handler,
+    ) -> None:
+        self.app, self.name, self.topic, self.follows = app, name, topic, follows
+        self.batch_size = batch_size
+        self.handle = handle
+        self.group_id = f"{app.conf.id}-{name}"
+        self._bootstrap = bootstrap_servers
+        # Every librdkafka call on one thread of its own: consume() blocks, and the calls stay ordered.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"feed-{name}")
+        self._consumer: Consumer | None = None
+        self._partitions: frozenset[int] = frozenset()  # read now
+        self._offered: frozenset[int] = frozenset()  # assigned by faust; read once its tables are recovered
+        self._wanted: frozenset[int] = frozenset()
+        self._assigned: frozenset[int] | None = None  # what the consumer was last told; None: tell it again
+        self._busy = asyncio.Lock()  # held while a batch is handled; a rebalance waits for it
+        self._resting: dict[int, asyncio.TimerHandle] = {}
+
+    def connect(self) -> None:
+        """Follow faust's rebalances and run the feed as a task of the app."""
+        # mode's signal types cannot name a coroutine receiver mypy accepts.
+        self.app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
+        self.app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
+        self.app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
+        self.app.task(self._run)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    # faust's signal receivers: (sender, *args, signal=..., **kwargs).
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # The batch in hand finishes (and commits) before faust moves the tables; nothing after it is read.
+        async with self._busy:
+            self._offered = self._wanted = self._partitions = frozenset()
+            self._assigned = None
+
+    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", set())
+        self._offered = frozenset(tp.partition for tp in assigned if tp.topic == self.follows)
+
+    async def _on_rebalance_complete(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self._wanted = self._offered
+
+    async def _assign(self, consumer: Consumer, partitions: frozenset[int]) -> None:
+        for handle in self._resting.values():
+            handle.cancel()
+        self._resting.clear()
+        # Reading starts again from the committed offsets: whatever was fetched and not handled is re-read.
+        tps = [TopicPartition(self.topic, p, OFFSET_INVALID) for p in sorted(partitions)]
+        await self._call(consumer.assign, tps)
+        self._partitions = self._assigned = partitions
+        log.info("%s reads %s partitions %s", self.name, self.topic, sorted(partitions) or "none")
+
+    def rest(self, partition: int, offset: int, seconds: float) -> None:
+        """Read ``partition`` again from ``offset`` in ``seconds`` (a handler's record is not due yet)."""
+        consumer = self._consumer
+        if consumer is None or partition not in self._partitions:
+            return
+        tp = TopicPartition(self.topic, partition, offset)
+        consumer.pause([tp])
+        consumer.seek(tp)
+
+        def wake() -> None:
+            self._resting.pop(partition, None)
+            if self._consumer is not None and partition in self._partitions:
+                # Through the feed's thread, in order with its other librdkafka calls.
+                self._pool.submit(consumer.resume, [TopicPartition(self.topic, partition)])
+
+        previous = self._resting.pop(partition, None)
+        if previous is not None:
+            previous.cancel()
+        self._resting[partition] = asyncio.get_running_loop().call_later(max(0.0, seconds), wake)
+
+    async def _run(self) -> None:
+        consumer = self._consumer = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # Batches are small; fetching far ahead only holds records that a rebalance re-reads.
+                "queued.max.messages.kbytes": 8192,
+            }
+        )
+        try:
+            while True:
+                if self.app.rebalancing or self.app.in_recovery or not self._wanted:
+                    await asyncio.sleep(0.05)
+                    continue
+                async with self._busy:
+                    if self._wanted != self._assigned:
+                        await self._assign(consumer, self._wanted)
+                messages = await self._call(consumer.consume, self.batch_size, 0.1)
+                async with self._busy:
+                    records = self._usable(messages)
+                    if records:
+                        await self._handle(consumer, records)
+        finally:
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await self._call(consumer.close)
+            self._pool.shutdown(wait=False)
+
+    def _usable(self, messages: list[Message]) -> list[FeedRecord]:
+        records = []
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error on %s: %s", self.name, self.topic, error)
+                continue
+            # Fetched before a rebalance took the partition away: its new reader reads it from the commit.
+            if msg.partition() in self._partitions and msg.partition() not in self._resting:
+                records.append(FeedRecord.of(msg))
+        return records
+
+    async def _handle(self, consumer: Consumer, records: list[FeedRecord]) -> None:
+        done = await self.handle(self, records)
+        offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(done.items()) if p in self._partitions]
+        if offsets:
+            await self._call(consumer.commit, offsets=offsets, asynchronous=False)
