@@ -252,7 +252,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 output.produce(names.suppression, key=change.recipient.encode(), value=encode(change))
             publish_partials(batch.write())
             # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
-            await output.flush([suppression, engagement])
+            await output.flush()
             metrics.events.inc(len(taken))
 
     def raise_alert(campaign: str, level: str, counts: eng.Counts) -> None:
@@ -316,7 +316,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                     rollups[campaign] = (msgspec.structs.replace(rollup, alert_level=level), source)
             for key, (rollup, source) in rollups.items():
                 output.write(campaign_totals, key, eng.encode_state(rollup), source)
-            await output.flush([campaign_totals])
+            await output.flush()
 
     def gate(request: SendRequest, source: Any) -> list[str]:
         """Why this request must not be mailed now; empty when it may."""
@@ -358,7 +358,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             taken.add(request.message_id)
             outgoing.append((request, source, wait))
             output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
-        await output.flush([sent_log])
+        await output.flush()
 
         async def deliver(request: SendRequest, source: Any, wait: float) -> tuple[SmtpOutcome | list[str], datetime]:
             if wait > 0:
@@ -399,7 +399,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         for r in retries:
             output.produce(names.retry, key=r.recipient.encode(), value=encode(r))
         # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
-        await output.flush([sent_log])
+        await output.flush()
 
     async def send_batch(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
         batch = []

@@ -7,7 +7,12 @@ producer of the project) and an agent awaits :meth:`Output.flush` before its bat
 committed: at-least-once, as before.
 
 Table writes keep faust's changelog format (JSON key and value, the source event's partition), so
-faust recovers the tables from these records as it does from its own.
+faust recovers the tables from these records as it does from its own. A write reaches the table's
+store only once Kafka acknowledged its changelog record (until then :meth:`Output.read` answers from
+the pending writes): a RocksDB store must never hold a value its changelog lacks. It did, and after a
+SIGKILL faust's recovery laid older changelog values over some keys and left newer local ones on
+others; a message's facts and the counts they led to then disagreed and counts were lost
+(`tests/integration/test_worker_recovery.py`, about one run in three).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import faust.streams as faust_streams
@@ -47,31 +53,41 @@ class OutputError(RuntimeError):
     """Kafka did not acknowledge a record within librdkafka's delivery timeout."""
 
 
+@dataclass(frozen=True)
+class PendingWrite:
+    seq: int
+    table: Any
+    key: str
+    value: str
+    source: Any
+
+
 class Output:
     def __init__(self, settings: Settings) -> None:
         self._producer = Producer(producer_config(settings, **{"linger.ms": 2, "batch.size": 1_000_000}))
         self._lock = threading.Lock()
         self._errors: list[str] = []
-        # Changelog partition -> highest acknowledged offset, for stores that remember what they hold.
-        self._changelog_offsets: dict[tuple[str, int], int] = {}
+        # Table writes in write order, not yet in their stores, and the latest of them per key.
+        self._seq = 0
+        self._pending: list[PendingWrite] = []
+        self._latest: dict[tuple[int, str], tuple[int, str]] = {}
+        # Write seq -> changelog offset, from delivery reports: what a store may remember it holds.
+        self._offsets: dict[int, int] = {}
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             with self._lock:
                 self._errors.append(f"{msg.topic()}: {err}")
 
-    def _on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._on_delivery(err, msg)
-            return
-        tp = (msg.topic() or "", msg.partition() or 0)
-        with self._lock:
-            self._changelog_offsets[tp] = max(self._changelog_offsets.get(tp, -1), msg.offset() or 0)
-
     def produce(
-        self, topic: str, key: bytes, value: bytes, partition: int | None = None, changelog: bool = False
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        partition: int | None = None,
+        on_delivery: Any = None,
     ) -> None:
-        callback = self._on_changelog_delivery if changelog else self._on_delivery
+        callback = on_delivery or self._on_delivery
         while True:
             try:
                 if partition is None:
@@ -82,51 +98,79 @@ class Output:
             except BufferError:
                 self._producer.poll(0.05)  # librdkafka's queue is full: let acknowledgements drain it
 
-    @staticmethod
-    def read(table: Any, key: str, source: Any) -> Any:
-        """``table.get(key)`` in the partition of the ``source`` event.
+    def read(self, table: Any, key: str, source: Any) -> Any:
+        """``table.get(key)`` as this worker last wrote it, in the partition of the ``source`` event.
 
         A RocksDB store looks a key up in the partition of faust's current event; in a batched agent
         that is whatever event the task saw last, and a read there would miss the key (and the write
         after it would reset the entry). Memory stores ignore the partition.
         """
+        held = self._latest.get((id(table), key))
+        if held is not None:
+            return held[1]
         with event_context(source):
             return table.get(key)
 
     def write(self, table: Any, key: str, value: str, source: Any) -> None:
-        """``table[key] = value`` for the partition of the ``source`` event, with its changelog record."""
-        with event_context(source):
-            table.data[key] = value
+        """``table[key] = value`` for the partition of the ``source`` event: its changelog record now,
+        the store once that record is acknowledged (:meth:`flush`)."""
+        self._seq += 1
+        seq = self._seq
+        self._pending.append(PendingWrite(seq, table, key, value, source))
+        self._latest[(id(table), key)] = (seq, value)
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self._on_delivery(err, msg)
+                return
+            with self._lock:
+                self._offsets[seq] = msg.offset() or 0
+
         self.produce(
             table.changelog_topic.get_topic_name(),
             _json.encode(key),
             _json.encode(value),
             partition=source.message.partition,
-            changelog=True,
+            on_delivery=delivered,
         )
 
-    async def flush(self, tables: list[Any] | None = None) -> None:
-        """Wait until Kafka acknowledged everything produced so far; raise if anything was refused."""
+    async def flush(self) -> None:
+        """Wait until Kafka acknowledged everything produced so far, then apply the table writes made
+        before this call to their stores; raise if anything was refused."""
+        upto = self._seq
         loop = asyncio.get_running_loop()
         remaining = await loop.run_in_executor(None, self._producer.flush, 300.0)
         with self._lock:
             errors, self._errors = self._errors, []
-            offsets, self._changelog_offsets = self._changelog_offsets, {}
         if errors or remaining:
             raise OutputError(f"{len(errors) + remaining} record(s) not acknowledged: {'; '.join(errors[:3])}")
-        if tables:
-            self._remember_offsets(tables, offsets)
+        self._apply(upto)
 
-    @staticmethod
-    def _remember_offsets(tables: list[Any], offsets: dict[tuple[str, int], int]) -> None:
+    def _apply(self, upto: int) -> None:
         from faust.types import TP
 
-        by_topic = {table.changelog_topic.get_topic_name(): table for table in tables}
-        for (topic, partition), offset in offsets.items():
-            table = by_topic.get(topic)
-            if table is not None:
+        done = 0
+        persisted: dict[tuple[int, int], tuple[Any, int]] = {}
+        with self._lock:
+            offsets = {w.seq: self._offsets.pop(w.seq, -1) for w in self._pending if w.seq <= upto}
+        for write in self._pending:
+            if write.seq > upto:
+                break  # made while this flush waited: acknowledged by a later one
+            done += 1
+            with event_context(write.source):
+                write.table.data[write.key] = write.value
+            slot = (id(write.table), write.key)
+            if self._latest.get(slot, (0, ""))[0] == write.seq:
+                del self._latest[slot]
+            partition = write.source.message.partition
+            held = persisted.get((id(write.table), partition))
+            offset = max(offsets[write.seq], held[1] if held else -1)
+            persisted[(id(write.table), partition)] = (write.table, offset)
+        del self._pending[:done]
+        for (_, partition), (table, offset) in persisted.items():
+            if offset >= 0:
                 # RocksDB stores then recover only what came after, instead of the whole changelog.
-                table.data.set_persisted_offset(TP(topic, partition), offset)
+                table.data.set_persisted_offset(TP(table.changelog_topic.get_topic_name(), partition), offset)
 
     def close(self) -> None:
         self._producer.flush(30.0)
