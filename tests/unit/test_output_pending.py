@@ -1,0 +1,90 @@
+"""Worker table writes reach their stores only once acknowledged; the worker reads its pending writes meanwhile.
+
+The producer here points at a closed port: nothing is delivered, and ``_apply`` stands in for the
+acknowledgement a real flush waits for (the broker round trip is covered by the recovery tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from processors.output import Output
+from schemas.settings import Settings
+
+
+class FakeStore(dict[str, str]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: dict[Any, int] = {}
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp] = offset
+
+
+@dataclass
+class FakeChangelog:
+    name: str
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+@dataclass
+class FakeTable:
+    name: str
+    data: FakeStore = field(default_factory=FakeStore)
+
+    @property
+    def changelog_topic(self) -> FakeChangelog:
+        return FakeChangelog(f"{self.name}-changelog")
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+
+@dataclass
+class FakeMessage:
+    partition: int
+    offset: int = 0
+    topic: str = "events"
+    value: bytes = b"x"
+
+
+@dataclass(eq=False)
+class FakeEvent:
+    message: FakeMessage
+
+
+def output() -> Output:
+    return Output(Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}))
+
+
+def test_a_write_is_read_back_before_it_reaches_the_store() -> None:
+    out, table, source = output(), FakeTable("suppression"), FakeEvent(FakeMessage(2))
+    out.write(table, "a@example.com", "unsubscribed", source)
+    assert out.read(table, "a@example.com", source) == "unsubscribed"
+    assert "a@example.com" not in table.data  # not acknowledged yet: a crash now must not leave it locally
+
+
+def test_acknowledged_writes_reach_the_store_in_order_with_their_offsets() -> None:
+    out, table = output(), FakeTable("engagement")
+    out.write(table, "k", "first", FakeEvent(FakeMessage(1)))
+    out.write(table, "k", "second", FakeEvent(FakeMessage(1)))
+    out._offsets.update({1: 40, 2: 41})
+    out._apply(out._seq)
+    assert table.data["k"] == "second"
+    assert list(table.data.persisted.values()) == [41]
+    assert out.read(table, "k", FakeEvent(FakeMessage(1))) == "second"  # now from the store
+
+
+def test_a_write_made_during_a_flush_stays_pending_and_wins() -> None:
+    out, table = output(), FakeTable("sent-log")
+    out.write(table, "m1", "pending", FakeEvent(FakeMessage(0)))
+    upto = out._seq  # the flush starts here
+    out.write(table, "m1", "sent:2026-11-27T00:00:00Z", FakeEvent(FakeMessage(0)))
+    out._offsets.update({1: 7})
+    out._apply(upto)
+    assert table.data["m1"] == "pending"  # the acknowledged value only
+    assert out.read(table, "m1", FakeEvent(FakeMessage(0))) == "sent:2026-11-27T00:00:00Z"
+    assert list(table.data.persisted.values()) == [7]  # never past what the store holds
