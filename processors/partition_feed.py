@@ -157,6 +157,7 @@ class PartitionFeed:
                 "queued.max.messages.kbytes": 8192,
             }
         )
+        failures = 0
         try:
             while True:
                 if self.app.rebalancing or self.app.in_recovery or not self._wanted:
@@ -168,8 +169,19 @@ class PartitionFeed:
                 messages = await self._call(consumer.consume, self.batch_size, 0.1)
                 async with self._busy:
                     records = self._usable(messages)
-                    if records:
+                    if not records:
+                        continue
+                    try:
                         await self._handle(consumer, records)
+                        failures = 0
+                        continue
+                    except Exception:
+                        failures += 1
+                        log.exception("%s: batch failed (%d in a row); it is read again", self.name, failures)
+                        self._assigned = None  # back to the committed offsets: the batch was not committed
+                # A pause that grows while the failure lasts (the broker or the relay down), outside the lock
+                # so a rebalance need not wait for it.
+                await asyncio.sleep(min(30.0, 2.0 ** (failures - 1)))
         finally:
             self._consumer = None
             with contextlib.suppress(Exception):
