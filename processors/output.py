@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from schemas.kafka_config import producer_config
 from schemas.settings import Settings
 
 _json = msgspec.json.Encoder()
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 @contextlib.contextmanager
@@ -85,7 +86,7 @@ class Output:
         key: bytes,
         value: bytes,
         partition: int | None = None,
-        on_delivery: Any = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
         callback = on_delivery or self._on_delivery
         while True:

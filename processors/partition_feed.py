@@ -31,17 +31,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FeedMessage:
-    """The parts of a record that faust's table stores read from the current event."""
+    """Where a record came from: faust's stores read ``partition`` from the current event."""
 
     topic: str
     partition: int
     offset: int
-    key: bytes | None
-    value: bytes | None
-
-    @property
-    def tp(self) -> tuple[str, int]:
-        return (self.topic, self.partition)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,9 +48,7 @@ class FeedRecord:
 
     @classmethod
     def of(cls, msg: Message) -> FeedRecord:
-        value = msg.value() or b""
-        message = FeedMessage(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), value)
-        return cls(message, value)
+        return cls(FeedMessage(msg.topic() or "", msg.partition() or 0, msg.offset() or 0), msg.value() or b"")
 
 
 # Handles one batch (in partition order) and returns, per partition, the next offset to commit.
@@ -84,10 +76,9 @@ class PartitionFeed:
         # Every librdkafka call on one thread of its own: consume() blocks, and the calls stay ordered.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"feed-{name}")
         self._consumer: Consumer | None = None
-        self._partitions: frozenset[int] = frozenset()  # read now
         self._offered: frozenset[int] = frozenset()  # assigned by faust; read once its tables are recovered
         self._wanted: frozenset[int] = frozenset()
-        self._assigned: frozenset[int] | None = None  # what the consumer was last told; None: tell it again
+        self._assigned: frozenset[int] | None = None  # read now; None: assign (again) before reading
         self._busy = asyncio.Lock()  # held while a batch is handled; a rebalance waits for it
         self._resting: dict[int, asyncio.TimerHandle] = {}
 
@@ -106,7 +97,7 @@ class PartitionFeed:
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # The batch in hand finishes (and commits) before faust moves the tables; nothing after it is read.
         async with self._busy:
-            self._offered = self._wanted = self._partitions = frozenset()
+            self._offered = self._wanted = frozenset()
             self._assigned = None
 
     async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -123,8 +114,12 @@ class PartitionFeed:
         # Reading starts again from the committed offsets: whatever was fetched and not handled is re-read.
         tps = [TopicPartition(self.topic, p, OFFSET_INVALID) for p in sorted(partitions)]
         await self._call(consumer.assign, tps)
-        self._partitions = self._assigned = partitions
+        self._assigned = partitions
         log.info("%s reads %s partitions %s", self.name, self.topic, sorted(partitions) or "none")
+
+    @property
+    def _partitions(self) -> frozenset[int]:
+        return self._assigned or frozenset()
 
     def rest(self, partition: int, offset: int, seconds: float) -> None:
         """Read ``partition`` again from ``offset`` in ``seconds`` (a handler's record is not due yet)."""
