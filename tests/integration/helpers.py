@@ -91,28 +91,30 @@ def post_campaign(settings: Settings, campaign: str, recipients: list[str], **ex
     )
 
 
-def maildir_raw(settings: Settings, recipient: str | None = None, campaign: str | None = None) -> list[bytes]:
-    """The messages in the SMTP sink's Maildir exactly as received."""
+def _maildir(settings: Settings, recipient: str | None, campaign: str | None) -> list[tuple[bytes, EmailMessage]]:
+    """The messages in the SMTP sink's Maildir (as received, and parsed once), filtered."""
     box = mailbox.Maildir(str(settings.var_dir / "maildir"), create=False)
-    found: list[bytes] = []
+    found: list[tuple[bytes, EmailMessage]] = []
     for key in box.iterkeys():
         raw = box.get_bytes(key)
-        msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+        msg: EmailMessage = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
         if recipient and msg.get("Delivered-To", "").lower() != recipient.lower():
             continue
         if campaign and msg.get("X-Mailpulse-Campaign") != campaign:
             continue
-        found.append(raw)
+        found.append((raw, msg))
     return found
+
+
+def maildir_raw(settings: Settings, recipient: str | None = None, campaign: str | None = None) -> list[bytes]:
+    """The messages in the SMTP sink's Maildir exactly as received."""
+    return [raw for raw, _ in _maildir(settings, recipient, campaign)]
 
 
 def maildir_messages(
     settings: Settings, recipient: str | None = None, campaign: str | None = None
 ) -> list[EmailMessage]:
-    return [
-        email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)  # type: ignore[misc]
-        for raw in maildir_raw(settings, recipient, campaign)
-    ]
+    return [msg for _, msg in _maildir(settings, recipient, campaign)]
 
 
 class TopicReader:
