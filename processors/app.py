@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import faust
 import msgspec
 
 from processors import engagement as eng
+from processors.continuity import Continuity, RangeReader
 from processors.delivery import (
     SENT_LOG_PENDING,
     RetryPolicy,
@@ -226,34 +228,47 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 partition=partition_for(partial.campaign_id.encode(), settings.topic_partitions),
             )
 
+    def apply_events(sources: Sequence[Any]) -> None:
+        decoded = []
+        changes = []
+        # Suppression first, for the whole batch: the sender reads this table directly, so an
+        # unsubscribe stops mail as soon as this pass reaches it, before the slower engagement pass.
+        for source in sources:
+            try:
+                event = decode_event(source.value)
+            except DecodeError as exc:
+                metrics.poison.labels("events").inc()
+                log.warning("skipping undecodable event at offset %s: %s", source.message.offset, exc)
+                continue
+            change = track_suppression(event, source)
+            if change is not None:
+                changes.append(change)
+            decoded.append((event, source))
+        batch = EngagementBatch()
+        for event, source in decoded:
+            if event.message_id and event.campaign_id:
+                batch.add(event, source)
+        for change in changes:
+            output.produce(names.suppression, key=change.recipient.encode(), value=encode(change))
+        publish_partials(batch.write())
+        metrics.events.inc(len(sources))
+
+    # Acknowledged (marks included) before a batch's offsets can commit: at-least-once, nothing lost.
+    events_in_order = Continuity(
+        app,
+        topic=names.events,
+        table=engagement,
+        mark_key=lambda partition: f"o|{partition}",
+        output=output,
+        reader=RangeReader(settings.bootstrap_servers, names.events, f"{names.processors_app}-holes"),
+        apply=apply_events,
+        on_filled=metrics.refilled.labels("events").inc,
+    )
+
     @app.agent(events_topic, concurrency=1)
     async def track_events(stream: Any) -> Any:
         async for taken in stream.take_events(settings.event_batch_size, within=0.05):
-            decoded = []
-            changes = []
-            # Suppression first, for the whole batch: the sender reads this table directly, so an
-            # unsubscribe stops mail as soon as this pass reaches it, before the slower engagement pass.
-            for source in taken:
-                try:
-                    event = decode_event(source.value)
-                except DecodeError as exc:
-                    metrics.poison.labels("events").inc()
-                    log.warning("skipping undecodable event at offset %s: %s", source.message.offset, exc)
-                    continue
-                change = track_suppression(event, source)
-                if change is not None:
-                    changes.append(change)
-                decoded.append((event, source))
-            batch = EngagementBatch()
-            for event, source in decoded:
-                if event.message_id and event.campaign_id:
-                    batch.add(event, source)
-            for change in changes:
-                output.produce(names.suppression, key=change.recipient.encode(), value=encode(change))
-            publish_partials(batch.write())
-            # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
-            await output.flush()
-            metrics.events.inc(len(taken))
+            await events_in_order.run(taken)
 
     def raise_alert(campaign: str, level: str, counts: eng.Counts) -> None:
         delivered = counts.get("delivered", 0)
@@ -276,47 +291,61 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         )
         output.produce(names.alerts, key=campaign.encode(), value=encode(alert))
 
+    def apply_partials(sources: Sequence[Any]) -> None:
+        rollups: dict[str, tuple[eng.Rollup, Any]] = {}
+        campaigns: set[str] = set()
+
+        def held(key: str, source: Any) -> eng.Rollup:
+            pending = rollups.get(key)
+            return pending[0] if pending else eng.decode_rollup(output.read(campaign_totals, key, source))
+
+        for source in sources:
+            try:
+                partial = decode_campaign_partial(source.value)
+            except DecodeError as exc:
+                metrics.poison.labels("campaign-partials").inc()
+                log.warning("skipping undecodable campaign partial: %s", exc)
+                continue
+            campaign = partial.campaign_id
+            acc = eng.Accumulator(offset=partial.offset, counts=partial.counts)
+            if partial.hour is None:
+                campaigns.add(campaign)
+                rollups[campaign] = (
+                    eng.merge_partial(held(campaign, source), partial.source_partition, acc),
+                    source,
+                )
+                continue
+            hour = eng.epoch_hour(partial.hour)
+            key = eng.hour_key(campaign, hour)
+            rollups[key] = (eng.merge_partial(held(key, source), partial.source_partition, acc), source)
+            rollups[campaign] = (eng.with_hour(held(campaign, source), hour), source)
+        for campaign in campaigns:
+            rollup, source = rollups[campaign]
+            counts = eng.total(rollup.partials.values())
+            level = eng.alert_level(counts, alert_policy)
+            if level != rollup.alert_level:
+                if eng.is_escalation(rollup.alert_level, level):
+                    raise_alert(campaign, level, counts)
+                rollups[campaign] = (msgspec.structs.replace(rollup, alert_level=level), source)
+        for key, (rollup, source) in rollups.items():
+            output.write(campaign_totals, key, eng.encode_state(rollup), source)
+
+    partials_in_order = Continuity(
+        app,
+        topic=names.campaign_partials,
+        table=campaign_totals,
+        # No campaign id starts with a control character (rollups are keyed by the bare id).
+        mark_key=lambda partition: f"\x1eoffset|{partition}",
+        output=output,
+        reader=RangeReader(settings.bootstrap_servers, names.campaign_partials, f"{names.processors_app}-holes"),
+        apply=apply_partials,
+        on_filled=metrics.refilled.labels("campaign-partials").inc,
+    )
+
     @app.agent(partials_topic, concurrency=1)
     async def roll_up(stream: Any) -> Any:
         async for taken in stream.take_events(settings.event_batch_size, within=0.05):
-            rollups: dict[str, tuple[eng.Rollup, Any]] = {}
-            campaigns: set[str] = set()
-
-            def held(key: str, source: Any, rollups: dict[str, tuple[eng.Rollup, Any]] = rollups) -> eng.Rollup:
-                pending = rollups.get(key)
-                return pending[0] if pending else eng.decode_rollup(output.read(campaign_totals, key, source))
-
-            for source in taken:
-                try:
-                    partial = decode_campaign_partial(source.value)
-                except DecodeError as exc:
-                    metrics.poison.labels("campaign-partials").inc()
-                    log.warning("skipping undecodable campaign partial: %s", exc)
-                    continue
-                campaign = partial.campaign_id
-                acc = eng.Accumulator(offset=partial.offset, counts=partial.counts)
-                if partial.hour is None:
-                    campaigns.add(campaign)
-                    rollups[campaign] = (
-                        eng.merge_partial(held(campaign, source), partial.source_partition, acc),
-                        source,
-                    )
-                    continue
-                hour = eng.epoch_hour(partial.hour)
-                key = eng.hour_key(campaign, hour)
-                rollups[key] = (eng.merge_partial(held(key, source), partial.source_partition, acc), source)
-                rollups[campaign] = (eng.with_hour(held(campaign, source), hour), source)
-            for campaign in campaigns:
-                rollup, source = rollups[campaign]
-                counts = eng.total(rollup.partials.values())
-                level = eng.alert_level(counts, alert_policy)
-                if level != rollup.alert_level:
-                    if eng.is_escalation(rollup.alert_level, level):
-                        raise_alert(campaign, level, counts)
-                    rollups[campaign] = (msgspec.structs.replace(rollup, alert_level=level), source)
-            for key, (rollup, source) in rollups.items():
-                output.write(campaign_totals, key, eng.encode_state(rollup), source)
-            await output.flush()
+            await partials_in_order.run(taken)
 
     def gate(request: SendRequest, source: Any) -> list[str]:
         """Why this request must not be mailed now; empty when it may."""
@@ -452,5 +481,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             handle=handler,
         ).connect()
 
+    for in_order in (events_in_order, partials_in_order):
+        in_order.connect()
     register_views(app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics)
     return app
