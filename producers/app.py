@@ -97,6 +97,29 @@ class MetricsMiddleware:
             self.metrics.latency_histogram(name).observe(time.perf_counter() - started)
 
 
+class PublicEdge(Starlette):
+    """The public app; the open pixel is answered ahead of its middleware and router.
+
+    Pixels are most of the public traffic, and each layer of Starlette's stack (error and exception
+    middleware, metrics, body limit, the router's matching) costs microseconds per request there. The
+    pixel needs none of them: it reads no body, raises nothing it does not answer itself, and records
+    the same request and latency metrics here. Everything else, and the pixel when the helper process
+    is off, goes through the full stack.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            ctx: EdgeContext = self.state.edge
+            token = tracking_routes.pixel_token(scope["path"])
+            if token is not None and ctx.pixels is not None:
+                started = time.perf_counter()
+                status = await tracking_routes.OpenPixel.serve(ctx, token, scope, receive, send)
+                ctx.metrics.request_counter("open_pixel", status).inc()
+                ctx.metrics.latency_histogram("open_pixel").observe(time.perf_counter() - started)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def _ops_routes(spec: dict[str, Any]) -> list[BaseRoute]:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -167,7 +190,7 @@ def _build(
             ctx.publisher.close(timeout=settings.publish_timeout_seconds * 6)
             ctx.publisher = None
 
-    app = Starlette(
+    app = (PublicEdge if offload_pixels else Starlette)(
         routes=routes + _ops_routes(spec),
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),

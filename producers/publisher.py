@@ -45,8 +45,12 @@ class KafkaPublisher:
     def __init__(self, settings: Settings, on_delivery: DeliveryHook | None = None) -> None:
         # Two clients: fire-and-forget records report back only on failure (a callback per pixel
         # costs GIL time under load); confirmed records report every outcome to their caller.
+        # Their requests were answered already, so fire-and-forget records can wait to fill larger
+        # batches: fewer produce requests cost the broker (on the same small machine) less per event.
         self._fast = Producer(
-            producer_config(settings, **{"delivery.report.only.error": True, "on_delivery": self._report})
+            producer_config(
+                settings, **{"delivery.report.only.error": True, "on_delivery": self._report, "linger.ms": 20}
+            )
         )
         self._producer = Producer(producer_config(settings))
         self._on_delivery = on_delivery or (lambda ok: None)

@@ -73,12 +73,17 @@ class OpenPixel:
         if ctx.pixels is None:
             await request_response(open_pixel)(scope, receive, send)
             return
-        token = scope["path_params"]["token"]
+        await self.serve(ctx, scope["path_params"]["token"], scope, receive, send)
+
+    @staticmethod
+    async def serve(ctx: EdgeContext, token: str, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer one pixel request through the helper (``ctx.pixels``); returns the status sent."""
+        assert ctx.pixels is not None
         if not ctx.tokens.authentic(token):
             ctx.metrics.rejected_tokens.labels("open").inc()
             response = PlainTextResponse("invalid or tampered token\n", status_code=404, headers=NO_STORE)
             await response(scope, receive, send)
-            return
+            return 404
         user_agent = ""
         for name, value in scope["headers"]:
             if name == b"user-agent":
@@ -88,6 +93,16 @@ class OpenPixel:
         ctx.pixels.submit((token, user_agent, client[0] if client else "", time.time()))
         await send(_PIXEL_START)
         await send(_PIXEL_BODY)
+        return 200
+
+
+def pixel_token(path: str) -> str | None:
+    """The token of an open-pixel path (``/o/{token}.gif``, as the route matches it), else None."""
+    if path.startswith("/o/") and path.endswith(".gif"):
+        token = path[3:-4]
+        if token and "/" not in token:
+            return token
+    return None
 
 
 async def open_pixel(request: Request) -> Response:

@@ -8,6 +8,7 @@ msgspec tag, so one decoder reads any event and yields the right class.
 from __future__ import annotations
 
 import enum
+import os
 import uuid
 from datetime import UTC, datetime
 
@@ -219,7 +220,9 @@ def utcnow() -> datetime:
 
 
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex characters, like a uuid4's hex, for a quarter of its cost (the edge
+    # makes one per open and click).
+    return os.urandom(16).hex()
 
 
 _MESSAGE_NS = uuid.UUID("6f1c1f0e-8a47-4a0b-9b59-6a3c4a6f5d21")

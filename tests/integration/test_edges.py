@@ -57,6 +57,10 @@ def test_rejected_tokens_publish_nothing(stack: Settings, events: TopicReader) -
 
     metrics = httpx.get(f"{edge(stack)}/metrics").text
     assert 'mailpulse_edge_rejected_tokens_total{route="open"}' in metrics
+    # Pixels are answered ahead of the middleware stack and still counted like every route.
+    for status in ("200", "404"):
+        assert f'mailpulse_edge_requests_total{{route="open_pixel",status="{status}"}}' in metrics
+    assert 'mailpulse_edge_request_seconds_count{route="open_pixel"}' in metrics
     refused = [line for line in metrics.splitlines() if line.startswith("mailpulse_edge_pixel_tokens_refused_total")]
     assert refused and float(refused[0].split()[-1]) >= 1
 

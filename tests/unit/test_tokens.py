@@ -85,3 +85,11 @@ def test_pixel_helper_builds_the_open_event() -> None:
     assert event.client_ip == "17.1.2.0" and event.occurred_at.tzinfo is not None
     click = TokenClaims(LinkKind.CLICK, "m", "c", "l", None, "https://example.com/")
     assert open_event_for_hit(codec, (codec.mint(click), "", "", 0.0), keep_full_ip=False) is None
+
+
+def test_pixel_paths_match_like_the_route() -> None:
+    from producers.tracking_routes import pixel_token
+
+    assert pixel_token("/o/abc_-123.gif") == "abc_-123"
+    for path in ("/o/.gif", "/o/a/b.gif", "/o/abc.png", "/c/abc.gif", "/o/abc.gif/", "/oo/abc.gif"):
+        assert pixel_token(path) is None, path
