@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import time
 
 from tests.bench import edge_bench, processor_bench, sender_bench, sink_bench
@@ -28,6 +30,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
     settings = bench_settings()
+    # A terminated bench still stops its broker (the `finally` below), as an interrupted one does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     kafka = start_broker(settings)
     started = time.monotonic()
     try:
