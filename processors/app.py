@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import faust
 import msgspec
 
 from processors import engagement as eng
-from processors.continuity import Continuity, RangeReader
+from processors.continuity import Apply, Continuity, RangeReader
 from processors.delivery import (
     SENT_LOG_PENDING,
     RetryPolicy,
@@ -253,17 +253,23 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         publish_partials(batch.write())
         metrics.events.inc(len(sources))
 
-    # Acknowledged (marks included) before a batch's offsets can commit: at-least-once, nothing lost.
-    events_in_order = Continuity(
-        app,
-        topic=names.events,
-        table=engagement,
-        mark_key=lambda partition: f"o|{partition}",
-        output=output,
-        reader=RangeReader(settings.bootstrap_servers, names.events, f"{names.processors_app}-holes"),
-        apply=apply_events,
-        on_filled=metrics.refilled.labels("events").inc,
-    )
+    def in_order(topic: str, label: str, table: Any, mark_key: Callable[[int], str], apply: Apply) -> Continuity:
+        """``apply`` for ``topic``'s batches, holes filled first; flushed (marks included) before a
+        batch's offsets can commit: at-least-once, nothing lost."""
+        continuity = Continuity(
+            app,
+            topic=topic,
+            table=table,
+            mark_key=mark_key,
+            output=output,
+            reader=RangeReader(settings.bootstrap_servers, topic, f"{names.processors_app}-holes"),
+            apply=apply,
+            on_filled=metrics.refilled.labels(label).inc,
+        )
+        continuity.connect()
+        return continuity
+
+    events_in_order = in_order(names.events, "events", engagement, lambda partition: f"o|{partition}", apply_events)
 
     @app.agent(events_topic, concurrency=1)
     async def track_events(stream: Any) -> Any:
@@ -330,16 +336,13 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         for key, (rollup, source) in rollups.items():
             output.write(campaign_totals, key, eng.encode_state(rollup), source)
 
-    partials_in_order = Continuity(
-        app,
-        topic=names.campaign_partials,
-        table=campaign_totals,
+    partials_in_order = in_order(
+        names.campaign_partials,
+        "campaign-partials",
+        campaign_totals,
         # No campaign id starts with a control character (rollups are keyed by the bare id).
-        mark_key=lambda partition: f"\x1eoffset|{partition}",
-        output=output,
-        reader=RangeReader(settings.bootstrap_servers, names.campaign_partials, f"{names.processors_app}-holes"),
-        apply=apply_partials,
-        on_filled=metrics.refilled.labels("campaign-partials").inc,
+        lambda partition: f"\x1eoffset|{partition}",
+        apply_partials,
     )
 
     @app.agent(partials_topic, concurrency=1)
@@ -481,7 +484,5 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             handle=handler,
         ).connect()
 
-    for in_order in (events_in_order, partials_in_order):
-        in_order.connect()
     register_views(app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics)
     return app
