@@ -93,8 +93,7 @@ class MetricsMiddleware:
         finally:
             endpoint = scope.get("endpoint")
             name = getattr(endpoint, "__name__", None) or "unmatched"
-            self.metrics.request_counter(name, status).inc()
-            self.metrics.latency_histogram(name).observe(time.perf_counter() - started)
+            self.metrics.observe_request(name, status, time.perf_counter() - started)
 
 
 class PublicEdge(Starlette):
@@ -114,8 +113,7 @@ class PublicEdge(Starlette):
             if token is not None and ctx.pixels is not None:
                 started = time.perf_counter()
                 status = await tracking_routes.OpenPixel.serve(ctx, token, scope, receive, send)
-                ctx.metrics.request_counter("open_pixel", status).inc()
-                ctx.metrics.latency_histogram("open_pixel").observe(time.perf_counter() - started)
+                ctx.metrics.observe_request("open_pixel", status, time.perf_counter() - started)
                 return
         await super().__call__(scope, receive, send)
 

@@ -57,6 +57,10 @@ class EdgeMetrics:
     def published_counter(self, kind: str) -> Any:
         return self.published.labels(kind)
 
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.request_counter(route, status).inc()
+        self.latency_histogram(route).observe(seconds)
+
     def watch_pixels(self, counts: Callable[[], dict[str, int]]) -> None:
         """Expose the pixel helper's counters (it runs in another process) at scrape time."""
         self.registry.register(_PixelCollector(counts))
