@@ -1,9 +1,13 @@
-"""The faust app: event agent (suppression and engagement), campaign rollup, gated sender, retries.
+"""The faust app: events (suppression and engagement), campaign rollup, gated sender, retries.
+
+faust holds the tables (changelogs, recovery, rebalances) and runs the rollup agent; events, send
+requests and retries are read by :class:`processors.partition_feed.PartitionFeed` consumers beside it,
+on the partitions faust gave this worker.
 
 Wiring only; the rules live in :mod:`processors.suppression`, :mod:`processors.engagement`,
 :mod:`processors.delivery` and :mod:`processors.render`, the HTTP views in :mod:`processors.views`.
 
-At-least-once with agent concurrency 1 (faust's ``exactly_once`` has open duplicate bugs on
+At-least-once, one batch at a time per topic (faust's ``exactly_once`` has open duplicate bugs on
 rebalance); state is made idempotent by event id, message id and source offset.
 """
 
@@ -35,7 +39,7 @@ from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, MailerPool, SmtpMailer
 from processors.metrics import WorkerMetrics
 from processors.output import Output
-from processors.partition_feed import FeedRecord, PartitionFeed
+from processors.partition_feed import FeedMessage, FeedRecord, Handler, PartitionFeed, ResumeFrom
 from processors.ratelimit import DomainLimits, RateLimiter, recipient_domain
 from processors.render import RenderContext, RenderError, render_message
 from processors.routing import partition_for
@@ -79,7 +83,6 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    events_topic = raw_topic(names.events)
     partials_topic = raw_topic(names.campaign_partials)
 
     # Keyed like the topics feeding them: each worker holds the state of exactly the partitions it
@@ -158,7 +161,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
 
         def __init__(self) -> None:
             self.messages: dict[str, tuple[eng.MessageState, Any]] = {}
-            self.counts: dict[str, tuple[eng.Accumulator, Any]] = {}
+            self.counts: dict[str, tuple[eng.Tally, Any]] = {}
             # Count keys whose latest value must be (re)published: everything a batch could have changed,
             # also when a redelivery finds it already counted, so a lost publish is repaired.
             self.touched: dict[str, tuple[str, int, int | None, Any]] = {}
@@ -169,7 +172,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
 
         def accumulator(self, key: str, source: Any) -> eng.Accumulator:
             held = self.counts.get(key)
-            return held[0] if held else eng.decode_accumulator(output.read(engagement, key, source))
+            return held[0].freeze() if held else eng.decode_accumulator(output.read(engagement, key, source))
 
         def add(self, event: AnyEvent, source: Any) -> None:
             partition, offset = source.message.partition, source.message.offset
@@ -190,15 +193,18 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
 
         def _count(self, key: str, what: tuple[str, int, int | None], delta: eng.Counts, offset: int, src: Any) -> None:
             if delta:  # an untouched count is read once, when write() publishes it
-                acc = self.accumulator(key, src)
-                updated = eng.accumulate(acc, delta, offset)
-                if updated is not acc:
-                    self.counts[key] = (updated, src)
+                held = self.counts.get(key)
+                if held is not None:
+                    held[0].add(delta, offset)
+                else:
+                    tally = eng.Tally(eng.decode_accumulator(output.read(engagement, key, src)))
+                    if tally.add(delta, offset):
+                        self.counts[key] = (tally, src)
             self.touched[key] = (*what, src)
 
         def write(self) -> list[CampaignPartial]:
-            for key, (acc, source) in self.counts.items():
-                output.write(engagement, key, eng.encode_state(acc), source)
+            for key, (tally, source) in self.counts.items():
+                output.write(engagement, key, eng.encode_state(tally.freeze()), source)
             for key, (state, source) in self.messages.items():
                 output.write(engagement, key, eng.encode_state(state), source)
             partials = []
@@ -269,12 +275,24 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         continuity.connect()
         return continuity
 
-    events_in_order = in_order(names.events, "events", engagement, lambda partition: f"o|{partition}", apply_events)
+    def events_mark(partition: int) -> str:
+        return f"o|{partition}"
 
-    @app.agent(events_topic, concurrency=1)
-    async def track_events(stream: Any) -> Any:
-        async for taken in stream.take_events(settings.event_batch_size, within=0.05):
-            await events_in_order.run(taken)
+    def events_resume_from(partition: int) -> int | None:
+        """Where the engagement table says partition ``partition`` of the events topic goes on."""
+        probe = FeedRecord(FeedMessage(names.events, partition, -1), b"")
+        held = output.read(engagement, events_mark(partition), probe)
+        return int(held) if held else None
+
+    async def track_events(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+        """Suppression and engagement for one batch; each partition's mark is written after the batch's
+        other writes to its changelog partition, and all of it is acknowledged before the next batch."""
+        apply_events(records)
+        last = {record.message.partition: record for record in records}
+        for partition, record in last.items():
+            output.write(engagement, events_mark(partition), str(record.message.offset + 1), record)
+        await output.flush()
+        return {partition: record.message.offset + 1 for partition, record in last.items()}
 
     def raise_alert(campaign: str, level: str, counts: eng.Counts) -> None:
         delivered = counts.get("delivered", 0)
@@ -469,19 +487,22 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         await output.flush()
         return done
 
-    # Beside faust's consumer, so a backlog of sends or retries never delays the events agent.
-    for name, topic, batch_size, handler in (
-        ("sender", names.outbox, settings.send_batch_size, send_batch),
-        ("retries", names.retry, 500, release_retries),
-    ):
+    # Beside faust's consumer, each with its own: a backlog of sends or retries never delays an event.
+    feeds: list[tuple[str, str, int, Handler, ResumeFrom | None]] = [
+        ("events", names.events, settings.event_batch_size, track_events, events_resume_from),
+        ("sender", names.outbox, settings.send_batch_size, send_batch, None),
+        ("retries", names.retry, 500, release_retries, None),
+    ]
+    for name, topic, batch_size, handler, resume_from in feeds:
         PartitionFeed(
             app,
             name=name,
             topic=topic,
-            follows=names.events,
+            follows=names.engagement_changelog,
             bootstrap_servers=settings.bootstrap_servers,
             batch_size=batch_size,
             handle=handler,
+            resume_from=resume_from,
         ).connect()
 
     register_views(app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics)

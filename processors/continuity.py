@@ -11,6 +11,9 @@ each batch into the changelog partition of the batch's other writes (durable onl
 record beyond the mark reveals a hole; the missing records are read with a librdkafka consumer of
 their own and applied first, in order. A hole at the end of a partition has no record after it to
 reveal it, so a timer also compares an idle partition's mark with the end of the partition.
+
+The campaign-partials agent runs through this. The events topic no longer does: it is read by a
+:class:`processors.partition_feed.PartitionFeed` that starts each partition at the mark itself.
 """
 
 from __future__ import annotations

@@ -174,11 +174,31 @@ def add_counts(counts: Counts, delta: Counts) -> Counts:
     return {key: value for key, value in total.items() if value}
 
 
-def accumulate(acc: Accumulator, delta: Counts, offset: int) -> Accumulator:
-    """``acc`` plus the change made by the event at ``offset``; unchanged if that event is already in."""
-    if offset <= acc.offset:
-        return acc
-    return Accumulator(offset=offset, counts=add_counts(acc.counts, delta))
+class Tally:
+    """One count key's running total within a batch, started from its stored :class:`Accumulator`.
+
+    Mutable: a batch adds many events to the same few keys (a campaign's totals on one partition), and
+    copying the counts for every event cost more than the counting.
+    """
+
+    __slots__ = ("counts", "offset")
+
+    def __init__(self, start: Accumulator) -> None:
+        self.offset = start.offset
+        self.counts = dict(start.counts)
+
+    def add(self, delta: Counts, offset: int) -> bool:
+        """Add the change made by the event at ``offset``; False (nothing added) if that event is already in."""
+        if offset <= self.offset:
+            return False
+        counts = self.counts
+        for key, value in delta.items():
+            counts[key] = counts.get(key, 0) + value
+        self.offset = offset
+        return True
+
+    def freeze(self) -> Accumulator:
+        return Accumulator(offset=self.offset, counts={key: value for key, value in self.counts.items() if value})
 
 
 def merge_partial(rollup: Rollup, partition: int, partial: Accumulator) -> Rollup:

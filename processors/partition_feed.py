@@ -5,12 +5,17 @@ full. A campaign's backlog in the outbox (or a retry waiting for its time) then 
 events topic behind it: an unsubscribe took seconds to reach the suppression table while a large
 campaign was sending (`make bench`, sender suite). The sender reads the outbox and the retry topic
 here instead, each with a librdkafka consumer of its own, so a backlog there never delays an event.
+The events topic is read here too: faust's per-record stream machinery cost about as much as the
+suppression and engagement work itself (`make bench`, processors suite).
 
-The partitions follow faust's assignment of the topic it is co-partitioned with (the events topic):
-a worker reads outbox partition *p* only while it holds partition *p* of the tables the sender
-gates on, and only once faust has recovered them. A rebalance waits for the batch in hand.
+The partitions follow faust's active assignment of a table changelog (every topic of the worker is
+co-partitioned): a worker reads partition *p* only while it holds partition *p* of the tables, and
+only once faust has recovered them. A rebalance waits for the batch in hand.
+
 Offsets are committed (group ``<app>-<name>``, manual assignment) only after a batch's handler
-returned, so a crash re-reads what was not finished: at-least-once, like the agents.
+returned, so a crash re-reads what was not finished: at-least-once, like the agents. A feed whose
+tables record how far each partition got (``resume_from``) starts there instead: that mark is
+durable exactly when the batch's table writes are, which no separately committed offset can promise.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class FeedRecord:
 # Handles one batch (in partition order) and returns, per partition, the next offset to commit.
 # A handler that stops early in a partition calls ``feed.rest`` for the rest of it.
 Handler = Callable[["PartitionFeed", list[FeedRecord]], Awaitable[dict[int, int]]]
+# The offset to read a newly assigned partition from, as the tables know it; None: the committed one.
+ResumeFrom = Callable[[int], int | None]
 
 
 class PartitionFeed:
@@ -67,10 +74,12 @@ class PartitionFeed:
         bootstrap_servers: str,
         batch_size: int,
         handle: Handler,
+        resume_from: ResumeFrom | None = None,
     ) -> None:
         self.app, self.name, self.topic, self.follows = app, name, topic, follows
         self.batch_size = batch_size
         self.handle = handle
+        self.resume_from = resume_from
         self.group_id = f"{app.conf.id}-{name}"
         self._bootstrap = bootstrap_servers
         # Every librdkafka call on one thread of its own: consume() blocks, and the calls stay ordered.
@@ -101,8 +110,9 @@ class PartitionFeed:
             self._assigned = None
 
     async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        assigned = args[0] if args else kwargs.get("assigned", set())
-        self._offered = frozenset(tp.partition for tp in assigned if tp.topic == self.follows)
+        # Actives only: the assignment handed to this signal also holds the changelogs' standby partitions.
+        actives = self.app.assignor.assigned_actives()
+        self._offered = frozenset(tp.partition for tp in actives if tp.topic == self.follows)
 
     async def _on_rebalance_complete(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         self._wanted = self._offered
@@ -111,11 +121,20 @@ class PartitionFeed:
         for handle in self._resting.values():
             handle.cancel()
         self._resting.clear()
-        # Reading starts again from the committed offsets: whatever was fetched and not handled is re-read.
-        tps = [TopicPartition(self.topic, p, OFFSET_INVALID) for p in sorted(partitions)]
+        # Reading starts again from the tables' marks, else the committed offsets: whatever was fetched
+        # and not handled is read again.
+        tps = [TopicPartition(self.topic, p, self._start_offset(p)) for p in sorted(partitions)]
         await self._call(consumer.assign, tps)
         self._assigned = partitions
-        log.info("%s reads %s partitions %s", self.name, self.topic, sorted(partitions) or "none")
+        starts = {tp.partition: tp.offset for tp in tps if tp.offset != OFFSET_INVALID}
+        log.info(
+            "%s reads %s partitions %s%s",
+            self.name, self.topic, sorted(partitions) or "none", f" from the tables' marks {starts}" if starts else "",
+        )  # fmt: skip
+
+    def _start_offset(self, partition: int) -> int:
+        mark = self.resume_from(partition) if self.resume_from is not None else None
+        return OFFSET_INVALID if mark is None else mark
 
     @property
     def _partitions(self) -> frozenset[int]:
@@ -200,4 +219,5 @@ class PartitionFeed:
         done = await self.handle(self, records)
         offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(done.items()) if p in self._partitions]
         if offsets:
-            await self._call(consumer.commit, offsets=offsets, asynchronous=False)
+            # With marks in the tables the commit only shows the group's lag: it need not hold up the next batch.
+            await self._call(consumer.commit, offsets=offsets, asynchronous=self.resume_from is not None)

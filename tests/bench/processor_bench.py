@@ -219,7 +219,7 @@ def main(settings: Settings, quick: bool) -> None:
     rate, ceiling = throughput(settings, count, "memory://")
     rows = [
         Row("events/s through suppression + engagement, one worker", rate, "events/s", ">= 20,000", rate >= 20_000),
-        Row("events/s of a do-nothing faust agent (faust's ceiling here)", ceiling, "events/s"),
+        Row("events/s of a do-nothing faust agent (faust's stream alone)", ceiling, "events/s"),
         Row("worker / do-nothing agent ratio", rate / ceiling, ""),
     ]
     for store in ("memory://", "rocksdb://"):

@@ -97,9 +97,16 @@ def test_worker_killed_mid_stream_recovers_tables_equal_to_the_model(isolated: t
 
 
 def commit_past_everything(settings: Settings) -> None:
-    """Commit the worker group's events offsets at the end of each partition, as if it had read it all."""
+    """Commit the worker's events offsets at the end of each partition, as if it had read it all: in the
+    group of its events feed and in faust's own group (which read the topic before the feed did)."""
     names = Topics.for_prefix(settings.topic_prefix)
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": names.processors_app})
+    for group in (f"{names.processors_app}-events", names.processors_app):
+        commit_group_at_the_end(settings, group)
+
+
+def commit_group_at_the_end(settings: Settings, group: str) -> None:
+    names = Topics.for_prefix(settings.topic_prefix)
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
     try:
         partitions = consumer.list_topics(names.events, timeout=10).topics[names.events].partitions
         ends = [
@@ -123,11 +130,8 @@ def commit_past_everything(settings: Settings) -> None:
 def test_a_worker_resumed_past_unapplied_events_applies_them(
     isolated: tuple[Settings, Any], more_after_restart: bool
 ) -> None:
-    """faust's committed offset may pass records no batch applied; the tables' own marks find them.
-
-    Mid-stream, the next record of a partition reveals the hole; at the end of a partition, the
-    worker's idle check does.
-    """
+    """A committed offset may pass records no batch applied; the worker goes on from the tables' own
+    marks instead, so it applies them, whether more events follow the restart or none do."""
     settings, worker = isolated
     events = event_stream(23, CAMPAIGNS, 300, domain="hole.example")
     third = len(events) // 3
@@ -146,7 +150,6 @@ def test_a_worker_resumed_past_unapplied_events_applies_them(
         assert_state_matches_the_model(settings, restarted, events)
     else:
         assert_state_matches_the_model(settings, restarted, events[: 2 * third])
-    assert restarted.metric('mailpulse_worker_refilled_total{topic="events"}') == len(skipped)
 
 
 def test_a_second_worker_takes_over_partitions_and_totals_stay_right(isolated: tuple[Settings, Any]) -> None:

@@ -85,10 +85,15 @@ def test_unique_human_opens_count_once_per_message() -> None:
     assert total == {"opens_total": 4, "opens_machine": 1, "opens_unique_human": 1}
 
 
-def test_accumulator_skips_what_it_already_counted() -> None:
-    acc = eng.accumulate(eng.EMPTY_ACCUMULATOR, {"sent": 1}, offset=10)
-    assert eng.accumulate(acc, {"sent": 1}, offset=10) is acc  # redelivered after a crash
-    assert eng.accumulate(acc, {"sent": 1}, offset=11).counts == {"sent": 2}
+def test_tally_skips_what_its_accumulator_already_counted() -> None:
+    stored = eng.Accumulator(offset=10, counts={"sent": 1, "opens_total": 2})
+    tally = eng.Tally(stored)
+    assert not tally.add({"sent": 1}, offset=10)  # redelivered after a crash
+    assert tally.add({"sent": 1, "opens_total": -2}, offset=11)
+    assert tally.add({"clicks_total": 1}, offset=12)
+    assert not tally.add({"clicks_total": 1}, offset=12)
+    assert tally.freeze() == eng.Accumulator(offset=12, counts={"sent": 2, "clicks_total": 1})
+    assert stored.counts == {"sent": 1, "opens_total": 2}  # the stored accumulator is left as it was
 
 
 def test_rollup_keeps_the_newest_partial_of_each_partition() -> None:
