@@ -140,7 +140,8 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         reasons = suppression_reasons(after)
         if reasons == suppression_reasons(before):
             return None
-        log.info("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
+        # Debug: at campaign volume one line per change drowns the log; the audit topic and the metric keep them.
+        log.debug("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
         metrics.suppression_changes.labels("suppressed" if reasons else "cleared").inc()
         return SuppressionChange(
             recipient=address,

@@ -25,8 +25,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import faust
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
@@ -34,8 +33,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Topic
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FeedMessage:
+class FeedMessage(NamedTuple):
     """Where a record came from: faust's stores read ``partition`` from the current event."""
 
     topic: str
@@ -43,13 +41,22 @@ class FeedMessage:
     offset: int
 
 
-@dataclass(frozen=True, eq=False)
 class FeedRecord:
     """One record, shaped like a faust event (``.message``, ``.value``) so table reads and writes
-    through :class:`processors.output.Output` find its partition."""
+    through :class:`processors.output.Output` find its partition.
 
-    message: FeedMessage
-    value: bytes = field(repr=False)
+    A slotted class (weak-referenceable, as faust's current event must be): one is made per record
+    read, and a frozen dataclass cost a few times more to build.
+    """
+
+    __slots__ = ("__weakref__", "message", "value")
+
+    def __init__(self, message: FeedMessage, value: bytes) -> None:
+        self.message = message
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"FeedRecord({self.message!r})"
 
     @classmethod
     def of(cls, msg: Message) -> FeedRecord:
@@ -204,15 +211,17 @@ class PartitionFeed:
 
     def _usable(self, messages: list[Message]) -> list[FeedRecord]:
         records = []
+        # Fetched before a rebalance took the partition away: its new reader reads it again.
+        readable = self._partitions - self._resting.keys()
+        of = FeedRecord.of
         for msg in messages:
             error = msg.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consumer error on %s: %s", self.name, self.topic, error)
                 continue
-            # Fetched before a rebalance took the partition away: its new reader reads it from the commit.
-            if msg.partition() in self._partitions and msg.partition() not in self._resting:
-                records.append(FeedRecord.of(msg))
+            if msg.partition() in readable:
+                records.append(of(msg))
         return records
 
     async def _handle(self, consumer: Consumer, records: list[FeedRecord]) -> None:
