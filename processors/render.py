@@ -18,6 +18,7 @@ import email
 import email.policy
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.header import Header
 from email.message import EmailMessage
@@ -73,21 +74,34 @@ def _link(ctx: RenderContext, path: str, token: str) -> str:
     return f"{ctx.public_base_url}/{path}/{token}"
 
 
-def rewrite_html(body: str, request: SendRequest, ctx: RenderContext) -> str:
+def click_links(request: SendRequest, ctx: RenderContext) -> Callable[[str], str]:
+    """The tracked link for each URL of one message; a URL in both the HTML and the text part (most
+    of them) gets one token, minted once (a token costs more than the rest of its rewriting)."""
+    made: dict[str, str] = {}
+
+    def link(url: str) -> str:
+        held = made.get(url)
+        if held is None:
+            held = made[url] = _link(ctx, "c", ctx.tokens.mint(_claims(request, LinkKind.CLICK, url)))
+        return held
+
+    return link
+
+
+def rewrite_html(body: str, link: Callable[[str], str]) -> str:
     def replace(match: re.Match[str]) -> str:
         url = html.unescape(match.group(3))
-        token = ctx.tokens.mint(_claims(request, LinkKind.CLICK, url))
-        return f"{match.group(1)}{match.group(2)}{_link(ctx, 'c', token)}{match.group(2)}"
+        return f"{match.group(1)}{match.group(2)}{link(url)}{match.group(2)}"
 
     return _HREF.sub(replace, body)
 
 
-def rewrite_text(body: str, request: SendRequest, ctx: RenderContext) -> str:
+def rewrite_text(body: str, link: Callable[[str], str], public_base_url: str) -> str:
     def replace(match: re.Match[str]) -> str:
         url = match.group(1)
-        if url.startswith(ctx.public_base_url):
+        if url.startswith(public_base_url):
             return url
-        return _link(ctx, "c", ctx.tokens.mint(_claims(request, LinkKind.CLICK, url)))
+        return link(url)
 
     return _TEXT_URL.sub(replace, body)
 
@@ -113,8 +127,9 @@ def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
     unsubscribe_url = _link(ctx, "u", ctx.tokens.mint(_claims(request, LinkKind.UNSUBSCRIBE)))
     text, body_html = request.text, request.html
     if request.tracking is not TrackingMode.OFF:
-        body_html = rewrite_html(body_html, request, ctx) if body_html else body_html
-        text = rewrite_text(text, request, ctx) if text else text
+        link = click_links(request, ctx)
+        body_html = rewrite_html(body_html, link) if body_html else body_html
+        text = rewrite_text(text, link, ctx.public_base_url) if text else text
         if body_html:
             pixel = _link(ctx, "o", ctx.tokens.mint(_claims(request, LinkKind.OPEN))) + ".gif"
             body_html = _with_pixel(body_html, pixel)

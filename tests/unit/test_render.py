@@ -55,6 +55,22 @@ def test_full_tracking_rewrites_links_and_adds_pixel() -> None:
     assert "https://t.example.net/c/" in text and "Unsubscribe: https://t.example.net/u/" in text
 
 
+def test_a_url_in_both_parts_gets_one_token_and_each_url_its_own() -> None:
+    request = msgspec.structs.replace(
+        REQUEST,
+        html='<html><body><a href="https://a.example.com/">A</a> <a href="https://b.example.com/">B</a></body></html>',
+        text="A: https://a.example.com/ B: https://b.example.com/",
+    )
+    msg = parse(request)
+    html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    text = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    in_html = [part.split('"')[0] for part in html.split('href="https://t.example.net/c/')[1:]]
+    in_text = [part.split()[0] for part in text.split("https://t.example.net/c/")[1:]]
+    assert in_html == in_text and len(set(in_html)) == 2
+    urls = [CODEC.read(token, LinkKind.CLICK).url for token in in_html]
+    assert urls == ["https://a.example.com/", "https://b.example.com/"]
+
+
 def test_aggregate_tokens_do_not_name_the_recipient() -> None:
     msg = parse(msgspec.structs.replace(REQUEST, tracking=TrackingMode.AGGREGATE))
     html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
