@@ -75,4 +75,7 @@ def serve_worker(settings: Settings) -> None:
 
     app = create_app(settings)
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
+    # No terminal spinner: at WARNING and above faust keeps it and, to spin on every record, sets the root
+    # logger to DEBUG, so every debug call in the worker built a record to throw away (~2 % of its time).
+    worker.spinner = None
     worker.execute_from_commandline()
