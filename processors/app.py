@@ -25,7 +25,6 @@ import faust
 import msgspec
 
 from processors import engagement as eng
-from processors.continuity import Apply, Continuity, RangeReader
 from processors.delivery import (
     SENT_LOG_PENDING,
     RetryPolicy,
@@ -58,6 +57,10 @@ log = logging.getLogger(__name__)
 MAX_RATE_WAIT_SECONDS = 1.0
 
 
+# Applies one batch's records in order (table writes through the Output, not yet flushed).
+Apply = Callable[[Sequence[Any]], None]
+
+
 def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
     names = Topics.for_prefix(settings.topic_prefix)
     app = faust.App(
@@ -79,11 +82,6 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         web_in_thread=False,
         autodiscover=False,
     )
-
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-    partials_topic = raw_topic(names.campaign_partials)
 
     # Keyed like the topics feeding them: each worker holds the state of exactly the partitions it
     # consumes. JSON keys and string values: faust decodes changelog records as JSON when it recovers
@@ -260,40 +258,28 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         publish_partials(batch.write())
         metrics.events.inc(len(sources))
 
-    def in_order(topic: str, label: str, table: Any, mark_key: Callable[[int], str], apply: Apply) -> Continuity:
-        """``apply`` for ``topic``'s batches, holes filled first; flushed (marks included) before a
-        batch's offsets can commit: at-least-once, nothing lost."""
-        continuity = Continuity(
-            app,
-            topic=topic,
-            table=table,
-            mark_key=mark_key,
-            output=output,
-            reader=RangeReader(settings.bootstrap_servers, topic, f"{names.processors_app}-holes"),
-            apply=apply,
-            on_filled=metrics.refilled.labels(label).inc,
-        )
-        continuity.connect()
-        return continuity
+    def in_order(topic: str, table: Any, mark_prefix: str, apply: Apply) -> tuple[Handler, ResumeFrom]:
+        """A feed handler applying ``topic``'s batches to ``table``, and where each partition resumes.
 
-    def events_mark(partition: int) -> str:
-        return f"o|{partition}"
+        The table marks, per source partition, the next offset it expects: written after the batch's
+        other writes, into the same changelog partition, so the mark is durable exactly when they are,
+        and a worker taking the partition reads on from there (no committed offset can promise that).
+        """
 
-    def events_resume_from(partition: int) -> int | None:
-        """Where the engagement table says partition ``partition`` of the events topic goes on."""
-        probe = FeedRecord(FeedMessage(names.events, partition, -1), b"")
-        held = output.read(engagement, events_mark(partition), probe)
-        return int(held) if held else None
+        def resume_from(partition: int) -> int | None:
+            probe = FeedRecord(FeedMessage(topic, partition, -1), b"")
+            held = output.read(table, f"{mark_prefix}{partition}", probe)
+            return int(held) if held else None
 
-    async def track_events(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
-        """Suppression and engagement for one batch; each partition's mark is written after the batch's
-        other writes to its changelog partition, and all of it is acknowledged before the next batch."""
-        apply_events(records)
-        last = {record.message.partition: record for record in records}
-        for partition, record in last.items():
-            output.write(engagement, events_mark(partition), str(record.message.offset + 1), record)
-        await output.flush()
-        return {partition: record.message.offset + 1 for partition, record in last.items()}
+        async def handle(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+            apply(records)
+            last = {record.message.partition: record for record in records}
+            for partition, record in last.items():
+                output.write(table, f"{mark_prefix}{partition}", str(record.message.offset + 1), record)
+            await output.flush()  # acknowledged, marks included, before the next batch
+            return {partition: record.message.offset + 1 for partition, record in last.items()}
+
+        return handle, resume_from
 
     def raise_alert(campaign: str, level: str, counts: eng.Counts) -> None:
         delivered = counts.get("delivered", 0)
@@ -354,20 +340,6 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
                 rollups[campaign] = (msgspec.structs.replace(rollup, alert_level=level), source)
         for key, (rollup, source) in rollups.items():
             output.write(campaign_totals, key, eng.encode_state(rollup), source)
-
-    partials_in_order = in_order(
-        names.campaign_partials,
-        "campaign-partials",
-        campaign_totals,
-        # No campaign id starts with a control character (rollups are keyed by the bare id).
-        lambda partition: f"\x1eoffset|{partition}",
-        apply_partials,
-    )
-
-    @app.agent(partials_topic, concurrency=1)
-    async def roll_up(stream: Any) -> Any:
-        async for taken in stream.take_events(settings.event_batch_size, within=0.05):
-            await partials_in_order.run(taken)
 
     def gate(request: SendRequest, source: Any) -> list[str]:
         """Why this request must not be mailed now; empty when it may."""
@@ -489,8 +461,12 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         return done
 
     # Beside faust's consumer, each with its own: a backlog of sends or retries never delays an event.
+    track_events, events_resume_from = in_order(names.events, engagement, "o|", apply_events)
+    # No campaign id starts with a control character (rollups are keyed by the bare id).
+    roll_up, partials_resume_from = in_order(names.campaign_partials, campaign_totals, "\x1eoffset|", apply_partials)
     feeds: list[tuple[str, str, int, Handler, ResumeFrom | None]] = [
         ("events", names.events, settings.event_batch_size, track_events, events_resume_from),
+        ("rollup", names.campaign_partials, settings.event_batch_size, roll_up, partials_resume_from),
         ("sender", names.outbox, settings.send_batch_size, send_batch, None),
         ("retries", names.retry, 500, release_retries, None),
     ]

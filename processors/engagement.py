@@ -134,13 +134,24 @@ def contribution(state: MessageState) -> HourlyCounts:
 
 
 def _subtract(after: HourlyCounts, before: HourlyCounts) -> HourlyCounts:
+    """``after - before`` per hour and key, without zeros (no key and hour sets built: it runs per event)."""
     delta: HourlyCounts = {}
-    for hour in after.keys() | before.keys():
-        a, b = after.get(hour, {}), before.get(hour, {})
-        changed = {key: a.get(key, 0) - b.get(key, 0) for key in a.keys() | b.keys()}
-        changed = {key: value for key, value in changed.items() if value}
+    for hour, a in after.items():
+        b = before.get(hour)
+        if b is None:
+            changed = {key: value for key, value in a.items() if value}
+        else:
+            changed = {key: value - b.get(key, 0) for key, value in a.items() if value != b.get(key, 0)}
+            for key, value in b.items():
+                if key not in a and value:
+                    changed[key] = -value
         if changed:
             delta[hour] = changed
+    for hour, b in before.items():
+        if hour not in after:
+            changed = {key: -value for key, value in b.items() if value}
+            if changed:
+                delta[hour] = changed
     return delta
 
 

@@ -26,12 +26,6 @@ class WorkerMetrics:
             ["level"],
             registry=self.registry,
         )
-        self.refilled = Counter(
-            "mailpulse_worker_refilled",
-            "Records the consumer resumed past unapplied, read again and applied",
-            ["topic"],
-            registry=self.registry,
-        )
         self.poison = Counter(
             "mailpulse_worker_undecodable", "Records skipped as undecodable", ["topic"], registry=self.registry
         )

@@ -13,9 +13,10 @@ co-partitioned): a worker reads partition *p* only while it holds partition *p* 
 only once faust has recovered them. A rebalance waits for the batch in hand.
 
 Offsets are committed (group ``<app>-<name>``, manual assignment) only after a batch's handler
-returned, so a crash re-reads what was not finished: at-least-once, like the agents. A feed whose
-tables record how far each partition got (``resume_from``) starts there instead: that mark is
-durable exactly when the batch's table writes are, which no separately committed offset can promise.
+returned, so a crash re-reads what was not finished: at-least-once. A feed whose tables record how
+far each partition got (``resume_from``) starts there instead, or at the beginning when there is no
+mark: that mark is durable exactly when the batch's table writes are, which no separately committed
+offset can promise (faust's was seen to pass records no batch had applied).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, cast
 
 import faust
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +134,21 @@ class PartitionFeed:
         tps = [TopicPartition(self.topic, p, self._start_offset(p)) for p in sorted(partitions)]
         await self._call(consumer.assign, tps)
         self._assigned = partitions
-        starts = {tp.partition: tp.offset for tp in tps if tp.offset != OFFSET_INVALID}
-        log.info(
-            "%s reads %s partitions %s%s",
-            self.name, self.topic, sorted(partitions) or "none", f" from the tables' marks {starts}" if starts else "",
-        )  # fmt: skip
+        starts = {
+            tp.partition: "beginning" if tp.offset == OFFSET_BEGINNING else tp.offset
+            for tp in tps
+            if tp.offset != OFFSET_INVALID
+        }
+        origin = f" from {starts} (the tables' marks)" if starts else ""
+        log.info("%s reads %s partitions %s%s", self.name, self.topic, sorted(partitions) or "none", origin)
 
     def _start_offset(self, partition: int) -> int:
-        mark = self.resume_from(partition) if self.resume_from is not None else None
-        return OFFSET_INVALID if mark is None else mark
+        if self.resume_from is None:
+            return OFFSET_INVALID  # the committed offset
+        mark = self.resume_from(partition)
+        # No mark: nothing from this partition was ever durably applied (or the tables were deleted to be
+        # rebuilt), so all of it is read, whatever offset the group committed.
+        return OFFSET_BEGINNING if mark is None else mark
 
     @property
     def _partitions(self) -> frozenset[int]:
