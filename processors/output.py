@@ -1,10 +1,10 @@
 """Everything the worker writes to Kafka, through one librdkafka producer, acknowledged per batch.
 
 faust sends each record (table changelogs included) through its Python producer path, tens of
-microseconds a record; the agents write a few records per event, so that path capped a worker at a
+microseconds a record; the worker writes a few records per event, so that path capped a worker at a
 few thousand events/s. Here records go to librdkafka (acks=all, idempotent, murmur2 like every
-producer of the project) and an agent awaits :meth:`Output.flush` before its batch's offsets can be
-committed: at-least-once, as before.
+producer of the project) and a feed's handler awaits :meth:`Output.flush` before its batch's offsets
+can be committed: at-least-once, as before.
 
 Table writes keep faust's changelog format (JSON key and value, the source event's partition), so
 faust recovers the tables from these records as it does from its own. A write reaches the table's
@@ -38,8 +38,8 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 class event_context:  # lower case: used like a function, as it was one
     """Make ``event`` faust's current event, as stream iteration does for one event at a time.
 
-    Batched agents (``take_events``) and feeds have no current event, and faust stores need one: its
-    partition is where a write goes. A class rather than ``@contextmanager``: it runs for every table
+    Records read by a feed are no faust events, and faust stores need a current event: its partition
+    is where a write goes. A class rather than ``@contextmanager``: it runs for every table
     read and write, and a generator costs several times more.
     """
 
