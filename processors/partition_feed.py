@@ -5,8 +5,9 @@ full. A campaign's backlog in the outbox (or a retry waiting for its time) then 
 events topic behind it: an unsubscribe took seconds to reach the suppression table while a large
 campaign was sending (`make bench`, sender suite). The sender reads the outbox and the retry topic
 here instead, each with a librdkafka consumer of its own, so a backlog there never delays an event.
-The events topic is read here too: faust's per-record stream machinery cost about as much as the
-suppression and engagement work itself (`make bench`, processors suite).
+The events and the campaign partials are read here too: faust's per-record stream machinery cost
+about as much as the suppression and engagement work itself (`make bench`, processors suite), so
+faust runs no agent; it holds the tables.
 
 The partitions follow faust's active assignment of a table changelog (every topic of the worker is
 co-partitioned): a worker reads partition *p* only while it holds partition *p* of the tables, and
