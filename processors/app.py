@@ -1,8 +1,8 @@
 """The faust app: events (suppression and engagement), campaign rollup, gated sender, retries.
 
-faust holds the tables (changelogs, recovery, rebalances) and runs the rollup agent; events, send
-requests and retries are read by :class:`processors.partition_feed.PartitionFeed` consumers beside it,
-on the partitions faust gave this worker.
+faust holds the tables (changelogs, recovery, rebalances) and runs no agent; events, campaign
+partials, send requests and retries are read by :class:`processors.partition_feed.PartitionFeed`
+consumers beside it, on the partitions faust gave this worker.
 
 Wiring only; the rules live in :mod:`processors.suppression`, :mod:`processors.engagement`,
 :mod:`processors.delivery` and :mod:`processors.render`, the HTTP views in :mod:`processors.views`.

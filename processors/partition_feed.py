@@ -207,7 +207,7 @@ class PartitionFeed:
                     except Exception:
                         failures += 1
                         log.exception("%s: batch failed (%d in a row); it is read again", self.name, failures)
-                        self._assigned = None  # back to the committed offsets: the batch was not committed
+                        self._assigned = None  # back to the marks or committed offsets: the batch is read again
                 # A pause that grows while the failure lasts (the broker or the relay down), outside the lock
                 # so a rebalance need not wait for it.
                 await asyncio.sleep(min(30.0, 2.0 ** (failures - 1)))

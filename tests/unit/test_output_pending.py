@@ -39,9 +39,6 @@ class FakeTable:
     def changelog_topic(self) -> FakeChangelog:
         return FakeChangelog(f"{self.name}-changelog")
 
-    def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
 
 @dataclass
 class FakeMessage:
