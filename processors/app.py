@@ -272,11 +272,12 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             return int(held) if held else None
 
         async def handle(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+            since = output.begin()
             apply(records)
             last = {record.message.partition: record for record in records}
             for partition, record in last.items():
                 output.write(table, f"{mark_prefix}{partition}", str(record.message.offset + 1), record)
-            await output.flush()  # acknowledged, marks included, before the next batch
+            await output.flush(since)  # acknowledged, marks included, before the next batch
             return {partition: record.message.offset + 1 for partition, record in last.items()}
 
         return handle, resume_from
@@ -353,6 +354,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         (acknowledged) -> offsets commit. A crash anywhere loses no request; one between an SMTP answer
         and its sent mark can mail that message twice, and the redelivery counts it.
         """
+        since = output.begin()
         now = utcnow()
         outgoing: list[tuple[SendRequest, Any, float]] = []
         taken: set[str] = set()
@@ -381,7 +383,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             taken.add(request.message_id)
             outgoing.append((request, source, wait))
             output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
-        await output.flush()
+        await output.flush(since)
 
         async def deliver(request: SendRequest, source: Any, wait: float) -> tuple[SmtpOutcome | list[str], datetime]:
             if wait > 0:
@@ -422,7 +424,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         for r in retries:
             output.produce(names.retry, key=r.recipient.encode(), value=encode(r))
         # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
-        await output.flush()
+        await output.flush(since)
 
     async def send_batch(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
         batch = []

@@ -93,8 +93,16 @@ class PendingWrite(NamedTuple):
 
 
 class Output:
-    def __init__(self, settings: Settings) -> None:
-        self._producer = Producer(producer_config(settings, **{"linger.ms": 2, "batch.size": 1_000_000}))
+    """Shared by every feed of the worker; a feed's batch starts with :meth:`begin` and ends with :meth:`flush`.
+
+    When Kafka refuses a record, every table write not yet in its store is dropped, whoever made it: some
+    of their changelog records may be missing, and a store must not get a value its changelog lacks. Each
+    batch that had writes in flight then fails at its flush and is read again from its tables' marks (or
+    its committed offsets), which the dropped writes no longer hide; applying it again writes them again.
+    """
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self._producer = Producer(producer_config(settings, **{"linger.ms": 2, "batch.size": 1_000_000, **overrides}))
         self._lock = threading.Lock()
         self._errors: list[str] = []
         # Table writes in write order, not yet in their stores, and the latest of them per key.
@@ -103,6 +111,9 @@ class Output:
         self._latest: dict[tuple[int, str], tuple[int, str]] = {}
         # Write seq -> changelog offset, from delivery reports: what a store may remember it holds.
         self._offsets: dict[int, int] = {}
+        # How many times pending writes were dropped, and the last seq dropped.
+        self._drops = 0
+        self._dropped_upto = 0
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -153,7 +164,8 @@ class Output:
                 self._on_delivery(err, msg)
                 return
             with self._lock:
-                self._offsets[seq] = msg.offset() or 0
+                if seq > self._dropped_upto:
+                    self._offsets[seq] = msg.offset() or 0
 
         self.produce(
             table.changelog_topic.get_topic_name(),
@@ -163,17 +175,36 @@ class Output:
             on_delivery=delivered,
         )
 
-    async def flush(self) -> None:
+    def begin(self) -> int:
+        """A batch starts: pass the answer to :meth:`flush`, which then fails if writes were dropped since."""
+        return self._drops
+
+    async def flush(self, since: int | None = None) -> None:
         """Wait until Kafka acknowledged everything produced so far, then apply the table writes made
-        before this call to their stores; raise if anything was refused."""
+        before this call to their stores.
+
+        Raises :class:`OutputError` if anything was refused (dropping every pending write), or if pending
+        writes were dropped since ``since`` (from :meth:`begin`): this batch's own writes may be among them.
+        """
         upto = self._seq
         loop = asyncio.get_running_loop()
         remaining = await loop.run_in_executor(None, self._producer.flush, 300.0)
         with self._lock:
             errors, self._errors = self._errors, []
         if errors or remaining:
+            self._drop()
             raise OutputError(f"{len(errors) + remaining} record(s) not acknowledged: {'; '.join(errors[:3])}")
+        if since is not None and since != self._drops:
+            raise OutputError("table writes of this batch were dropped after another batch's records were refused")
         self._apply(upto)
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._offsets.clear()
+            self._dropped_upto = self._seq
+        self._pending.clear()
+        self._latest.clear()
+        self._drops += 1
 
     def _apply(self, upto: int) -> None:
         from faust.types import TP

@@ -1,15 +1,19 @@
 """Worker table writes reach their stores only once acknowledged; the worker reads its pending writes meanwhile.
 
 The producer here points at a closed port: nothing is delivered, and ``_apply`` stands in for the
-acknowledgement a real flush waits for (the broker round trip is covered by the recovery tests).
+acknowledgement a real flush waits for (the broker round trip is covered by the recovery tests). With a
+short delivery timeout the same producer shows what a refusal does.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.output import Output
+import pytest
+
+from processors.output import Output, OutputError
 from schemas.settings import Settings
 
 
@@ -85,3 +89,31 @@ def test_a_write_made_during_a_flush_stays_pending_and_wins() -> None:
     assert table.data["m1"] == "pending"  # the acknowledged value only
     assert out.read(table, "m1", FakeEvent(FakeMessage(0))) == "sent:2026-11-27T00:00:00Z"
     assert list(table.data.persisted.values()) == [7]  # never past what the store holds
+
+
+def test_a_refusal_drops_every_pending_write_and_fails_each_batch_in_flight() -> None:
+    # librdkafka gives up on each record after 200 ms: the broker "refused" them.
+    out = Output(Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), **{"message.timeout.ms": 200})
+    table, source = FakeTable("engagement"), FakeEvent(FakeMessage(0, offset=5))
+    table.data["o|0"] = "5"  # the durable mark: partition 0 resumes at offset 5
+
+    async def batches() -> None:
+        other = out.begin()  # another feed's batch, still open
+        out.write(table, "b", "written by the other batch", source)
+        mine = out.begin()
+        out.write(table, "k", "counts", source)
+        out.write(table, "o|0", "9", source)
+        with pytest.raises(OutputError, match="not acknowledged"):
+            await out.flush(mine)
+        # Read again from the durable mark, the batch finds none of its own writes.
+        assert out.read(table, "o|0", source) == "5"
+        assert out.read(table, "k", source) is None and "k" not in table.data
+        # The other batch's write was dropped too, so its flush fails although its records caused nothing.
+        assert out.read(table, "b", source) is None
+        with pytest.raises(OutputError, match="dropped"):
+            await out.flush(other)
+        later = out.begin()  # a batch begun after the refusal is not failed by it
+        await out.flush(later)
+
+    asyncio.run(batches())
+    assert dict(table.data) == {"o|0": "5"}
