@@ -2,9 +2,10 @@
 
 A pixel answer depends only on whether its token is authentic (a 404
 otherwise), so the request path checks the token's HMAC (hashlib, a couple of
-microseconds) and queues ``(token, user agent, client ip, time)``. A helper
-process, on the other core, decrypts, classifies, builds the ``open`` event and
-hands it to its own Kafka producer. Batches cross a pipe every few
+microseconds) and queues the token's bytes, which key signed them, the user
+agent, client ip and time. A helper process, on the other core, decrypts what
+the request path authenticated, classifies, builds the ``open`` event and hands
+it to its own Kafka producer. Batches cross a pipe every few
 milliseconds; a full pipe blocks the request loop (backpressure, nothing is
 dropped). The pixel never waited for Kafka anyway; what is queued when the
 helper dies is lost, as it would be in a producer's memory.
@@ -30,12 +31,14 @@ from schemas.codec import encode
 from schemas.events import Open
 from schemas.keys import recipient_key
 from schemas.settings import Settings
-from schemas.tokens import LinkKind, TokenCodec, TokenError
+from schemas.tokens import Authenticated, LinkKind, TokenCodec, TokenError
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 
-PixelHit = tuple[str, str, str, float]  # token, user agent, client ip, unix time
+# An authenticated token's bytes and key index (schemas.tokens.Authenticated, a plain tuple in the pipe),
+# user agent, client ip, unix time.
+PixelHit = tuple[bytes, int, str, str, float]
 # Fewer, larger hand-offs cost the request loop less (each is a pickle, a write and a wake-up of the
 # helper); the pixel has already been answered, so the wait only delays the event by milliseconds.
 FLUSH_SECONDS = 0.02
@@ -62,9 +65,9 @@ def _yield_to_requests() -> None:
 
 def open_event_for_hit(codec: TokenCodec, hit: PixelHit, keep_full_ip: bool) -> Open | None:
     """The open event for one pixel hit, or None when the token is not an open token."""
-    token, user_agent, ip, when = hit
+    data, key, user_agent, ip, when = hit
     try:
-        claims = codec.read(token, LinkKind.OPEN)
+        claims = codec.open(Authenticated(data, key), LinkKind.OPEN)
     except TokenError:
         return None
     return open_event(claims, user_agent, ip, datetime.fromtimestamp(when, UTC), keep_full_ip)

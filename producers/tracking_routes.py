@@ -79,7 +79,8 @@ class OpenPixel:
     async def serve(ctx: EdgeContext, token: str, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one pixel request through the helper (``ctx.pixels``); returns the status sent."""
         assert ctx.pixels is not None
-        if not ctx.tokens.authentic(token):
+        authenticated = ctx.tokens.authenticate(token)
+        if authenticated is None:
             ctx.metrics.rejected_tokens.labels("open").inc()
             response = PlainTextResponse("invalid or tampered token\n", status_code=404, headers=NO_STORE)
             await response(scope, receive, send)
@@ -90,7 +91,7 @@ class OpenPixel:
                 user_agent = value[:512].decode("latin-1")
                 break
         client = scope.get("client")
-        ctx.pixels.submit((token, user_agent, client[0] if client else "", time.time()))
+        ctx.pixels.submit((authenticated.data, authenticated.key, user_agent, client[0] if client else "", time.time()))
         await send(_PIXEL_START)
         await send(_PIXEL_BODY)
         return 200
