@@ -169,10 +169,6 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             held = self.messages.get(key)
             return held[0] if held else eng.decode_message(output.read(engagement, key, source))
 
-        def accumulator(self, key: str, source: Any) -> eng.Accumulator:
-            held = self.counts.get(key)
-            return held[0].freeze() if held else eng.decode_accumulator(output.read(engagement, key, source))
-
         def add(self, event: AnyEvent, source: Any) -> None:
             partition, offset = source.message.partition, source.message.offset
             campaign = event.campaign_id
@@ -202,13 +198,17 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             self.touched[key] = (*what, src)
 
         def write(self) -> list[CampaignPartial]:
+            counted: dict[str, eng.Accumulator] = {}
             for key, (tally, source) in self.counts.items():
-                output.write(engagement, key, eng.encode_state(tally.freeze()), source)
+                counted[key] = tally.freeze()
+                output.write(engagement, key, eng.encode_state(counted[key]), source)
             for key, (state, source) in self.messages.items():
                 output.write(engagement, key, eng.encode_state(state), source)
             partials = []
             for key, (campaign, partition, hour, source) in self.touched.items():
-                acc = self.accumulator(key, source)
+                acc = counted.get(key)
+                if acc is None:  # not changed by this batch: published as stored
+                    acc = eng.decode_accumulator(output.read(engagement, key, source))
                 if acc.offset < 0:
                     continue
                 partials.append(
