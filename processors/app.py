@@ -5,7 +5,8 @@ partials, send requests and retries are read by :class:`processors.partition_fee
 consumers beside it, on the partitions faust gave this worker.
 
 Wiring only; the rules live in :mod:`processors.suppression`, :mod:`processors.engagement`,
-:mod:`processors.delivery` and :mod:`processors.render`, the HTTP views in :mod:`processors.views`.
+:mod:`processors.delivery` and :mod:`processors.render`, the HTTP views in :mod:`processors.views`;
+SMTP runs in the delivery process of :mod:`processors.courier`.
 
 At-least-once, one batch at a time per topic (faust's ``exactly_once`` has open duplicate bugs on
 rebalance); state is made idempotent by event id, message id and source offset.
@@ -17,30 +18,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import faust
 import msgspec
 
 from processors import engagement as eng
+from processors.courier import Courier, Delivered
 from processors.delivery import (
     SENT_LOG_PENDING,
     RetryPolicy,
-    SmtpOutcome,
     decide,
     sent_log_state,
     sent_log_value,
     skipped,
 )
-from processors.dkim_signing import DkimSigner
-from processors.mailer import Mailer, MailerPool, SmtpMailer
 from processors.metrics import WorkerMetrics
 from processors.output import Output
 from processors.partition_feed import FeedMessage, FeedRecord, Handler, PartitionFeed, ResumeFrom
 from processors.ratelimit import DomainLimits, RateLimiter, recipient_domain
-from processors.render import RenderContext, RenderError, render_message
 from processors.routing import partition_for
 from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
 from processors.views import register_views
@@ -48,7 +45,6 @@ from schemas.codec import DecodeError, decode_campaign_partial, decode_event, de
 from schemas.events import AnyEvent, CampaignPartial, ComplaintAlert, SendRequest, SuppressionChange, utcnow
 from schemas.keys import normalize_address, recipient_key
 from schemas.settings import Settings
-from schemas.tokens import TokenCodec
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -61,7 +57,7 @@ MAX_RATE_WAIT_SECONDS = 1.0
 Apply = Callable[[Sequence[Any]], None]
 
 
-def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
+def create_app(settings: Settings) -> faust.App:
     names = Topics.for_prefix(settings.topic_prefix)
     app = faust.App(
         names.processors_app,
@@ -105,21 +101,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         settings.complaint_warning_rate, settings.complaint_critical_rate, settings.complaint_alert_min_delivered
     )
     retry_policy = RetryPolicy(max_attempts=settings.max_send_attempts, base_seconds=settings.retry_base_seconds)
-    render_ctx = RenderContext(
-        tokens=TokenCodec(settings.secret_keys),
-        public_base_url=settings.public_base_url,
-        unsubscribe_mailto=settings.unsubscribe_mailto,
-        bounce_domain=settings.bounce_domain,
-    )
-    signer = None
-    if settings.dkim_selector:
-        signer = DkimSigner.from_files(
-            settings.dkim_selector, settings.dkim_domain, Path(settings.dkim_private_key_file)
-        )
-    if mailer is not None:
-        pool = MailerPool(lambda: mailer, 1)
-    else:
-        pool = MailerPool(lambda: SmtpMailer(settings.smtp_url, signer=signer), settings.smtp_connections)
+    courier = Courier(settings)
     metrics = WorkerMetrics()
     output = Output(settings)
     rates = dict(settings.domain_rate_limits)
@@ -348,7 +330,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
         return suppression_reasons(entry, request.list_id)
 
     async def handle_sends(batch: list[tuple[SendRequest, Any]]) -> None:
-        """Gate every request, send the rest concurrently over the pool, then publish every outcome.
+        """Gate every request, send the rest concurrently through the delivery process, then publish every outcome.
 
         Order per batch: pending marks in the sent-log (acknowledged) -> SMTP -> sent marks and events
         (acknowledged) -> offsets commit. A crash anywhere loses no request; one between an SMTP answer
@@ -385,24 +367,16 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> faust.App:
             output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
         await output.flush(since)
 
-        async def deliver(request: SendRequest, source: Any, wait: float) -> tuple[SmtpOutcome | list[str], datetime]:
+        async def deliver(request: SendRequest, source: Any, wait: float) -> Delivered:
             if wait > 0:
                 await asyncio.sleep(wait)  # the domain's rate limit
-            async with pool.connection() as mailer:
-                # Checked again once a connection is free: an unsubscribe that arrived while the
-                # batch waited still stops this message.
-                late = gate(request, source)
-                if late:
-                    return late, utcnow()
-                try:
-                    rendered = render_message(request, render_ctx)
-                except RenderError as exc:  # refused at intake; a request from elsewhere is skipped, not fatal
-                    return [f"unrenderable: {exc}"], utcnow()
-                outcome = await mailer.send(rendered)
-                return outcome, utcnow()  # the event time is when the relay answered
+            # Checked again right before the hand-off: an unsubscribe that arrived while the batch
+            # waited still stops this message.
+            return await courier.deliver(request, lambda: gate(request, source))
 
         results = await asyncio.gather(*(deliver(request, source, wait) for request, source, wait in outgoing))
-        for (request, source, _), (outcome, answered_at) in zip(outgoing, results, strict=True):
+        for (request, source, _), delivered in zip(outgoing, results, strict=True):
+            outcome, answered_at = delivered.outcome, delivered.at
             if isinstance(outcome, list):
                 metrics.sends.labels("skipped").inc()
                 events.append(skipped(request, outcome, answered_at))

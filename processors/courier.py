@@ -1,0 +1,268 @@
+"""Render and SMTP in a delivery process of the worker's own, beside its stream loop.
+
+The worker's event loop reads Kafka, gates each request against the suppression table,
+keeps the sent-log and publishes the outcomes. Rendering a message and speaking SMTP
+(aiosmtplib: a few hundred microseconds of Python a message) would take most of that loop,
+so a spawned delivery process does them, on the other core, with its own pool of reused
+connections.
+
+The loop hands a request over only once the delivery process has room for it (a window of
+a few per connection), and checks the suppression table again right before: an
+unsubscribe applied while its batch waited still stops the message. Requests and outcomes
+cross a socket pair as length-prefixed msgpack frames, several per frame when they come
+together. If the delivery process dies, every request in it fails with
+:class:`CourierError` (its batch is read again; the sent-log counts what may have gone
+out), and the next request starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from processors.delivery import SmtpOutcome
+from processors.dkim_signing import DkimSigner
+from processors.mailer import MailerPool, SmtpMailer
+from processors.render import RenderContext, RenderedMessage, RenderError, render_message
+from schemas.events import SendRequest
+from schemas.settings import Settings
+from schemas.tokens import TokenCodec
+
+log = logging.getLogger(__name__)
+
+# Requests handed over per connection before the loop waits: enough that the delivery process never
+# runs dry while the loop is busy with Kafka for a few milliseconds, few enough that the suppression
+# check before the hand-off stays milliseconds old when the message goes out.
+QUEUED_PER_CONNECTION = 4
+# The delivery process holds finished outcomes this long for others to share their frame.
+OUTCOME_LINGER_SECONDS = 0.001
+_LENGTH = struct.Struct("!I")
+
+
+class Job(msgspec.Struct, array_like=True):
+    seq: int
+    envelope_from: str
+    recipient: str
+    data: bytes
+
+
+class Outcome(msgspec.Struct, array_like=True):
+    seq: int
+    code: int  # the SMTP answer; 0 when none came (connection failed)
+    reply: str
+    answered_at: float  # unix time
+
+
+class CourierError(RuntimeError):
+    """The delivery process went away with requests in it; whether they were mailed is unknown."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What happened to one request: an SMTP outcome, or the reasons it was not sent."""
+
+    outcome: SmtpOutcome | list[str]
+    at: datetime
+
+
+def render_context(settings: Settings) -> RenderContext:
+    return RenderContext(
+        tokens=TokenCodec(settings.secret_keys),
+        public_base_url=settings.public_base_url,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        bounce_domain=settings.bounce_domain,
+    )
+
+
+def smtp_pool(settings: Settings) -> MailerPool:
+    signer = None
+    if settings.dkim_selector:
+        key_file = Path(settings.dkim_private_key_file)
+        signer = DkimSigner.from_files(settings.dkim_selector, settings.dkim_domain, key_file)
+    return MailerPool(lambda: SmtpMailer(settings.smtp_url, signer=signer), settings.smtp_connections)
+
+
+async def deliver_one(job: Job, pool: MailerPool) -> Outcome:
+    async with pool.connection() as mailer:
+        outcome = await mailer.send(RenderedMessage(job.data, job.envelope_from, job.recipient))
+    return Outcome(job.seq, outcome.code, outcome.reply, time.time())  # when the relay answered
+
+
+class _Frames:
+    """Length-prefixed msgpack frames over a stream. Items put within ``linger`` seconds (or one loop
+    turn) go as one frame: each write is a system call and a wake-up of the other side, which on a
+    busy machine cost more than the items do."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decode: Callable[[bytes], list[Any]],
+        linger: float = 0.0,
+        most: int = 1 << 30,
+    ) -> None:
+        self.reader, self.writer, self._decode = reader, writer, decode
+        self._linger, self._most = linger, most
+        self._pending: list[msgspec.Struct] = []
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._encoder = msgspec.msgpack.Encoder()
+
+    def put(self, item: msgspec.Struct) -> None:
+        self._pending.append(item)
+        if len(self._pending) >= self._most:
+            self.flush()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._linger, self.flush) if self._linger else loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        if self.writer.is_closing():
+            self._pending.clear()
+            return
+        frame = self._encoder.encode(self._pending)
+        self._pending = []
+        self.writer.write(_LENGTH.pack(len(frame)) + frame)
+
+    async def read(self) -> list[Any]:
+        (size,) = _LENGTH.unpack(await self.reader.readexactly(_LENGTH.size))
+        return self._decode(await self.reader.readexactly(size))
+
+
+async def _streams(conn: Connection) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    conn.close()
+    return await asyncio.open_connection(sock=sock)
+
+
+def _process_main(settings: Settings, conn: Connection) -> None:
+    asyncio.run(_serve(settings, conn))
+
+
+async def _serve(settings: Settings, conn: Connection) -> None:
+    """The delivery process: each job sent over the pool as it arrives, until the worker goes."""
+    reader, writer = await _streams(conn)
+    # Answers wait up to a millisecond for company (the worker queued enough to cover it).
+    frames = _Frames(
+        reader, writer, msgspec.msgpack.Decoder(list[Job]).decode, OUTCOME_LINGER_SECONDS, settings.smtp_connections
+    )
+    pool = smtp_pool(settings)
+    running: set[asyncio.Task[None]] = set()
+
+    async def run(job: Job) -> None:
+        frames.put(await deliver_one(job, pool))
+
+    try:
+        while True:
+            try:
+                jobs = await frames.read()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the worker is gone: nobody is left to record an outcome
+            for job in jobs:
+                task = asyncio.create_task(run(job))
+                running.add(task)
+                task.add_done_callback(running.discard)
+    finally:
+        for task in running:
+            task.cancel()
+        await pool.close()
+
+
+class Courier:
+    """The worker's side: hands requests to the delivery process and waits for their outcomes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._render = render_context(settings)
+        smtp_pool(settings)  # a bad MAILPULSE_SMTP_URL or DKIM key stops the worker now, not its delivery process
+        self.settings = settings
+        self._context = multiprocessing.get_context("spawn")
+        self._window = asyncio.Semaphore(settings.smtp_connections * QUEUED_PER_CONNECTION)
+        self._process: SpawnProcess | None = None
+        self._frames: _Frames | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self._seq = 0
+        self._starting = asyncio.Lock()
+
+    async def _started(self) -> _Frames:
+        async with self._starting:
+            if self._frames is not None and self._reading is not None and not self._reading.done():
+                return self._frames
+            ours, theirs = self._context.Pipe(duplex=True)
+            process = self._context.Process(
+                target=_process_main, args=(self.settings, theirs), daemon=True, name="mailpulse-delivery"
+            )
+            process.start()
+            theirs.close()
+            reader, writer = await _streams(ours)
+            self._process = process
+            self._frames = _Frames(reader, writer, msgspec.msgpack.Decoder(list[Outcome]).decode)
+            self._reading = asyncio.create_task(self._read(self._frames))
+            connections = self.settings.smtp_connections
+            log.info("delivery process %d started with %d SMTP connections", process.pid, connections)
+            return self._frames
+
+    async def _read(self, frames: _Frames) -> None:
+        try:
+            while True:
+                for outcome in await frames.read():
+                    future = self._waiting.pop(outcome.seq, None)
+                    if future is not None and not future.done():
+                        future.set_result(outcome)
+        except (asyncio.IncompleteReadError, ConnectionError, msgspec.DecodeError) as exc:
+            exitcode = self._process.exitcode if self._process is not None else None
+            log.error("delivery process gone (exit %s): %s", exitcode, exc)
+        finally:
+            frames.writer.close()
+            waiting, self._waiting = self._waiting, {}
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(CourierError("the delivery process exited with this message in it"))
+
+    async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> Delivered:
+        """Send ``request`` unless ``still_barred()``, asked once there is room, names a reason not to."""
+        async with self._window:
+            frames = await self._started()
+            barred = still_barred()
+            if barred:
+                return Delivered(barred, datetime.now(UTC))
+            try:
+                rendered = render_message(request, self._render)
+            except RenderError as exc:  # refused at intake; a request from elsewhere is skipped, not fatal
+                return Delivered([f"unrenderable: {exc}"], datetime.now(UTC))
+            self._seq += 1
+            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            self._waiting[self._seq] = future
+            frames.put(Job(self._seq, rendered.envelope_from, rendered.recipient, rendered.data))
+            outcome = await future
+        return Delivered(SmtpOutcome(outcome.code, outcome.reply), datetime.fromtimestamp(outcome.answered_at, UTC))
+
+    async def close(self, timeout: float = 10.0) -> None:
+        if self._frames is not None:
+            self._frames.writer.close()
+        if self._reading is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+        if self._process is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._process.join, timeout)
+            if self._process.is_alive():
+                self._process.kill()

@@ -1,0 +1,146 @@
+"""The worker's delivery process against a real SMTP server (aiosmtpd): answers, the late gate, death."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import mailbox
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailpulse.smtp_sink import MaildirHandler
+from processors.courier import Courier, CourierError, Delivered
+from processors.delivery import SmtpOutcome
+from schemas.events import SendRequest, message_id_for, utcnow
+from schemas.settings import Settings
+
+
+class SlowHandler(MaildirHandler):
+    """The embedded sink, except that mail for ``slow@`` is answered only after a long pause."""
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if any(rcpt.startswith("slow@") for rcpt in envelope.rcpt_tos):
+            await asyncio.sleep(20)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture()
+def relay(tmp_path: Path) -> Iterator[tuple[Settings, Path]]:
+    maildir, port = tmp_path / "Maildir", free_port()
+    controller = Controller(SlowHandler(maildir), hostname="127.0.0.1", port=port)
+    controller.start()
+    settings = Settings.from_env(
+        {
+            "MAILPULSE_SMTP_URL": f"smtp://127.0.0.1:{port}",
+            "MAILPULSE_SECRET_KEYS": "delivery-test",
+            "MAILPULSE_SMTP_CONNECTIONS": "2",
+            "MAILPULSE_VAR_DIR": str(tmp_path / "var"),
+        }
+    )
+    try:
+        yield settings, maildir
+    finally:
+        controller.stop()
+
+
+def request(recipient: str, subject: str = "Hello") -> SendRequest:
+    return SendRequest(
+        message_id=message_id_for("courier", recipient),
+        campaign_id="courier",
+        recipient=recipient,
+        list_id="news",
+        from_address="News <news@example.com>",
+        subject=subject,
+        html="<html><body><a href='https://example.com/a'>a</a></body></html>",
+        text="see https://example.com/a",
+        enqueued_at=utcnow(),
+    )
+
+
+def nothing_bars() -> list[str]:
+    return []
+
+
+def stored(maildir: Path) -> list[email.message.EmailMessage]:
+    box = mailbox.Maildir(str(maildir), create=False)
+    messages = [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default) for key in box.iterkeys()]
+    return [m for m in messages if isinstance(m, email.message.EmailMessage)]
+
+
+def test_each_request_is_rendered_sent_and_answered_with_the_relays_reply(relay: tuple[Settings, Path]) -> None:
+    settings, maildir = relay
+
+    async def run() -> list[Delivered]:
+        courier = Courier(settings)
+        try:
+            recipients = ["reader@example.org", "hardbounce@example.org", "retryonce@example.org"]
+            return list(await asyncio.gather(*(courier.deliver(request(r), nothing_bars) for r in recipients)))
+        finally:
+            await courier.close()
+
+    ok, hard, deferred = asyncio.run(run())
+    assert isinstance(ok.outcome, SmtpOutcome) and ok.outcome.code == 250
+    assert isinstance(hard.outcome, SmtpOutcome) and hard.outcome.code == 550 and "5.1.1" in hard.outcome.reply
+    assert isinstance(deferred.outcome, SmtpOutcome) and deferred.outcome.code == 451
+    [message] = stored(maildir)
+    assert message["Delivered-To"] == "reader@example.org"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Return-Path"].startswith("<bounces+")  # the VERP envelope sender crossed the process line
+
+
+def test_a_request_barred_at_hand_off_is_neither_rendered_nor_sent(relay: tuple[Settings, Path]) -> None:
+    settings, maildir = relay
+
+    async def run() -> tuple[Delivered, Delivered]:
+        courier = Courier(settings)
+        try:
+            barred = await courier.deliver(request("reader@example.org"), lambda: ["unsubscribed:news"])
+            broken = await courier.deliver(request("other@example.org", "Hi\r\nBcc: x@evil.example"), nothing_bars)
+            return barred, broken
+        finally:
+            await courier.close()
+
+    barred, broken = asyncio.run(run())
+    assert barred.outcome == ["unsubscribed:news"]
+    assert broken.outcome == ["unrenderable: line break in the Subject header"]
+    assert stored(maildir) == []
+
+
+def test_a_dead_delivery_process_fails_what_it_held_and_the_next_request_gets_a_new_one(
+    relay: tuple[Settings, Path],
+) -> None:
+    settings, maildir = relay
+
+    async def run() -> tuple[Delivered | BaseException, Delivered, int | None, int | None]:
+        courier = Courier(settings)
+        try:
+            held = asyncio.create_task(courier.deliver(request("slow@example.org"), nothing_bars))
+            while not courier._waiting:  # handed over; the relay sits on its DATA
+                await asyncio.sleep(0.01)
+            assert courier._process is not None
+            first = courier._process.pid
+            courier._process.kill()
+            error = await asyncio.wait_for(asyncio.gather(held, return_exceptions=True), 30)
+            after = await courier.deliver(request("reader@example.org"), nothing_bars)
+            assert courier._process is not None
+            return error[0], after, first, courier._process.pid
+        finally:
+            await courier.close()
+
+    error, after, first, second = asyncio.run(run())
+    assert isinstance(error, CourierError)
+    assert isinstance(after.outcome, SmtpOutcome) and after.outcome.code == 250
+    assert first != second
+    assert [m["Delivered-To"] for m in stored(maildir)] == ["reader@example.org"]
