@@ -21,10 +21,20 @@ from schemas.events import AgentClass
         ("Mozilla/5.0 Barracuda Sentinel", "1.2.3.4", AgentClass.SCANNER),
         ("curl/8.5.0", "1.2.3.4", AgentClass.BOT),
         ("", "1.2.3.4", AgentClass.BOT),
+        ("curl/8.5.0", "17.1.2.3", AgentClass.APPLE_MPP),  # Apple's network is asked before the bot marks
+        ("Mozilla/5.0 Barracuda Sentinel", "17.1.2.3", AgentClass.SCANNER),  # and after the scanner marks
+        ("Mozilla/5.0 " + "x" * 600 + " bot", "1.2.3.4", AgentClass.BOT),  # too long to be remembered
+        ("Mozilla/5.0 " + "x" * 600, "17.1.2.3", AgentClass.APPLE_MPP),
     ],
 )
 def test_classification(ua: str, ip: str, expected: AgentClass) -> None:
     assert classify_agent(ua, ip) is expected
+
+
+def test_a_remembered_agent_is_still_judged_by_each_address() -> None:
+    agent = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+    answers = [classify_agent(agent, ip) for ip in ("203.0.113.9", "17.58.1.2", "203.0.113.9", "17.58.1.2")]
+    assert answers == [AgentClass.HUMAN, AgentClass.APPLE_MPP] * 2
 
 
 def test_ip_truncation() -> None:
