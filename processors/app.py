@@ -102,6 +102,13 @@ def create_app(settings: Settings) -> faust.App:
     )
     retry_policy = RetryPolicy(max_attempts=settings.max_send_attempts, base_seconds=settings.retry_base_seconds)
     courier = Courier(settings)
+
+    @app.task
+    async def start_delivery() -> None:
+        # Spawned with the worker, not by the first message: its start would delay that campaign's first
+        # sends, and a relay that is down shows in the log at once.
+        await courier.start()
+
     metrics = WorkerMetrics()
     output = Output(settings)
     rates = dict(settings.domain_rate_limits)
@@ -330,19 +337,26 @@ def create_app(settings: Settings) -> faust.App:
         return suppression_reasons(entry, request.list_id)
 
     async def handle_sends(batch: list[tuple[SendRequest, Any]]) -> None:
-        """Gate every request, send the rest concurrently through the delivery process, then publish every outcome.
+        """Gate every request, send the rest concurrently through the delivery process, recording each
+        outcome as it comes.
 
-        Order per batch: pending marks in the sent-log (acknowledged) -> SMTP -> sent marks and events
-        (acknowledged) -> offsets commit. A crash anywhere loses no request; one between an SMTP answer
-        and its sent mark can mail that message twice, and the redelivery counts it.
+        Order per batch: pending marks in the sent-log (acknowledged) -> SMTP, each answer's sent mark and
+        events produced at once -> all of them acknowledged -> offsets commit. A crash anywhere loses no
+        request. What it can mail twice is what was in the delivery process and what was answered in the
+        last milliseconds (sent marks Kafka had not yet acknowledged); the redelivery counts them.
         """
         since = output.begin()
         now = utcnow()
         outgoing: list[tuple[SendRequest, Any, float]] = []
         taken: set[str] = set()
-        events: list[AnyEvent] = []
-        retries: list[SendRequest] = []
         clock = time.monotonic()
+
+        def publish(event: AnyEvent) -> None:
+            output.produce(names.events, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
+
+        def retry(request: SendRequest) -> None:
+            output.produce(names.retry, key=request.recipient.encode(), value=encode(request))
+
         for request, source in batch:
             state = sent_log_state(output.read(sent_log, request.message_id, source))
             if state == "sent" or request.message_id in taken:
@@ -351,13 +365,13 @@ def create_app(settings: Settings) -> faust.App:
             reasons = gate(request, source)
             if reasons:
                 metrics.sends.labels("skipped").inc()
-                events.append(skipped(request, reasons, now))
+                publish(skipped(request, reasons, now))
                 continue
             wait = limiter.reserve(recipient_domain(request.recipient), clock, MAX_RATE_WAIT_SECONDS)
             if wait > MAX_RATE_WAIT_SECONDS:
                 # Too far out to hold the batch for: the retry topic brings it back when its slot comes.
                 metrics.sends.labels("rate_limited").inc()
-                retries.append(msgspec.structs.replace(request, not_before=now + timedelta(seconds=wait)))
+                retry(msgspec.structs.replace(request, not_before=now + timedelta(seconds=wait)))
                 continue
             if state == SENT_LOG_PENDING:
                 metrics.sends.labels("possible_duplicate").inc()
@@ -367,21 +381,13 @@ def create_app(settings: Settings) -> faust.App:
             output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
         await output.flush(since)
 
-        async def deliver(request: SendRequest, source: Any, wait: float) -> Delivered:
-            if wait > 0:
-                await asyncio.sleep(wait)  # the domain's rate limit
-            # Checked again right before the hand-off: an unsubscribe that arrived while the batch
-            # waited still stops this message.
-            return await courier.deliver(request, lambda: gate(request, source))
-
-        results = await asyncio.gather(*(deliver(request, source, wait) for request, source, wait in outgoing))
-        for (request, source, _), delivered in zip(outgoing, results, strict=True):
+        def record(request: SendRequest, source: Any, delivered: Delivered) -> None:
             outcome, answered_at = delivered.outcome, delivered.at
             if isinstance(outcome, list):
                 metrics.sends.labels("skipped").inc()
-                events.append(skipped(request, outcome, answered_at))
+                publish(skipped(request, outcome, answered_at))
                 output.write(sent_log, request.message_id, "", source)
-                continue
+                return
             decision = decide(request, outcome, answered_at, retry_policy)
             if decision.delivered:
                 output.write(sent_log, request.message_id, sent_log_value(answered_at), source)
@@ -390,13 +396,22 @@ def create_app(settings: Settings) -> faust.App:
                 # Not mailed: a retry of it is no duplicate.
                 output.write(sent_log, request.message_id, "", source)
                 metrics.sends.labels("deferred" if decision.retry is not None else "not_sent").inc()
-            events.extend(decision.events)
+            for event in decision.events:
+                publish(event)
             if decision.retry is not None:
-                retries.append(decision.retry)
-        for e in events:
-            output.produce(names.events, key=recipient_key(e.recipient, e.campaign_id), value=encode(e))
-        for r in retries:
-            output.produce(names.retry, key=r.recipient.encode(), value=encode(r))
+                retry(decision.retry)
+
+        async def deliver(request: SendRequest, source: Any, wait: float) -> None:
+            if wait > 0:
+                await asyncio.sleep(wait)  # the domain's rate limit
+            # Checked again right before the hand-off: an unsubscribe that arrived while the batch
+            # waited still stops this message.
+            record(request, source, await courier.deliver(request, lambda: gate(request, source)))
+
+        # One failure cancels the rest; the batch is read again from its offsets.
+        async with asyncio.TaskGroup() as group:
+            for request, source, wait in outgoing:
+                group.create_task(deliver(request, source, wait))
         # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
         await output.flush(since)
 

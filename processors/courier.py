@@ -37,7 +37,7 @@ import msgspec
 
 from processors.delivery import SmtpOutcome
 from processors.dkim_signing import DkimSigner
-from processors.mailer import MailerPool, SmtpMailer
+from processors.mailer import Mailer, SmtpMailer
 from processors.render import RenderContext, RenderedMessage, RenderError, render_message
 from schemas.events import SendRequest
 from schemas.settings import Settings
@@ -89,18 +89,13 @@ def render_context(settings: Settings) -> RenderContext:
     )
 
 
-def smtp_pool(settings: Settings) -> MailerPool:
+def smtp_mailers(settings: Settings) -> list[Mailer]:
+    """One mailer per connection the delivery process keeps (``MAILPULSE_SMTP_CONNECTIONS``)."""
     signer = None
     if settings.dkim_selector:
         key_file = Path(settings.dkim_private_key_file)
         signer = DkimSigner.from_files(settings.dkim_selector, settings.dkim_domain, key_file)
-    return MailerPool(lambda: SmtpMailer(settings.smtp_url, signer=signer), settings.smtp_connections)
-
-
-async def deliver_one(job: Job, pool: MailerPool) -> Outcome:
-    async with pool.connection() as mailer:
-        outcome = await mailer.send(RenderedMessage(job.data, job.envelope_from, job.recipient))
-    return Outcome(job.seq, outcome.code, outcome.reply, time.time())  # when the relay answered
+    return [SmtpMailer(settings.smtp_url, signer=signer) for _ in range(settings.smtp_connections)]
 
 
 class _Frames:
@@ -159,32 +154,40 @@ def _process_main(settings: Settings, conn: Connection) -> None:
 
 
 async def _serve(settings: Settings, conn: Connection) -> None:
-    """The delivery process: each job sent over the pool as it arrives, until the worker goes."""
+    """The delivery process: one sender per SMTP connection, each taking the next job, until the worker goes."""
     reader, writer = await _streams(conn)
     # Answers wait up to a millisecond for company (the worker queued enough to cover it).
     frames = _Frames(
         reader, writer, msgspec.msgpack.Decoder(list[Job]).decode, OUTCOME_LINGER_SECONDS, settings.smtp_connections
     )
-    pool = smtp_pool(settings)
-    running: set[asyncio.Task[None]] = set()
+    jobs: asyncio.Queue[Job] = asyncio.Queue()
 
-    async def run(job: Job) -> None:
-        frames.put(await deliver_one(job, pool))
+    async def sender(mailer: Mailer) -> None:
+        while True:
+            job = await jobs.get()
+            try:
+                outcome = await mailer.send(RenderedMessage(job.data, job.envelope_from, job.recipient))
+            except Exception as exc:  # not the relay's answer: retried like a failed connection, and logged
+                log.exception("sending message %d failed", job.seq)
+                with contextlib.suppress(Exception):  # a fresh connection for the next job, if it comes to that
+                    await mailer.close()
+                outcome = SmtpOutcome(0, f"delivery failed: {exc}")
+            frames.put(Outcome(job.seq, outcome.code, outcome.reply, time.time()))  # when the relay answered
 
+    mailers = smtp_mailers(settings)
+    senders = [asyncio.create_task(sender(mailer)) for mailer in mailers]
     try:
         while True:
             try:
-                jobs = await frames.read()
+                for job in await frames.read():
+                    jobs.put_nowait(job)
             except (asyncio.IncompleteReadError, ConnectionError):
                 break  # the worker is gone: nobody is left to record an outcome
-            for job in jobs:
-                task = asyncio.create_task(run(job))
-                running.add(task)
-                task.add_done_callback(running.discard)
     finally:
-        for task in running:
+        for task in senders:
             task.cancel()
-        await pool.close()
+        for mailer in mailers:
+            await mailer.close()
 
 
 class Courier:
@@ -192,7 +195,7 @@ class Courier:
 
     def __init__(self, settings: Settings) -> None:
         self._render = render_context(settings)
-        smtp_pool(settings)  # a bad MAILPULSE_SMTP_URL or DKIM key stops the worker now, not its delivery process
+        smtp_mailers(settings)  # a bad MAILPULSE_SMTP_URL or DKIM key stops the worker now, not its delivery process
         self.settings = settings
         self._context = multiprocessing.get_context("spawn")
         self._window = asyncio.Semaphore(settings.smtp_connections * QUEUED_PER_CONNECTION)
@@ -203,10 +206,16 @@ class Courier:
         self._seq = 0
         self._starting = asyncio.Lock()
 
+    def _running(self) -> _Frames | None:
+        if self._frames is not None and self._reading is not None and not self._reading.done():
+            return self._frames
+        return None
+
     async def _started(self) -> _Frames:
         async with self._starting:
-            if self._frames is not None and self._reading is not None and not self._reading.done():
-                return self._frames
+            running = self._running()
+            if running is not None:
+                return running
             ours, theirs = self._context.Pipe(duplex=True)
             process = self._context.Process(
                 target=_process_main, args=(self.settings, theirs), daemon=True, name="mailpulse-delivery"
@@ -238,10 +247,14 @@ class Courier:
                 if not future.done():
                     future.set_exception(CourierError("the delivery process exited with this message in it"))
 
+    async def start(self) -> None:
+        """Spawn the delivery process now (the first request would otherwise)."""
+        await self._started()
+
     async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> Delivered:
         """Send ``request`` unless ``still_barred()``, asked once there is room, names a reason not to."""
         async with self._window:
-            frames = await self._started()
+            frames = self._running() or await self._started()
             barred = still_barred()
             if barred:
                 return Delivered(barred, datetime.now(UTC))

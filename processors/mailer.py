@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
@@ -94,26 +91,3 @@ class SmtpMailer:
             except aiosmtplib.SMTPException:
                 self._client.close()
             self._client = None
-
-
-class MailerPool:
-    """Bounded concurrency over reused connections: at most ``size`` messages in flight, one per connection."""
-
-    def __init__(self, make: Callable[[], Mailer], size: int) -> None:
-        self._idle: asyncio.Queue[Mailer] = asyncio.Queue()
-        self._all = [make() for _ in range(size)]
-        for mailer in self._all:
-            self._idle.put_nowait(mailer)
-
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Mailer]:
-        """Wait for a free connection; it returns to the pool afterwards."""
-        mailer = await self._idle.get()
-        try:
-            yield mailer
-        finally:
-            self._idle.put_nowait(mailer)
-
-    async def close(self) -> None:
-        for mailer in self._all:
-            await mailer.close()
