@@ -1,19 +1,19 @@
-"""Render and SMTP in a delivery process of the worker's own, beside its stream loop.
+"""SMTP in a delivery process of the worker's own, beside its stream loop.
 
 The worker's event loop reads Kafka, gates each request against the suppression table,
-keeps the sent-log and publishes the outcomes. Rendering a message and speaking SMTP
-(aiosmtplib: a few hundred microseconds of Python a message) would take most of that loop,
-so a spawned delivery process does them, on the other core, with its own pool of reused
-connections.
+renders the message, keeps the sent-log and publishes the outcomes. Speaking SMTP
+(aiosmtplib: a few hundred microseconds of Python a message, most of it system calls)
+would take most of that loop, so a delivery process spawned with the worker does it, on
+the other core, over its own reused connections: one sender per connection, each taking
+the next message handed over.
 
-The loop hands a request over only once the delivery process has room for it (a window of
+The loop hands a message over only once the delivery process has room for it (a window of
 a few per connection), and checks the suppression table again right before: an
-unsubscribe applied while its batch waited still stops the message. Requests and outcomes
+unsubscribe applied while its batch waited still stops the message. Messages and outcomes
 cross a socket pair as length-prefixed msgpack frames, several per frame when they come
-together. If the delivery process dies, every request in it fails with
+together. If the delivery process dies, every message in it fails with
 :class:`CourierError` (its batch is read again; the sent-log counts what may have gone
-out), and the next request starts a new one.
-"""
+out), and the next one starts a new process."""
 
 from __future__ import annotations
 

@@ -144,7 +144,8 @@ def test_a_crash_inside_a_large_batch_mails_twice_at_most_what_was_in_flight(
     assert set(counts) == set(recipients)
     # Each answer's sent mark goes to Kafka as it comes, not when the batch ends: the restart skips what was
     # answered before the kill, and only the messages in the delivery process (and those answered in the
-    # last milliseconds, their marks not yet acknowledged) can have gone out twice.
-    assert skipped_as_sent >= audience * 5 / 6 - 2 * settings.smtp_connections * QUEUED_PER_CONNECTION
+    # last milliseconds, their marks not yet acknowledged) can have gone out twice. With marks written at
+    # the batch's end, everything the batch had mailed went out again.
     assert duplicates <= 2 * settings.smtp_connections * QUEUED_PER_CONNECTION
     assert duplicates <= counted
+    assert counted + skipped_as_sent > 0  # the restart really re-read requests the first worker had taken
