@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 QUEUED_PER_CONNECTION = 4
 # The delivery process holds finished outcomes this long for others to share their frame.
 OUTCOME_LINGER_SECONDS = 0.001
+QUIT_SECONDS = 2.0
 _LENGTH = struct.Struct("!I")
 
 
@@ -150,7 +151,14 @@ async def _streams(conn: Connection) -> tuple[asyncio.StreamReader, asyncio.Stre
 
 
 def _process_main(settings: Settings, conn: Connection) -> None:
-    asyncio.run(_serve(settings, conn))
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_serve(settings, conn))
+    finally:
+        # The worker is gone: nobody is left to record an outcome, so nothing here is worth waiting for.
+        # (asyncio.run would wait for every task to take its cancellation; an SMTP exchange cut off
+        # mid-way may never do so, and the process stayed behind its killed worker.)
+        os._exit(0)
 
 
 async def _serve(settings: Settings, conn: Connection) -> None:
@@ -186,8 +194,8 @@ async def _serve(settings: Settings, conn: Connection) -> None:
     finally:
         for task in senders:
             task.cancel()
-        for mailer in mailers:
-            await mailer.close()
+        # A polite QUIT on each connection, if the relay answers at once.
+        await asyncio.wait([asyncio.ensure_future(mailer.close()) for mailer in mailers], timeout=QUIT_SECONDS)
 
 
 class Courier:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import mailbox
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailpulse.smtp_sink import MaildirHandler
-from processors.courier import Courier, CourierError, Delivered
+from processors.courier import QUIT_SECONDS, Courier, CourierError, Delivered
 from processors.delivery import SmtpOutcome
 from schemas.events import SendRequest, message_id_for, utcnow
 from schemas.settings import Settings
@@ -144,3 +146,25 @@ def test_a_dead_delivery_process_fails_what_it_held_and_the_next_request_gets_a_
     assert isinstance(after.outcome, SmtpOutcome) and after.outcome.code == 250
     assert first != second
     assert [m["Delivered-To"] for m in stored(maildir)] == ["reader@example.org"]
+
+
+def test_the_delivery_process_leaves_with_its_worker_even_mid_message(relay: tuple[Settings, Path]) -> None:
+    settings, _ = relay
+
+    async def run() -> tuple[int | None, float]:
+        courier = Courier(settings)
+        held = asyncio.create_task(courier.deliver(request("slow@example.org"), nothing_bars))
+        while not courier._waiting:  # handed over; the relay sits on its DATA for 20 s
+            await asyncio.sleep(0.01)
+        process, frames = courier._process, courier._frames
+        assert process is not None and frames is not None
+        started = time.monotonic()
+        frames.writer.transport.abort()  # the worker's end of the socket gone, as when it is killed
+        await asyncio.get_running_loop().run_in_executor(None, process.join, 15)
+        with contextlib.suppress(CourierError):
+            await held
+        return process.exitcode, time.monotonic() - started
+
+    exitcode, took = asyncio.run(run())
+    assert exitcode == 0
+    assert took < QUIT_SECONDS + 3  # it did not wait for the relay's answer, nobody would record it
