@@ -101,7 +101,9 @@ def create_app(settings: Settings) -> faust.App:
         settings.complaint_warning_rate, settings.complaint_critical_rate, settings.complaint_alert_min_delivered
     )
     retry_policy = RetryPolicy(max_attempts=settings.max_send_attempts, base_seconds=settings.retry_base_seconds)
-    courier = Courier(settings)
+    metrics = WorkerMetrics()
+    courier = Courier(settings, on_exit=metrics.delivery_exits.inc)
+    metrics.delivery_in_flight.set_function(courier.in_flight)
 
     @app.task
     async def start_delivery() -> None:
@@ -109,7 +111,6 @@ def create_app(settings: Settings) -> faust.App:
         # sends, and a relay that is down shows in the log at once.
         await courier.start()
 
-    metrics = WorkerMetrics()
     output = Output(settings)
     rates = dict(settings.domain_rate_limits)
     default_rate = rates.pop("*", None)

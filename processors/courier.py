@@ -201,8 +201,11 @@ async def _serve(settings: Settings, conn: Connection) -> None:
 class Courier:
     """The worker's side: hands requests to the delivery process and waits for their outcomes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_exit: Callable[[], None] | None = None) -> None:
+        """``on_exit`` is called each time the delivery process is found gone while the worker runs."""
         self._render = render_context(settings)
+        self._on_exit = on_exit or (lambda: None)
+        self._closing = False
         smtp_mailers(settings)  # a bad MAILPULSE_SMTP_URL or DKIM key stops the worker now, not its delivery process
         self.settings = settings
         self._context = multiprocessing.get_context("spawn")
@@ -246,8 +249,10 @@ class Courier:
                     if future is not None and not future.done():
                         future.set_result(outcome)
         except (asyncio.IncompleteReadError, ConnectionError, msgspec.DecodeError) as exc:
-            exitcode = self._process.exitcode if self._process is not None else None
-            log.error("delivery process gone (exit %s): %s", exitcode, exc)
+            if not self._closing:
+                exitcode = self._process.exitcode if self._process is not None else None
+                log.error("delivery process gone (exit %s): %s", exitcode, exc)
+                self._on_exit()
         finally:
             frames.writer.close()
             waiting, self._waiting = self._waiting, {}
@@ -277,7 +282,12 @@ class Courier:
             outcome = await future
         return Delivered(SmtpOutcome(outcome.code, outcome.reply), datetime.fromtimestamp(outcome.answered_at, UTC))
 
+    def in_flight(self) -> int:
+        """Messages handed over whose outcome has not come back."""
+        return len(self._waiting)
+
     async def close(self, timeout: float = 10.0) -> None:
+        self._closing = True
         if self._frames is not None:
             self._frames.writer.close()
         if self._reading is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class WorkerMetrics:
@@ -24,6 +24,16 @@ class WorkerMetrics:
             "mailpulse_worker_complaint_alerts",
             "Campaigns whose complaint rate crossed a bulk-sender line",
             ["level"],
+            registry=self.registry,
+        )
+        self.delivery_exits = Counter(
+            "mailpulse_worker_delivery_process_exits",
+            "Times the delivery process was found gone (its messages' batch is read again; a new one starts)",
+            registry=self.registry,
+        )
+        self.delivery_in_flight = Gauge(
+            "mailpulse_worker_delivery_in_flight",
+            "Messages handed to the delivery process whose SMTP outcome has not come back",
             registry=self.registry,
         )
         self.poison = Counter(

@@ -125,12 +125,15 @@ def test_a_dead_delivery_process_fails_what_it_held_and_the_next_request_gets_a_
 ) -> None:
     settings, maildir = relay
 
+    exits: list[int] = []
+
     async def run() -> tuple[Delivered | BaseException, Delivered, int | None, int | None]:
-        courier = Courier(settings)
+        courier = Courier(settings, on_exit=lambda: exits.append(1))
         try:
             held = asyncio.create_task(courier.deliver(request("slow@example.org"), nothing_bars))
             while not courier._waiting:  # handed over; the relay sits on its DATA
                 await asyncio.sleep(0.01)
+            assert courier.in_flight() == 1
             assert courier._process is not None
             first = courier._process.pid
             courier._process.kill()
@@ -142,6 +145,7 @@ def test_a_dead_delivery_process_fails_what_it_held_and_the_next_request_gets_a_
             await courier.close()
 
     error, after, first, second = asyncio.run(run())
+    assert exits == [1]  # the death, not the close at the end
     assert isinstance(error, CourierError)
     assert isinstance(after.outcome, SmtpOutcome) and after.outcome.code == 250
     assert first != second

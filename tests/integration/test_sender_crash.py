@@ -97,12 +97,17 @@ def test_sender_killed_mid_campaign_loses_nothing_and_counts_duplicates(
         duplicates = sum(n - 1 for n in counts.values())
         counted = second.sends("possible_duplicate")
         skipped_as_sent = second.sends("duplicate")
+        exposition = second.get("/metrics")
     finally:
         second.stop()
     assert set(counts) == set(recipients)  # nothing lost
     assert duplicates <= int(settings.send_batch_size)  # bounded by the batch in flight at the kill
     assert duplicates <= counted  # and every real duplicate was counted as possible
     assert counted + skipped_as_sent > 0  # the restart really re-read requests the first worker had taken
+    # The new worker's delivery process: nothing left in it, and it never died.
+    assert exposition is not None
+    assert "\nmailpulse_worker_delivery_in_flight 0.0\n" in exposition.text
+    assert "\nmailpulse_worker_delivery_process_exits_total 0.0\n" in exposition.text
 
 
 def test_a_crash_inside_a_large_batch_mails_twice_at_most_what_was_in_flight(
