@@ -39,7 +39,7 @@ from processors.delivery import SmtpOutcome
 from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, SmtpMailer
 from processors.render import RenderContext, RenderedMessage, RenderError, render_message
-from schemas.events import SendRequest
+from schemas.events import SendRequest, utcnow
 from schemas.settings import Settings
 from schemas.tokens import TokenCodec
 
@@ -270,11 +270,11 @@ class Courier:
             frames = self._running() or await self._started()
             barred = still_barred()
             if barred:
-                return Delivered(barred, datetime.now(UTC))
+                return Delivered(barred, utcnow())
             try:
                 rendered = render_message(request, self._render)
             except RenderError as exc:  # refused at intake; a request from elsewhere is skipped, not fatal
-                return Delivered([f"unrenderable: {exc}"], datetime.now(UTC))
+                return Delivered([f"unrenderable: {exc}"], utcnow())
             self._seq += 1
             future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
             self._waiting[self._seq] = future

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mailpulse.topics_admin import ensure_topics
@@ -66,6 +67,25 @@ def publish_requests(settings: Settings, campaign: str, recipients: list[str]) -
     assert producer.flush(30) == 0
 
 
+def restart_until_every_mail(
+    stack: Settings, env: dict[str, str], campaign: str, audience: int
+) -> tuple[Counter[str], float, float, httpx.Response | None]:
+    """A new worker after the kill, run until every recipient got mail: mail per recipient, the requests it
+    counted as possible duplicates and as already sent, and its metrics."""
+    second = Worker(env, "sender").start()
+    try:
+        wait_until(second.ready, timeout=90, what="worker ready after SIGKILL")
+
+        def mailed() -> Counter[str]:
+            got: Any = Counter(m["Delivered-To"].lower() for m in maildir_messages(stack, campaign=campaign))
+            return got  # type: ignore[no-any-return]
+
+        counts = wait_until(lambda: (c := mailed()) and len(c) == audience and c, timeout=120, what="every mail")
+        return counts, second.sends("possible_duplicate"), second.sends("duplicate"), second.get("/metrics")
+    finally:
+        second.stop()
+
+
 def test_sender_killed_mid_campaign_loses_nothing_and_counts_duplicates(
     stack: Settings, isolated: tuple[Settings, dict[str, str]]
 ) -> None:
@@ -78,28 +98,14 @@ def test_sender_killed_mid_campaign_loses_nothing_and_counts_duplicates(
         wait_until(first.ready, timeout=90, what="worker ready")
         wait_until(lambda: first.sends("sent") >= AUDIENCE / 5, timeout=60, interval=0.02, what="sending under way")
         sent_before = first.sends("sent")
-        # The count jumps when a batch's answers are in, just before its offsets commit; half a paced
-        # batch later the next batch is in flight.
+        # Paced sends keep a batch in flight for ~200 ms: 0.1 s later the kill lands inside one.
         time.sleep(0.1)
         first.kill()
     finally:
         first.stop()
     assert sent_before < AUDIENCE, "the campaign finished before the kill: not a mid-campaign crash"
-    second = Worker(env, "sender").start()
-    try:
-        wait_until(second.ready, timeout=90, what="worker ready after SIGKILL")
-
-        def mailed() -> Counter[str]:
-            got: Any = Counter(m["Delivered-To"].lower() for m in maildir_messages(stack, campaign=campaign))
-            return got  # type: ignore[no-any-return]
-
-        counts = wait_until(lambda: (c := mailed()) and len(c) == AUDIENCE and c, timeout=120, what="every mail")
-        duplicates = sum(n - 1 for n in counts.values())
-        counted = second.sends("possible_duplicate")
-        skipped_as_sent = second.sends("duplicate")
-        exposition = second.get("/metrics")
-    finally:
-        second.stop()
+    counts, counted, skipped_as_sent, exposition = restart_until_every_mail(stack, env, campaign, AUDIENCE)
+    duplicates = sum(n - 1 for n in counts.values())
     assert set(counts) == set(recipients)  # nothing lost
     assert duplicates <= int(settings.send_batch_size)  # bounded by the batch in flight at the kill
     assert duplicates <= counted  # and every real duplicate was counted as possible
@@ -132,19 +138,7 @@ def test_a_crash_inside_a_large_batch_mails_twice_at_most_what_was_in_flight(
         first.kill()
     finally:
         first.stop()
-    second = Worker(env, "sender").start()
-    try:
-        wait_until(second.ready, timeout=90, what="worker ready after SIGKILL")
-
-        def mailed() -> Counter[str]:
-            got: Any = Counter(m["Delivered-To"].lower() for m in maildir_messages(stack, campaign=campaign))
-            return got  # type: ignore[no-any-return]
-
-        counts = wait_until(lambda: (c := mailed()) and len(c) == audience and c, timeout=120, what="every mail")
-        skipped_as_sent = second.sends("duplicate")
-        counted = second.sends("possible_duplicate")
-    finally:
-        second.stop()
+    counts, counted, skipped_as_sent, _ = restart_until_every_mail(stack, env, campaign, audience)
     duplicates = sum(n - 1 for n in counts.values())
     assert set(counts) == set(recipients)
     # Each answer's sent mark goes to Kafka as it comes, not when the batch ends: the restart skips what was
