@@ -40,6 +40,14 @@ class MaildirHandler:
         self.seen_retry: set[str] = set()
         self.stored = 0
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd reads commands from a buffered stream and answers them in order, so pipelined
+        # commands work; saying so lets the sender pipeline here as it does with real relays (RFC 2920).
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:

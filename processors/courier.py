@@ -2,7 +2,7 @@
 
 The worker's event loop reads Kafka, gates each request against the suppression table,
 renders the message, keeps the sent-log and publishes the outcomes. Speaking SMTP
-(aiosmtplib: a few hundred microseconds of Python a message, most of it system calls)
+(tens to hundreds of microseconds of Python a message, most of it system calls)
 would take most of that loop, so a delivery process spawned with the worker does it, on
 the other core, over its own reused connections: one sender per connection, each taking
 the next message handed over.
@@ -96,7 +96,10 @@ def smtp_mailers(settings: Settings) -> list[Mailer]:
     if settings.dkim_selector:
         key_file = Path(settings.dkim_private_key_file)
         signer = DkimSigner.from_files(settings.dkim_selector, settings.dkim_domain, key_file)
-    return [SmtpMailer(settings.smtp_url, signer=signer) for _ in range(settings.smtp_connections)]
+    return [
+        SmtpMailer(settings.smtp_url, signer=signer, pipelining=settings.smtp_pipelining)
+        for _ in range(settings.smtp_connections)
+    ]
 
 
 class _Frames:

@@ -1,4 +1,5 @@
-"""SMTP delivery behind a small interface; aiosmtplib with one reused connection."""
+"""SMTP delivery behind a small interface: one reused connection that aiosmtplib opens, its transactions
+pipelined (RFC 2920) when the relay offers it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import aiosmtplib
 from processors.delivery import SmtpOutcome
 from processors.dkim_signing import DkimSigner
 from processors.render import RenderedMessage
+from processors.smtp_pipelining import PipelinedSession
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,9 @@ class SmtpMailer:
     """``smtp://host:port`` (plain, STARTTLS when offered), ``smtps://`` (implicit TLS),
     ``smtp+starttls://`` (STARTTLS required); credentials as ``user:password@``."""
 
-    def __init__(self, url: str, timeout: float = 30.0, signer: DkimSigner | None = None) -> None:
+    def __init__(
+        self, url: str, timeout: float = 30.0, signer: DkimSigner | None = None, pipelining: bool = True
+    ) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("smtp", "smtps", "smtp+starttls"):
             raise ValueError(f"MAILPULSE_SMTP_URL must be smtp://, smtps:// or smtp+starttls://, got {url!r}")
@@ -38,11 +42,16 @@ class SmtpMailer:
         self.start_tls: bool | None = True if parsed.scheme == "smtp+starttls" else None
         self.timeout = timeout
         self.signer = signer
+        self.pipelining = pipelining
         self._client: aiosmtplib.SMTP | None = None
+        self._session: PipelinedSession | None = None
 
-    async def _connected(self) -> aiosmtplib.SMTP:
+    async def _connected(self) -> aiosmtplib.SMTP | PipelinedSession:
+        if self._session is not None and self._session.is_connected:
+            return self._session
         if self._client is not None and self._client.is_connected:
             return self._client
+        self._session = None
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -54,14 +63,19 @@ class SmtpMailer:
         await client.connect()
         if self.username and self.password:
             await client.login(self.username, self.password)
+        if self.pipelining and PipelinedSession.offered(client):
+            self._client, self._session = None, PipelinedSession(client, self.timeout)
+            return self._session
         self._client = client
         return client
 
     async def send(self, rendered: RenderedMessage) -> SmtpOutcome:
         try:
-            client = await self._connected()
+            connection = await self._connected()
             data = rendered.data if self.signer is None else self.signer.sign(rendered.data)
-            _, reply = await client.sendmail(rendered.envelope_from, [rendered.recipient], data)
+            if isinstance(connection, PipelinedSession):
+                return await connection.send(rendered.envelope_from, rendered.recipient, data)
+            _, reply = await connection.sendmail(rendered.envelope_from, [rendered.recipient], data)
             return SmtpOutcome(250, reply)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
@@ -84,6 +98,12 @@ class SmtpMailer:
                 await self.close()
 
     async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            try:
+                await session.quit()
+            except aiosmtplib.SMTPException:
+                session.close()
         if self._client is not None:
             try:
                 if self._client.is_connected:

@@ -101,6 +101,7 @@ class Settings:
     complaint_alert_min_delivered: int = 1000
     max_send_attempts: int = 5
     smtp_connections: int = 16
+    smtp_pipelining: bool = True
     send_batch_size: int = 2000
     domain_rate_limits: tuple[tuple[str, float], ...] = ()
     domain_burst: int = 10
@@ -170,6 +171,7 @@ class Settings:
             complaint_alert_min_delivered=_int(env, "MAILPULSE_COMPLAINT_ALERT_MIN_DELIVERED", 1000, 1),
             max_send_attempts=_int(env, "MAILPULSE_MAX_SEND_ATTEMPTS", 5, 1),
             smtp_connections=_int(env, "MAILPULSE_SMTP_CONNECTIONS", 16, 1),
+            smtp_pipelining=_bool(env, "MAILPULSE_SMTP_PIPELINING", True),
             send_batch_size=_int(env, "MAILPULSE_SEND_BATCH_SIZE", 2000, 1),
             domain_rate_limits=_rates(env, "MAILPULSE_DOMAIN_RATE_LIMITS"),
             domain_burst=_int(env, "MAILPULSE_DOMAIN_BURST", 10, 1),

@@ -1,0 +1,205 @@
+"""The mailer against real SMTP servers (aiosmtpd): pipelined transactions (RFC 2920) where the relay offers
+them, aiosmtplib's one command at a time where it does not, with the same answers either way."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import mailbox
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailpulse.smtp_sink import MaildirHandler
+from processors.delivery import SmtpOutcome
+from processors.mailer import SmtpMailer
+from processors.render import RenderedMessage
+from processors.smtp_pipelining import SmtpReplies
+
+MESSAGE = b"From: news@example.com\r\nSubject: hi\r\n\r\nfirst line\r\n.a line that starts with a period\r\nlast\r\n"
+
+
+class QuirkyHandler(MaildirHandler):
+    """The embedded sink (PIPELINING offered), plus recipients that make the relay misbehave."""
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address.startswith("closing@"):
+            return "421 4.3.2 shutting down"
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if any(rcpt.startswith("hangup@") for rcpt in envelope.rcpt_tos):
+            assert server.transport is not None
+            server.transport.close()  # gone without an answer to the content
+        if any(rcpt.startswith("silent@") for rcpt in envelope.rcpt_tos):
+            await asyncio.sleep(5)
+        return await super().handle_DATA(server, session, envelope)
+
+
+class OneAtATimeHandler(MaildirHandler):
+    """A relay that does not offer PIPELINING (aiosmtpd's own EHLO answer)."""
+
+    handle_EHLO = None  # type: ignore[assignment]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serve(handler: MaildirHandler, **kwargs: int) -> Iterator[str]:
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()
+
+
+@pytest.fixture()
+def maildir(tmp_path: Path) -> Path:
+    return tmp_path / "Maildir"
+
+
+@pytest.fixture()
+def quirky(maildir: Path) -> Iterator[str]:
+    yield from serve(QuirkyHandler(maildir))
+
+
+@pytest.fixture()
+def one_at_a_time(maildir: Path) -> Iterator[str]:
+    yield from serve(OneAtATimeHandler(maildir))
+
+
+def send_all(mailer: SmtpMailer, recipients: list[str], data: bytes = MESSAGE) -> tuple[list[SmtpOutcome], bool]:
+    """Each recipient's outcome over the mailer's one connection, and whether it ended up pipelining."""
+
+    async def run() -> tuple[list[SmtpOutcome], bool]:
+        outcomes = [await mailer.send(RenderedMessage(data, "bounces+t@example.com", r)) for r in recipients]
+        pipelined = mailer._session is not None
+        await mailer.close()
+        return outcomes, pipelined
+
+    return asyncio.run(run())
+
+
+def stored(maildir: Path) -> list[email.message.Message]:
+    box = mailbox.Maildir(str(maildir), create=False)
+    return [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default) for key in box.iterkeys()]
+
+
+RECIPIENTS = [
+    "reader@example.org",
+    "hardbounce@example.org",
+    "softbounce@example.org",
+    "retryonce@example.org",
+    "retryonce@example.org",
+    "last@example.org",
+]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_both_ways_give_the_relays_answers_and_keep_the_connection_usable_after_a_refusal(
+    quirky: str, maildir: Path, pipelining: bool
+) -> None:
+    outcomes, pipelined = send_all(SmtpMailer(quirky, pipelining=pipelining), RECIPIENTS)
+
+    assert pipelined is pipelining
+    assert [o.code for o in outcomes] == [250, 550, 452, 451, 250, 250]
+    assert "5.1.1" in outcomes[1].reply and "Mailbox full" in outcomes[2].reply
+    delivered = stored(maildir)
+    assert sorted(m["Delivered-To"] for m in delivered) == [
+        "last@example.org",
+        "reader@example.org",
+        "retryonce@example.org",
+    ]
+    # Dot-stuffing: the content's own leading period arrives as it was.
+    assert all(".a line that starts with a period" in m.get_content() for m in delivered)  # type: ignore[attr-defined]
+
+
+def test_a_relay_without_pipelining_gets_one_command_at_a_time(one_at_a_time: str, maildir: Path) -> None:
+    outcomes, pipelined = send_all(SmtpMailer(one_at_a_time), ["reader@example.org", "hardbounce@example.org"])
+
+    assert not pipelined
+    assert [o.code for o in outcomes] == [250, 550]
+    assert [m["Delivered-To"] for m in stored(maildir)] == ["reader@example.org"]
+
+
+def test_the_declared_size_lets_the_relay_refuse_a_message_too_large_before_its_content(maildir: Path) -> None:
+    for url in serve(QuirkyHandler(maildir), data_size_limit=len(MESSAGE) + 10):
+        outcomes, pipelined = send_all(SmtpMailer(url), ["reader@example.org"], MESSAGE + b"x" * 100 + b"\r\n")
+        assert pipelined
+        assert outcomes[0].code == 552
+        assert (
+            "exceeds fixed maximum message size" in outcomes[0].reply
+        )  # at MAIL FROM ... SIZE=, not after the content
+        assert stored(maildir) == []
+
+
+def test_a_relay_that_hangs_up_or_closes_fails_that_message_and_the_next_one_reconnects(
+    quirky: str, maildir: Path
+) -> None:
+    outcomes, _ = send_all(
+        SmtpMailer(quirky),
+        ["hangup@example.org", "reader@example.org", "closing@example.org", "last@example.org"],
+    )
+
+    assert [o.code for o in outcomes] == [0, 250, 421, 250]
+    assert "connection failed" in outcomes[0].reply
+    assert sorted(m["Delivered-To"] for m in stored(maildir)) == [
+        "hangup@example.org",  # the relay stored it before hanging up: the retry may duplicate it, as with any relay
+        "last@example.org",
+        "reader@example.org",
+    ]
+
+
+def test_a_relay_that_does_not_answer_times_out_and_the_connection_is_dropped(quirky: str) -> None:
+    mailer = SmtpMailer(quirky, timeout=0.5)
+
+    async def run() -> tuple[SmtpOutcome, bool]:
+        outcome = await asyncio.wait_for(
+            mailer.send(RenderedMessage(MESSAGE, "b@example.com", "silent@example.org")), 3
+        )
+        return outcome, mailer._session is None
+
+    outcome, dropped = asyncio.run(run())
+    assert outcome.code == 0 and "timed out" in outcome.reply
+    assert dropped
+
+
+def test_replies_are_matched_to_commands_however_the_bytes_arrive() -> None:
+    async def run() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        replies = SmtpReplies()
+        three = replies.expect(3)
+        for chunk in (
+            b"250 2.1.0 Ok\r\n250-first",
+            b" line\r\n250 2.1.5 second\r\n35",
+            b"4 End data\r\n250 queued\r\n",
+        ):
+            replies.data_received(chunk)
+        one = replies.expect(1)  # its reply came with the others, before it was asked for
+        return await three, await one
+
+    three, one = asyncio.run(run())
+    assert three == [(250, "2.1.0 Ok"), (250, "first line\n2.1.5 second"), (354, "End data")]
+    assert one == [(250, "queued")]
+
+
+def test_a_malformed_or_endless_reply_fails_whoever_waits() -> None:
+    async def run(data: bytes) -> BaseException | None:
+        replies = SmtpReplies()
+        waiting = replies.expect(1)
+        replies.data_received(data)
+        return waiting.exception() if waiting.done() else None
+
+    assert "malformed" in str(asyncio.run(run(b"hello there\r\n")))
+    assert "too long" in str(asyncio.run(run(b"250-" + b"x" * 40_000)))
