@@ -4,7 +4,7 @@ The worker's event loop reads Kafka, gates each request against the suppression 
 renders the message, keeps the sent-log and publishes the outcomes. Speaking SMTP
 (tens to hundreds of microseconds of Python a message, most of it system calls)
 would take most of that loop, so a delivery process spawned with the worker does it, on
-the other core, over its own reused connections: one sender per connection, each taking
+the other core, over its own reused connections: two senders per connection, each taking
 the next message handed over.
 
 The loop hands a message over only once the delivery process has room for it (a window of
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 # runs dry while the loop is busy with Kafka for a few milliseconds, few enough that the suppression
 # check before the hand-off stays milliseconds old when the message goes out.
 QUEUED_PER_CONNECTION = 4
+# Senders taking turns on each connection: while one waits for its content's reply, the next one's envelope
+# has gone out with that content (processors.smtp_pipelining), one write and one round trip a message.
+SENDERS_PER_CONNECTION = 2
 # The delivery process holds finished outcomes this long for others to share their frame.
 OUTCOME_LINGER_SECONDS = 0.001
 QUIT_SECONDS = 2.0
@@ -165,7 +168,7 @@ def _process_main(settings: Settings, conn: Connection) -> None:
 
 
 async def _serve(settings: Settings, conn: Connection) -> None:
-    """The delivery process: one sender per SMTP connection, each taking the next job, until the worker goes."""
+    """The delivery process: senders on each SMTP connection, each taking the next job, until the worker goes."""
     reader, writer = await _streams(conn)
     # Answers wait up to a millisecond for company (the worker queued enough to cover it).
     frames = _Frames(
@@ -186,7 +189,7 @@ async def _serve(settings: Settings, conn: Connection) -> None:
             frames.put(Outcome(job.seq, outcome.code, outcome.reply, time.time()))  # when the relay answered
 
     mailers = smtp_mailers(settings)
-    senders = [asyncio.create_task(sender(mailer)) for mailer in mailers]
+    senders = [asyncio.create_task(sender(mailer)) for mailer in mailers for _ in range(SENDERS_PER_CONNECTION)]
     try:
         while True:
             try:

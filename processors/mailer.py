@@ -3,6 +3,7 @@ pipelined (RFC 2920) when the relay offers it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Protocol
@@ -26,7 +27,10 @@ class Mailer(Protocol):
 
 class SmtpMailer:
     """``smtp://host:port`` (plain, STARTTLS when offered), ``smtps://`` (implicit TLS),
-    ``smtp+starttls://`` (STARTTLS required); credentials as ``user:password@``."""
+    ``smtp+starttls://`` (STARTTLS required); credentials as ``user:password@``.
+
+    Several senders may share one mailer: pipelined transactions take turns on the connection (and
+    overlap, see :class:`PipelinedSession`); aiosmtplib's go one at a time."""
 
     def __init__(
         self, url: str, timeout: float = 30.0, signer: DkimSigner | None = None, pipelining: bool = True
@@ -45,69 +49,84 @@ class SmtpMailer:
         self.pipelining = pipelining
         self._client: aiosmtplib.SMTP | None = None
         self._session: PipelinedSession | None = None
+        self._connecting = asyncio.Lock()
+        self._one_at_a_time = asyncio.Lock()
 
     async def _connected(self) -> aiosmtplib.SMTP | PipelinedSession:
-        if self._session is not None and self._session.is_connected:
-            return self._session
-        if self._client is not None and self._client.is_connected:
-            return self._client
-        self._session = None
-        client = aiosmtplib.SMTP(
-            hostname=self.host,
-            port=self.port,
-            use_tls=self.use_tls,
-            start_tls=self.start_tls,
-            timeout=self.timeout,
-            tls_context=ssl.create_default_context() if (self.use_tls or self.start_tls) else None,
-        )
-        await client.connect()
-        if self.username and self.password:
-            await client.login(self.username, self.password)
-        if self.pipelining and PipelinedSession.offered(client):
-            self._client, self._session = None, PipelinedSession(client, self.timeout)
-            return self._session
-        self._client = client
-        return client
+        async with self._connecting:
+            if self._session is not None and self._session.is_connected:
+                return self._session
+            if self._client is not None and self._client.is_connected:
+                return self._client
+            self._session = self._client = None
+            client = aiosmtplib.SMTP(
+                hostname=self.host,
+                port=self.port,
+                use_tls=self.use_tls,
+                start_tls=self.start_tls,
+                timeout=self.timeout,
+                tls_context=ssl.create_default_context() if (self.use_tls or self.start_tls) else None,
+            )
+            await client.connect()
+            if self.username and self.password:
+                await client.login(self.username, self.password)
+            if self.pipelining and PipelinedSession.offered(client):
+                self._session = PipelinedSession(client, self.timeout)
+                return self._session
+            self._client = client
+            return client
 
     async def send(self, rendered: RenderedMessage) -> SmtpOutcome:
+        connection: aiosmtplib.SMTP | PipelinedSession | None = None
         try:
             connection = await self._connected()
             data = rendered.data if self.signer is None else self.signer.sign(rendered.data)
             if isinstance(connection, PipelinedSession):
                 return await connection.send(rendered.envelope_from, rendered.recipient, data)
-            _, reply = await connection.sendmail(rendered.envelope_from, [rendered.recipient], data)
+            async with self._one_at_a_time:
+                return await self._send_alone(connection, rendered.envelope_from, rendered.recipient, data)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            log.warning("SMTP connection to %s:%d failed: %s", self.host, self.port, exc)
+            self._drop(connection)
+            return SmtpOutcome(0, f"connection failed: {exc}")
+
+    @staticmethod
+    async def _send_alone(client: aiosmtplib.SMTP, envelope_from: str, recipient: str, data: bytes) -> SmtpOutcome:
+        try:
+            _, reply = await client.sendmail(envelope_from, [recipient], data)
             return SmtpOutcome(250, reply)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
-            await self._reset()
-            return SmtpOutcome(refused.code, refused.message)
+            outcome = SmtpOutcome(refused.code, refused.message)
         except aiosmtplib.SMTPResponseException as exc:
-            await self._reset()
-            return SmtpOutcome(exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            log.warning("SMTP connection to %s:%d failed: %s", self.host, self.port, exc)
-            await self.close()
-            return SmtpOutcome(0, f"connection failed: {exc}")
-
-    async def _reset(self) -> None:
+            outcome = SmtpOutcome(exc.code, exc.message)
         # A refused recipient leaves the transaction open; RSET keeps the connection reusable.
-        if self._client is not None and self._client.is_connected:
-            try:
-                await self._client.rset()
-            except aiosmtplib.SMTPException:
-                await self.close()
+        try:
+            await client.rset()
+        except aiosmtplib.SMTPException:
+            client.close()  # the answer stands; the next message gets a new connection
+        return outcome
+
+    def _drop(self, connection: aiosmtplib.SMTP | PipelinedSession | None) -> None:
+        """Close the connection that failed (another sender may already have opened the next one)."""
+        if connection is None:
+            return
+        if connection is self._session:
+            self._session = None
+        if connection is self._client:
+            self._client = None
+        connection.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
+        session, client, self._session, self._client = self._session, self._client, None, None
+        if session is not None:
             try:
                 await session.quit()
             except aiosmtplib.SMTPException:
                 session.close()
-        if self._client is not None:
+        if client is not None:
             try:
-                if self._client.is_connected:
-                    await self._client.quit()
+                if client.is_connected:
+                    await client.quit()
             except aiosmtplib.SMTPException:
-                self._client.close()
-            self._client = None
+                client.close()

@@ -28,8 +28,26 @@ _LEADING_PERIOD = re.compile(rb"(?m)^\.")
 Reply = tuple[int, str]
 
 
+# A bare addr-spec, as intake validates them and the VERP sender is made: quoted as it is. Anything else
+# (a display name, a comment, a control character) goes through aiosmtplib's parse, which refuses
+# control characters (no command injection).
+_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]+@[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]+")
+
+
 def _address(address: str, encoding: str) -> bytes:
-    return quote_address(address).encode(encoding)  # quote_address refuses control characters (no injection)
+    quoted = f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else quote_address(address)
+    return quoted.encode(encoding)
+
+
+def _content(data: bytes) -> tuple[bytes, bytes]:
+    """The message as the relay counts it (CRLF line endings, a final CRLF) and as DATA sends it
+    (dot-stuffed, with the ending dot). Rendered messages need neither fix; checking costs less than fixing."""
+    content = data
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf or not data.endswith(b"\r\n"):
+        content = normalize_message_line_endings(data)
+    stuffed = _LEADING_PERIOD.sub(b"..", content) if content.startswith(b".") or b"\n." in content else content
+    return content, stuffed + b".\r\n"
 
 
 class SmtpReplies(asyncio.Protocol):
@@ -104,9 +122,25 @@ class SmtpReplies(asyncio.Protocol):
             self.transport.close()
 
 
+class _Envelope:
+    """MAIL FROM, RCPT TO and DATA of one transaction, and once written, the future of their three replies."""
+
+    __slots__ = ("commands", "replies")
+
+    def __init__(self, commands: bytes) -> None:
+        self.commands = commands
+        self.replies: asyncio.Future[list[Reply]] | None = None
+
+
 class PipelinedSession:
-    """One connection's transactions, one at a time, each in two round trips:
-    ``MAIL FROM``, ``RCPT TO`` and ``DATA`` together, then the content."""
+    """One connection's transactions, pipelined: ``MAIL FROM``, ``RCPT TO`` and ``DATA`` together, then the
+    content. While one transaction's content goes out, the next transaction's envelope goes with it in the
+    same write (RFC 2920 allows the content to open a group): with two senders taking turns on a
+    connection, each message costs one write and one round trip.
+
+    Transactions take turns: the turn passes once a transaction's content is written (or its envelope
+    failed and was reset), so the commands on the wire and the replies expected stay in the same order.
+    """
 
     def __init__(self, client: aiosmtplib.SMTP, timeout: float) -> None:
         """Takes ``client``'s connection over; ``client`` must not be used afterwards."""
@@ -120,6 +154,9 @@ class PipelinedSession:
         self._replies.connection_made(transport)
         transport.set_protocol(self._replies)
         self._transport = transport
+        self._turn = asyncio.Lock()  # first come, first served: the queue below has the same order
+        self._next: deque[_Envelope] = deque()
+        self.carried = 0  # envelopes that went out with the content before them
 
     @staticmethod
     def offered(client: aiosmtplib.SMTP) -> bool:
@@ -139,37 +176,30 @@ class PipelinedSession:
             return SmtpOutcome(553, "5.6.7 the relay does not offer SMTPUTF8, which this address needs")
         encoding = "utf-8" if utf8 else "ascii"
         mail = b"MAIL FROM:" + _address(envelope_from, encoding)
-        rcpt = b"RCPT TO:" + _address(recipient, encoding)
-        content = normalize_message_line_endings(data)
+        content, body = _content(data)
         if self._size:
             mail += b" SIZE=%d" % len(content)
         if utf8:
             mail += b" SMTPUTF8"
-        body = _LEADING_PERIOD.sub(b"..", content) + b".\r\n"
+        envelope = _Envelope(mail + b"\r\nRCPT TO:" + _address(recipient, encoding) + b"\r\nDATA\r\n")
         try:
             async with asyncio.timeout(self.timeout):
-                self._transport.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
-                (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = await self._replies.expect(3)
-                envelope_ok = mail_code == 250 and rcpt_code in (250, 251)
-                if data_code == 354 and envelope_ok:
-                    self._transport.write(body)
-                    ((code, text),) = await self._replies.expect(1)
-                    outcome = SmtpOutcome(code, text)
+                self._next.append(envelope)  # the transaction before may write it along with its content
+                try:
+                    await self._turn.acquire()
+                except BaseException:
+                    if envelope in self._next:
+                        self._next.remove(envelope)
+                    raise
+                try:
+                    answered = await self._transaction(envelope, body)
+                finally:
+                    self._turn.release()
+                if isinstance(answered, SmtpOutcome):
+                    outcome = answered
                 else:
-                    if data_code == 354:
-                        # RFC 2920 3.1: DATA was taken although the envelope failed; an empty content ends it.
-                        self._transport.write(b".\r\n")
-                        await self._replies.expect(1)
-                    if mail_code != 250:
-                        outcome = SmtpOutcome(mail_code, mail_text)
-                    elif not envelope_ok:
-                        outcome = SmtpOutcome(rcpt_code, rcpt_text)
-                    else:
-                        outcome = SmtpOutcome(data_code, data_text)
-                    if 421 in (mail_code, rcpt_code, data_code):
-                        self.close()  # the relay is closing this connection
-                    else:
-                        await self._reset()
+                    ((code, text),) = await answered
+                    outcome = SmtpOutcome(code, text)
         except TimeoutError:
             self.close()
             raise aiosmtplib.SMTPReadTimeoutError("timed out waiting for the relay's reply") from None
@@ -177,10 +207,47 @@ class PipelinedSession:
             self.close()
         return outcome
 
+    async def _transaction(self, envelope: _Envelope, body: bytes) -> SmtpOutcome | asyncio.Future[list[Reply]]:
+        """With the turn held: the envelope's replies, then either the content written (the future of its
+        reply; the turn can pass) or the envelope's failure, the transaction reset."""
+        if envelope.replies is None:  # nobody wrote it along: it goes alone
+            self._next.remove(envelope)
+            self._transport.write(envelope.commands)
+            envelope.replies = self._replies.expect(3)
+        (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = await envelope.replies
+        envelope_ok = mail_code == 250 and rcpt_code in (250, 251)
+        if data_code == 354 and envelope_ok:
+            following = self._next.popleft() if self._next else None
+            self._transport.write(body if following is None else body + following.commands)
+            answer = self._replies.expect(1)
+            if following is not None:
+                following.replies = self._replies.expect(3)
+                self.carried += 1
+            return answer
+        if data_code == 354:
+            # RFC 2920 3.1: DATA was taken although the envelope failed; an empty content ends it.
+            self._transport.write(b".\r\n")
+            await self._replies.expect(1)
+        if mail_code != 250:
+            outcome = SmtpOutcome(mail_code, mail_text)
+        elif not envelope_ok:
+            outcome = SmtpOutcome(rcpt_code, rcpt_text)
+        else:
+            outcome = SmtpOutcome(data_code, data_text)
+        if 421 in (mail_code, rcpt_code, data_code):
+            self.close()  # the relay is closing this connection
+        else:
+            await self._reset()
+        return outcome
+
     async def _reset(self) -> None:
         # A failed envelope leaves the transaction open on some relays; RSET makes the connection reusable.
+        # Its failure does not change the answer already given: the next message gets a new connection.
         self._transport.write(b"RSET\r\n")
-        ((code, _),) = await self._replies.expect(1)
+        try:
+            ((code, _),) = await self._replies.expect(1)
+        except aiosmtplib.SMTPException:
+            code = 0
         if code != 250:
             self.close()
 

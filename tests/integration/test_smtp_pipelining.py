@@ -126,6 +126,41 @@ def test_both_ways_give_the_relays_answers_and_keep_the_connection_usable_after_
     assert all(".a line that starts with a period" in m.get_content() for m in delivered)  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_senders_sharing_a_connection_each_get_their_own_answer(quirky: str, maildir: Path, pipelining: bool) -> None:
+    """Two senders on one connection, as the delivery process runs them: pipelined, the next envelope goes out
+    with the content before it, and answers, refusals and resets still pair with their own messages."""
+    answers = {"reader": 250, "hardbounce": 550, "softbounce": 452, "retryonce": 451, "other": 250}
+    kinds = list(answers)
+    expected = {f"{kinds[i % len(kinds)]}{i}@example.org": answers[kinds[i % len(kinds)]] for i in range(60)}
+    recipients = list(expected)
+    mailer = SmtpMailer(quirky, pipelining=pipelining)
+
+    async def run() -> tuple[dict[str, int], int]:
+        queue = list(reversed(recipients))
+        codes: dict[str, int] = {}
+
+        async def sender() -> None:
+            while queue:
+                recipient = queue.pop()
+                outcome = await mailer.send(RenderedMessage(MESSAGE, "bounces+t@example.com", recipient))
+                codes[recipient] = outcome.code
+
+        await asyncio.gather(sender(), sender())
+        carried = mailer._session.carried if mailer._session is not None else -1
+        await mailer.close()
+        return codes, carried
+
+    codes, carried = asyncio.run(run())
+    assert codes == expected
+    accepted = sorted(r for r in recipients if codes[r] == 250)
+    assert sorted(m["Delivered-To"] for m in stored(maildir)) == accepted
+    if pipelining:
+        assert carried > len(accepted) // 2  # most envelopes rode along with the content before them
+    else:
+        assert carried == -1
+
+
 def test_a_relay_without_pipelining_gets_one_command_at_a_time(one_at_a_time: str, maildir: Path) -> None:
     outcomes, pipelined = send_all(SmtpMailer(one_at_a_time), ["reader@example.org", "hardbounce@example.org"])
 
