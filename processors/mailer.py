@@ -70,6 +70,14 @@ class SmtpMailer:
             await client.connect()
             if self.username and self.password:
                 await client.login(self.username, self.password)
+            if client.is_ehlo_or_helo_needed:
+                # After STARTTLS, or on implicit TLS, the relay has not said yet what it offers.
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    if not client.is_connected:
+                        raise
+                    await client.helo()
             if self.pipelining and PipelinedSession.offered(client):
                 self._session = PipelinedSession(client, self.timeout)
                 return self._session

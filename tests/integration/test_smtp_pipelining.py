@@ -4,16 +4,23 @@ them, aiosmtplib's one command at a time where it does not, with the same answer
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email
 import email.policy
+import ipaddress
 import mailbox
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from mailpulse.smtp_sink import MaildirHandler
 from processors.delivery import SmtpOutcome
@@ -238,3 +245,59 @@ def test_a_malformed_or_endless_reply_fails_whoever_waits() -> None:
 
     assert "malformed" in str(asyncio.run(run(b"hello there\r\n")))
     assert "too long" in str(asyncio.run(run(b"250-" + b"x" * 40_000)))
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, its own issuer: the relay's, and the client's only trusted one."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "relay.pem", folder / "relay.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.parametrize("scheme", ["smtp+starttls", "smtps"])
+def test_pipelined_transactions_run_inside_tls(
+    tmp_path: Path, maildir: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_file, key_file)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the client's default context trusts only this relay
+    options = {"tls_context": server_tls, "require_starttls": True} if scheme == "smtp+starttls" else {}
+    port = free_port()
+    controller = Controller(
+        QuirkyHandler(maildir),
+        hostname="127.0.0.1",
+        port=port,
+        ssl_context=server_tls if scheme == "smtps" else None,
+        **options,
+    )
+    controller.start()
+    try:
+        outcomes, pipelined = send_all(
+            SmtpMailer(f"{scheme}://127.0.0.1:{port}"),
+            ["reader@example.org", "hardbounce@example.org", "last@example.org"],
+        )
+    finally:
+        controller.stop()
+
+    assert [o.code for o in outcomes] == [250, 550, 250], outcomes
+    assert pipelined
+    assert sorted(m["Delivered-To"] for m in stored(maildir)) == ["last@example.org", "reader@example.org"]
