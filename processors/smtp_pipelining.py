@@ -4,8 +4,9 @@ aiosmtplib speaks one command at a time: four round trips a message (MAIL, RCPT,
 DATA, the content), each behind a lock, a timeout task and a parse, some two hundred
 microseconds of Python a message. Most relays (Postfix, Exim, the big providers)
 offer PIPELINING, which lets a client send MAIL, RCPT and DATA together and read the
-three replies at once: two round trips and a fifth of the work. aiosmtplib still opens
-the connection (TLS, STARTTLS, EHLO, AUTH, whatever the URL asks); when the relay
+three replies at once: two round trips and a fifth of the work, or one round trip when
+the next transaction's commands go out with the content before them. aiosmtplib still
+opens the connection (TLS, STARTTLS, EHLO, AUTH, whatever the URL asks); when the relay
 offers PIPELINING, its transport is handed to :class:`PipelinedSession`, which runs
 the transactions from then on.
 """
