@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -272,15 +272,24 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+def only_relay_user(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object) -> AuthResult:
+    return AuthResult(success=data == LoginPassword(b"relay-user", b"s@cret"), handled=False)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # implicit TLS: it is all TLS
 @pytest.mark.parametrize("scheme", ["smtp+starttls", "smtps"])
-def test_pipelined_transactions_run_inside_tls(
+def test_pipelined_transactions_run_inside_tls_after_auth(
     tmp_path: Path, maildir: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
 ) -> None:
     cert_file, key_file = self_signed(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert_file, key_file)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the client's default context trusts only this relay
-    options = {"tls_context": server_tls, "require_starttls": True} if scheme == "smtp+starttls" else {}
+    options: dict[str, object] = {"auth_required": True, "authenticator": only_relay_user}
+    if scheme == "smtp+starttls":
+        options.update(tls_context=server_tls, require_starttls=True)
+    else:
+        options.update(auth_require_tls=False)  # aiosmtpd counts only STARTTLS as TLS; here all of it is
     port = free_port()
     controller = Controller(
         QuirkyHandler(maildir),
@@ -292,7 +301,7 @@ def test_pipelined_transactions_run_inside_tls(
     controller.start()
     try:
         outcomes, pipelined = send_all(
-            SmtpMailer(f"{scheme}://127.0.0.1:{port}"),
+            SmtpMailer(f"{scheme}://relay-user:s%40cret@127.0.0.1:{port}"),
             ["reader@example.org", "hardbounce@example.org", "last@example.org"],
         )
     finally:
