@@ -4,7 +4,6 @@ them, aiosmtplib's one command at a time where it does not, with the same answer
 from __future__ import annotations
 
 import asyncio
-import datetime
 import email
 import email.policy
 import ipaddress
@@ -18,15 +17,15 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailpulse.smtp_sink import MaildirHandler
 from processors.delivery import SmtpOutcome
 from processors.mailer import SmtpMailer
 from processors.render import RenderedMessage
 from processors.smtp_pipelining import SmtpReplies
+from tests.support.certificates import self_signed
 
 MESSAGE = b"From: news@example.com\r\nSubject: hi\r\n\r\nfirst line\r\n.a line that starts with a period\r\nlast\r\n"
 
@@ -247,22 +246,16 @@ def test_a_malformed_or_endless_reply_fails_whoever_waits() -> None:
     assert "too long" in str(asyncio.run(run(b"250-" + b"x" * 40_000)))
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
+def relay_certificate(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1, its own issuer: the relay's, and the client's only trusted one."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
+    cert = self_signed(
+        key,
+        "relay.test",
+        [
+            (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+            (x509.BasicConstraints(ca=True, path_length=None), True),
+        ],
     )
     cert_file, key_file = folder / "relay.pem", folder / "relay.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -281,7 +274,7 @@ def only_relay_user(server: SMTP, session: Session, envelope: Envelope, mechanis
 def test_pipelined_transactions_run_inside_tls_after_auth(
     tmp_path: Path, maildir: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
 ) -> None:
-    cert_file, key_file = self_signed(tmp_path)
+    cert_file, key_file = relay_certificate(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert_file, key_file)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the client's default context trusts only this relay
