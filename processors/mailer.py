@@ -47,18 +47,15 @@ class SmtpMailer:
         self.timeout = timeout
         self.signer = signer
         self.pipelining = pipelining
-        self._client: aiosmtplib.SMTP | None = None
-        self._session: PipelinedSession | None = None
+        self._connection: aiosmtplib.SMTP | PipelinedSession | None = None
         self._connecting = asyncio.Lock()
         self._one_at_a_time = asyncio.Lock()
 
     async def _connected(self) -> aiosmtplib.SMTP | PipelinedSession:
         async with self._connecting:
-            if self._session is not None and self._session.is_connected:
-                return self._session
-            if self._client is not None and self._client.is_connected:
-                return self._client
-            self._session = self._client = None
+            if self._connection is not None and self._connection.is_connected:
+                return self._connection
+            self._connection = None
             client = aiosmtplib.SMTP(
                 hostname=self.host,
                 port=self.port,
@@ -79,10 +76,10 @@ class SmtpMailer:
                         raise
                     await client.helo()
             if self.pipelining and PipelinedSession.offered(client):
-                self._session = PipelinedSession(client, self.timeout)
-                return self._session
-            self._client = client
-            return client
+                self._connection = PipelinedSession(client, self.timeout)
+            else:
+                self._connection = client
+            return self._connection
 
     async def send(self, rendered: RenderedMessage) -> SmtpOutcome:
         connection: aiosmtplib.SMTP | PipelinedSession | None = None
@@ -119,22 +116,18 @@ class SmtpMailer:
         """Close the connection that failed (another sender may already have opened the next one)."""
         if connection is None:
             return
-        if connection is self._session:
-            self._session = None
-        if connection is self._client:
-            self._client = None
+        if connection is self._connection:
+            self._connection = None
         connection.close()
 
     async def close(self) -> None:
-        session, client, self._session, self._client = self._session, self._client, None, None
-        if session is not None:
-            try:
-                await session.quit()
-            except aiosmtplib.SMTPException:
-                session.close()
-        if client is not None:
-            try:
-                if client.is_connected:
-                    await client.quit()
-            except aiosmtplib.SMTPException:
-                client.close()
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if connection.is_connected:
+                await connection.quit()  # closes it too
+                return
+        except aiosmtplib.SMTPException:
+            pass
+        connection.close()

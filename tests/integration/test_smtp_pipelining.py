@@ -24,7 +24,7 @@ from mailpulse.smtp_sink import MaildirHandler
 from processors.delivery import SmtpOutcome
 from processors.mailer import SmtpMailer
 from processors.render import RenderedMessage
-from processors.smtp_pipelining import SmtpReplies
+from processors.smtp_pipelining import PipelinedSession, SmtpReplies
 from tests.support.certificates import self_signed
 
 MESSAGE = b"From: news@example.com\r\nSubject: hi\r\n\r\nfirst line\r\n.a line that starts with a period\r\nlast\r\n"
@@ -91,7 +91,7 @@ def send_all(mailer: SmtpMailer, recipients: list[str], data: bytes = MESSAGE) -
 
     async def run() -> tuple[list[SmtpOutcome], bool]:
         outcomes = [await mailer.send(RenderedMessage(data, "bounces+t@example.com", r)) for r in recipients]
-        pipelined = mailer._session is not None
+        pipelined = isinstance(mailer._connection, PipelinedSession)
         await mailer.close()
         return outcomes, pipelined
 
@@ -153,7 +153,7 @@ def test_senders_sharing_a_connection_each_get_their_own_answer(quirky: str, mai
                 codes[recipient] = outcome.code
 
         await asyncio.gather(sender(), sender())
-        carried = mailer._session.carried if mailer._session is not None else -1
+        carried = mailer._connection.carried if isinstance(mailer._connection, PipelinedSession) else -1
         await mailer.close()
         return codes, carried
 
@@ -210,7 +210,7 @@ def test_a_relay_that_does_not_answer_times_out_and_the_connection_is_dropped(qu
         outcome = await asyncio.wait_for(
             mailer.send(RenderedMessage(MESSAGE, "b@example.com", "silent@example.org")), 3
         )
-        return outcome, mailer._session is None
+        return outcome, mailer._connection is None
 
     outcome, dropped = asyncio.run(run())
     assert outcome.code == 0 and "timed out" in outcome.reply
