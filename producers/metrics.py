@@ -15,6 +15,17 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BUCKET_LABELS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
+
+
+class _Latency:
+    """One route's latency: a count per bucket (the last one past every bound) and the sum of the seconds."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(_BUCKET_LABELS)
+        self.total = 0.0
 
 
 class RequestStats(Collector):
@@ -26,27 +37,25 @@ class RequestStats(Collector):
 
     def __init__(self) -> None:
         self._requests: dict[tuple[str, int], int] = {}
-        # Per route: a count per bucket (the last one past every bound), then the sum of the seconds.
-        self._latency: dict[str, tuple[list[int], list[float]]] = {}
+        self._latency: dict[str, _Latency] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
         self._requests[key] = self._requests.get(key, 0) + 1
-        held = self._latency.get(route)
-        if held is None:
-            held = self._latency[route] = ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
-        held[0][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # a bucket holds values <= its bound
-        held[1][0] += seconds
+        latency = self._latency.get(route)
+        if latency is None:
+            latency = self._latency[route] = _Latency()
+        latency.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # a bucket holds values <= its bound
+        latency.total += seconds
 
     def collect(self) -> Iterable[Metric]:
         requests = CounterMetricFamily("mailpulse_edge_requests", "HTTP requests", labels=["route", "status"])
         for (route, status), count in sorted(self._requests.items()):
             requests.add_metric([route, str(status)], count)
         latency = HistogramMetricFamily("mailpulse_edge_request_seconds", "Request latency", labels=["route"])
-        for route, (counts, total) in sorted(self._latency.items()):
-            cumulative = list(itertools.accumulate(counts))
-            bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
-            latency.add_metric([route], list(zip(bounds, cumulative, strict=True)), total[0])
+        for route, held in sorted(self._latency.items()):
+            cumulative = itertools.accumulate(held.counts)
+            latency.add_metric([route], list(zip(_BUCKET_LABELS, cumulative, strict=True)), held.total)
         return [requests, latency]
 
 
