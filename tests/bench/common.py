@@ -44,11 +44,8 @@ def median_of(runs: int, measure: Callable[[int], float], label: str) -> float:
     for run in range(1, runs + 1):
         value = measure(run)
         values.append(value)
-        say(
-            f"    {label}: run {run}/{runs}: {value:,.3f}"
-            if value < 10
-            else f"    {label}: run {run}/{runs}: {value:,.1f}"
-        )
+        shown = f"{value:,.3f}" if value < 10 else f"{value:,.1f}"  # ratios need their decimals
+        say(f"    {label}: run {run}/{runs}: {shown}")
     return statistics.median(values)
 
 
