@@ -115,3 +115,18 @@ def test_a_line_break_in_a_header_value_is_refused() -> None:
 
     with pytest.raises(RenderError, match="Subject"):
         render_message(msgspec.structs.replace(REQUEST, subject="hi\r\nBcc: victim@example.org"), CTX)
+
+
+def test_the_date_header_is_the_email_packages() -> None:
+    from datetime import timedelta, timezone
+    from email.utils import format_datetime
+
+    from processors.render import _date_header
+
+    start = datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC)
+    for hours in range(0, 24 * 400, 37):  # every weekday and month, hours and minutes
+        when = start + timedelta(hours=hours, minutes=hours % 60)
+        assert _date_header(when) == format_datetime(when)
+    elsewhere = datetime(2026, 3, 9, 8, 5, tzinfo=timezone(timedelta(hours=-5)))
+    assert _date_header(elsewhere) == format_datetime(elsewhere) == "Mon, 09 Mar 2026 08:05:00 -0500"
+    assert parse(REQUEST)["Date"].datetime == REQUEST.enqueued_at

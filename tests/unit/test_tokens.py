@@ -131,3 +131,17 @@ def test_pixel_paths_match_like_the_route() -> None:
     assert pixel_token("/o/abc_-123.gif") == "abc_-123"
     for path in ("/o/.gif", "/o/a/b.gif", "/o/abc.png", "/c/abc.gif", "/o/abc.gif/", "/oo/abc.gif"):
         assert pixel_token(path) is None, path
+
+
+def test_successive_tokens_are_each_fernet_with_their_own_iv() -> None:
+    # Minting runs one CBC encryptor on across tokens: every token must still decrypt on its own.
+    codec = TokenCodec(["k"])
+    fernet = Fernet(_fernet_key("k"))
+    ivs = set()
+    for size in [0, 1, 15, 16, 17, 31, 32, 33, 200] * 20:
+        claims = TokenClaims(LinkKind.CLICK, "m", "c", "l", None, "https://example.com/" + "x" * size)
+        token = codec.mint(claims)
+        data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        ivs.add(data[9:25])
+        assert fernet.decrypt(base64.urlsafe_b64encode(data)) == msgspec.msgpack.encode(claims)
+    assert len(ivs) == 180  # a fresh random IV per token
