@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 # A send whose domain slot is further out than this goes through the retry topic instead of holding its batch.
 MAX_RATE_WAIT_SECONDS = 1.0
+# Gating a batch gives the loop back this often, for the hand-offs of the batch before it still sending.
+GATE_YIELD_EVERY = 128
 
 
 # Applies one batch's records in order (table writes through the Output, not yet flushed).
@@ -337,30 +339,44 @@ def create_app(settings: Settings) -> faust.App:
         entry = decode_entry(output.read(suppression, request.recipient, source))
         return suppression_reasons(entry, request.list_id)
 
-    async def handle_sends(batch: list[tuple[SendRequest, Any]]) -> None:
+    # Message ids of the batches in hand, from their gate until their outcome is recorded: a request met
+    # again meanwhile (in the same batch or the next) is a duplicate, whatever the sent-log says yet.
+    sending: set[str] = set()
+
+    async def handle_sends(batch: list[tuple[SendRequest, Any]], release: Callable[[], None]) -> None:
         """Gate every request, send the rest concurrently through the delivery process, recording each
-        outcome as it comes.
+        outcome as it comes; ``release()`` once only the answers are left to wait for, so the next batch
+        is gated while this one's last messages are sent (the delivery process never runs dry between).
 
         Order per batch: pending marks in the sent-log (acknowledged) -> SMTP, each answer's sent mark and
         events produced at once -> all of them acknowledged -> offsets commit. A crash anywhere loses no
         request. What it can mail twice is what was in the delivery process and what was answered in the
         last milliseconds (sent marks Kafka had not yet acknowledged); the redelivery counts them.
         """
+        outgoing: list[tuple[SendRequest, Any, float]] = []
+        try:
+            await gate_batch(batch, outgoing)
+            release()
+            await send_gated(outgoing)
+        finally:
+            sending.difference_update(request.message_id for request, _, _ in outgoing)
+
+    def publish(event: AnyEvent) -> None:
+        output.produce(names.events, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
+
+    def retry(request: SendRequest) -> None:
+        output.produce(names.retry, key=request.recipient.encode(), value=encode(request))
+
+    async def gate_batch(batch: list[tuple[SendRequest, Any]], outgoing: list[tuple[SendRequest, Any, float]]) -> None:
+        """The requests of ``batch`` that may be mailed, into ``outgoing``, their pending marks acknowledged."""
         since = output.begin()
         now = utcnow()
-        outgoing: list[tuple[SendRequest, Any, float]] = []
-        taken: set[str] = set()
         clock = time.monotonic()
-
-        def publish(event: AnyEvent) -> None:
-            output.produce(names.events, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
-
-        def retry(request: SendRequest) -> None:
-            output.produce(names.retry, key=request.recipient.encode(), value=encode(request))
-
-        for request, source in batch:
+        for index, (request, source) in enumerate(batch):
+            if index % GATE_YIELD_EVERY == GATE_YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # the batch before this one is still handing messages over
             state = sent_log_state(output.read(sent_log, request.message_id, source))
-            if state == "sent" or request.message_id in taken:
+            if state == "sent" or request.message_id in sending:
                 metrics.sends.labels("duplicate").inc()
                 continue
             reasons = gate(request, source)
@@ -377,10 +393,14 @@ def create_app(settings: Settings) -> faust.App:
             if state == SENT_LOG_PENDING:
                 metrics.sends.labels("possible_duplicate").inc()
                 log.warning("message %s may have been mailed before a crash; sending it again", request.message_id)
-            taken.add(request.message_id)
+            sending.add(request.message_id)
             outgoing.append((request, source, wait))
             output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
         await output.flush(since)
+
+    async def send_gated(outgoing: list[tuple[SendRequest, Any, float]]) -> None:
+        """Mail ``outgoing`` through the delivery process; every outcome acknowledged by Kafka on return."""
+        since = output.begin()
 
         def record(request: SendRequest, source: Any, delivered: Delivered) -> None:
             outcome, answered_at = delivered.outcome, delivered.at
@@ -424,7 +444,7 @@ def create_app(settings: Settings) -> faust.App:
             except DecodeError as exc:
                 metrics.poison.labels("outbox").inc()
                 log.warning("skipping undecodable send request: %s", exc)
-        await handle_sends(batch)
+        await handle_sends(batch, feed.release)
         return {r.message.partition: r.message.offset + 1 for r in records}
 
     async def release_retries(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
@@ -463,6 +483,7 @@ def create_app(settings: Settings) -> faust.App:
         ("retries", names.retry, 500, release_retries, None),
     ]
     for name, topic, batch_size, handler, resume_from in feeds:
+        # Two sender batches in hand: the next one is gated while this one's last messages go out.
         PartitionFeed(
             app,
             name=name,
@@ -472,6 +493,7 @@ def create_app(settings: Settings) -> faust.App:
             batch_size=batch_size,
             handle=handler,
             resume_from=resume_from,
+            depth=2 if name == "sender" else 1,
         ).connect()
 
     register_views(app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics)

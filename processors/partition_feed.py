@@ -23,6 +23,7 @@ offset can promise (faust's was seen to pass records no batch had applied).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -84,7 +85,10 @@ class PartitionFeed:
         batch_size: int,
         handle: Handler,
         resume_from: ResumeFrom | None = None,
+        depth: int = 1,
     ) -> None:
+        """``depth`` batches may be handled at once: the next is read once the one before it calls
+        :meth:`release` (or ends). Commits keep the order the batches were read in."""
         self.app, self.name, self.topic, self.follows = app, name, topic, follows
         self.batch_size = batch_size
         self.handle = handle
@@ -97,8 +101,12 @@ class PartitionFeed:
         self._offered: frozenset[int] = frozenset()  # assigned by faust; read once its tables are recovered
         self._wanted: frozenset[int] = frozenset()
         self._assigned: frozenset[int] | None = None  # read now; None: assign (again) before reading
-        self._busy = asyncio.Lock()  # held while a batch is handled; a rebalance waits for it
+        self._busy = asyncio.Lock()  # held while a batch is started; a rebalance waits for it, then for the rest
         self._resting: dict[int, asyncio.TimerHandle] = {}
+        self._depth = depth
+        # Batches being handled, oldest first: each task commits its batch and answers whether all went well.
+        self._in_flight: collections.deque[asyncio.Task[bool]] = collections.deque()
+        self._released: dict[asyncio.Task[Any], asyncio.Event] = {}
 
     def connect(self) -> None:
         """Follow faust's rebalances and run the feed as a task of the app."""
@@ -113,8 +121,9 @@ class PartitionFeed:
 
     # faust's signal receivers: (sender, *args, signal=..., **kwargs).
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # The batch in hand finishes (and commits) before faust moves the tables; nothing after it is read.
+        # The batches in hand finish (and commit) before faust moves the tables; nothing after them is read.
         async with self._busy:
+            await self._settled()
             self._offered = self._wanted = frozenset()
             self._assigned = None
 
@@ -175,6 +184,64 @@ class PartitionFeed:
             previous.cancel()
         self._resting[partition] = asyncio.get_running_loop().call_later(max(0.0, seconds), wake)
 
+    def release(self) -> None:
+        """Called by a handler once the rest of its batch only waits (for SMTP answers, say): a feed of
+        ``depth`` 2 then reads and starts the next batch meanwhile. Elsewhere it does nothing."""
+        current = asyncio.current_task()
+        released = self._released.get(current) if current is not None else None
+        if released is not None:
+            released.set()
+
+    async def _batch(self, consumer: Consumer, records: list[FeedRecord], before: asyncio.Task[bool] | None) -> bool:
+        """Handle and commit one batch, after the batch before it committed; False if either failed
+        (nothing of this one is committed then: it is read again)."""
+        try:
+            done = await self.handle(self, records)
+        except Exception:
+            log.exception("%s: batch failed; it is read again", self.name)
+            return False
+        finally:
+            self.release()
+        if before is not None and not await before:
+            return False
+        offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(done.items()) if p in self._partitions]
+        if offsets:
+            try:
+                # With marks in the tables the commit only shows the group's lag: it need not hold up the next batch.
+                await self._call(consumer.commit, offsets=offsets, asynchronous=self.resume_from is not None)
+            except Exception:
+                log.exception("%s: committing offsets failed; the batch is read again", self.name)
+                return False
+        return True
+
+    async def _start(self, consumer: Consumer, records: list[FeedRecord]) -> bool:
+        """Start handling ``records`` and return once the feed may read on; False if a batch failed."""
+        before = self._in_flight[-1] if self._in_flight else None
+        task = asyncio.create_task(self._batch(consumer, records, before))
+        released = self._released[task] = asyncio.Event()
+        self._in_flight.append(task)
+        waiting = asyncio.ensure_future(released.wait())
+        try:
+            await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            del self._released[task]
+        return await self._collected(self._depth - 1)
+
+    async def _collected(self, keep: int) -> bool:
+        """Wait until at most ``keep`` batches are in hand, taking the results of those that ended; False
+        if one failed (then every other one is waited for too: all of them are read again)."""
+        while self._in_flight and (self._in_flight[0].done() or len(self._in_flight) > keep):
+            if not await self._in_flight.popleft():
+                await self._settled()
+                return False
+        return True
+
+    async def _settled(self) -> None:
+        """Every batch in hand ended (committed or failed)."""
+        while self._in_flight:
+            await self._in_flight.popleft()
+
     async def _run(self) -> None:
         consumer = self._consumer = Consumer(
             {
@@ -194,24 +261,27 @@ class PartitionFeed:
                     continue
                 async with self._busy:
                     if self._wanted != self._assigned:
+                        await self._settled()  # the batches in hand were read under the old assignment
                         await self._assign(consumer, self._wanted)
                 messages = await self._call(consumer.consume, self.batch_size, 0.1)
                 async with self._busy:
                     records = self._usable(messages)
-                    if not records:
+                    ok = await (self._start(consumer, records) if records else self._collected(self._depth))
+                    if ok:
+                        if records:
+                            failures = 0
                         continue
-                    try:
-                        await self._handle(consumer, records)
-                        failures = 0
-                        continue
-                    except Exception:
-                        failures += 1
-                        log.exception("%s: batch failed (%d in a row); it is read again", self.name, failures)
-                        self._assigned = None  # back to the marks or committed offsets: the batch is read again
+                    failures += 1
+                    log.warning(
+                        "%s: %d failed batch(es) in a row; reading again from the last commit", self.name, failures
+                    )
+                    self._assigned = None  # back to the marks or committed offsets: the batch is read again
                 # A pause that grows while the failure lasts (the broker or the relay down), outside the lock
                 # so a rebalance need not wait for it.
                 await asyncio.sleep(min(30.0, 2.0 ** (failures - 1)))
         finally:
+            for task in self._in_flight:
+                task.cancel()
             self._consumer = None
             with contextlib.suppress(Exception):
                 await self._call(consumer.close)
@@ -231,10 +301,3 @@ class PartitionFeed:
             if msg.partition() in readable:
                 records.append(of(msg))
         return records
-
-    async def _handle(self, consumer: Consumer, records: list[FeedRecord]) -> None:
-        done = await self.handle(self, records)
-        offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(done.items()) if p in self._partitions]
-        if offsets:
-            # With marks in the tables the commit only shows the group's lag: it need not hold up the next batch.
-            await self._call(consumer.commit, offsets=offsets, asynchronous=self.resume_from is not None)

@@ -48,3 +48,100 @@ def test_a_feed_record_looks_like_a_faust_event_to_the_stores() -> None:
     assert (record.message.partition, record.message.offset, record.value) == (4, 17, b"v")
     assert weakref.ref(record)() is record  # faust holds its current event by weak reference
     assert "17" in repr(record) and b"v" not in repr(record).encode()
+
+
+class _Commits:
+    """Stands in for the consumer's commit (the feed's ordering is under test, not librdkafka)."""
+
+    def __init__(self) -> None:
+        self.made: list[list[tuple[int, int]]] = []
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        self.made.append([(tp.partition, tp.offset) for tp in offsets])
+
+
+def _records(partition: int, *offsets: int) -> list[FeedRecord]:
+    return [FeedRecord(FeedMessage("t", partition, offset), b"") for offset in offsets]
+
+
+def _deep_feed(handle: Any, depth: int) -> PartitionFeed:
+    started = feed()
+    started.handle, started._depth, started._assigned = handle, depth, frozenset({0})
+    return started
+
+
+async def _ends(records: list[FeedRecord], gates: dict[int, Any], failing: set[int]) -> dict[int, int]:
+    last = records[-1].message
+    await gates[last.offset].wait()
+    if last.offset in failing:
+        raise RuntimeError("the relay went away")
+    return {last.partition: last.offset + 1}
+
+
+def test_a_deeper_feed_reads_on_once_released_and_commits_in_read_order() -> None:
+    import asyncio
+
+    async def run() -> list[list[tuple[int, int]]]:
+        gates = {1: asyncio.Event(), 3: asyncio.Event()}
+
+        async def handle(fed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+            fed.release()  # what is left only waits
+            return await _ends(records, gates, set())
+
+        deep, consumer = _deep_feed(handle, 2), _Commits()
+        assert await deep._start(consumer, _records(0, 0, 1))  # returns while the first batch still waits
+        second = asyncio.ensure_future(deep._start(consumer, _records(0, 2, 3)))
+        gates[3].set()  # the second batch ends first ...
+        await asyncio.sleep(0.05)
+        assert consumer.made == []  # ... and still commits after the first
+        assert not second.done()  # two in hand: a third is read only once the first ended
+        gates[1].set()
+        assert await second
+        await deep._settled()
+        return consumer.made
+
+    assert asyncio.run(run()) == [[(0, 2)], [(0, 4)]]
+
+
+def test_a_failed_batch_fails_the_one_after_it_and_commits_neither() -> None:
+    import asyncio
+
+    async def run() -> tuple[bool, list[list[tuple[int, int]]]]:
+        gates = {1: asyncio.Event(), 3: asyncio.Event()}
+
+        async def handle(fed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+            fed.release()
+            return await _ends(records, gates, failing={1})
+
+        deep, consumer = _deep_feed(handle, 2), _Commits()
+        assert await deep._start(consumer, _records(0, 0, 1))
+        gates[3].set()
+        second = asyncio.ensure_future(deep._start(consumer, _records(0, 2, 3)))
+        await asyncio.sleep(0.05)
+        gates[1].set()
+        return await second, consumer.made
+
+    ok, made = asyncio.run(run())
+    assert not ok and made == []  # both are read again from the last commit
+
+
+def test_a_feed_of_depth_one_handles_one_batch_at_a_time() -> None:
+    import asyncio
+
+    async def run() -> list[str]:
+        seen: list[str] = []
+
+        async def handle(fed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+            fed.release()  # no effect at depth 1
+            seen.append(f"start {records[0].message.offset}")
+            await asyncio.sleep(0.02)
+            seen.append(f"end {records[0].message.offset}")
+            return {0: records[-1].message.offset + 1}
+
+        shallow, consumer = _deep_feed(handle, 1), _Commits()
+        assert await shallow._start(consumer, _records(0, 0))
+        assert await shallow._start(consumer, _records(0, 1))
+        assert consumer.made == [[(0, 1)], [(0, 2)]]
+        return seen
+
+    assert asyncio.run(run()) == ["start 0", "end 0", "start 1", "end 1"]
