@@ -46,11 +46,12 @@ from schemas.tokens import TokenCodec
 log = logging.getLogger(__name__)
 
 # Requests handed over per connection before the loop waits: enough that the delivery process never
-# runs dry while the loop is busy with Kafka for a few milliseconds, few enough that the suppression
-# check before the hand-off stays milliseconds old when the message goes out (128 at 16 connections:
-# some 40 ms of sending on the bench machine). Alternating in one run, 8 sent 3,962 msg/s and 4 sent
-# 3,606 (medians of 3): with 4, the delivery process ran dry while the loop gated the next batch.
-QUEUED_PER_CONNECTION = 8
+# runs dry while the loop is busy elsewhere (a batch of events or the next send batch's gate holds it
+# for tens of milliseconds, and answers wait in the socket meanwhile), few enough that the suppression
+# check before the hand-off stays well under a second old when the message goes out (512 at 16
+# connections: some 130 ms of sending on the bench machine). Alternating in one run (medians of 3):
+# 4 -> 8 per connection 3,606 -> 3,962 msg/s; 8 -> 16 3,451 -> 3,974; 16 -> 32 3,754 -> 4,060.
+QUEUED_PER_CONNECTION = 32
 # Senders taking turns on each connection: while one waits for its content's reply, the next one's envelope
 # has gone out with that content (processors.smtp_pipelining), one write and one round trip a message.
 SENDERS_PER_CONNECTION = 2

@@ -11,7 +11,7 @@ faust runs no agent; it holds the tables.
 
 The partitions follow faust's active assignment of a table changelog (every topic of the worker is
 co-partitioned): a worker reads partition *p* only while it holds partition *p* of the tables, and
-only once faust has recovered them. A rebalance waits for the batch in hand.
+only once faust has recovered them. A rebalance waits for the batches in hand.
 
 Offsets are committed (group ``<app>-<name>``, manual assignment) only after a batch's handler
 returned, so a crash re-reads what was not finished: at-least-once. A feed whose tables record how
