@@ -10,11 +10,12 @@ from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 import aiosmtplib
+import dkim
 
 from processors.delivery import SmtpOutcome
 from processors.dkim_signing import DkimSigner
 from processors.render import RenderedMessage
-from processors.smtp_pipelining import PipelinedSession
+from processors.smtp_pipelining import PipelinedSession, unquotable
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,16 @@ class SmtpMailer:
             return self._connection
 
     async def send(self, rendered: RenderedMessage) -> SmtpOutcome:
+        # Failures before anything is written are this message's alone: the connection, which another
+        # sender may be using, stays open.
+        try:
+            data = rendered.data if self.signer is None else self.signer.sign(rendered.data)
+        except dkim.DKIMException as exc:  # a key dkimpy cannot use: retried, and failed in the end
+            log.error("DKIM signing failed: %s", exc)
+            return SmtpOutcome(0, f"DKIM signing failed: {exc}")
         connection: aiosmtplib.SMTP | PipelinedSession | None = None
         try:
             connection = await self._connected()
-            data = rendered.data if self.signer is None else self.signer.sign(rendered.data)
             if isinstance(connection, PipelinedSession):
                 return await connection.send(rendered.envelope_from, rendered.recipient, data)
             async with self._one_at_a_time:
@@ -105,6 +112,8 @@ class SmtpMailer:
             outcome = SmtpOutcome(refused.code, refused.message)
         except aiosmtplib.SMTPResponseException as exc:
             outcome = SmtpOutcome(exc.code, exc.message)
+        except ValueError as exc:  # aiosmtplib cannot quote an address: it never will
+            outcome = unquotable(exc)
         # A refused recipient leaves the transaction open; RSET keeps the connection reusable.
         try:
             await client.rset()

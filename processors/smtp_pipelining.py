@@ -36,8 +36,14 @@ _PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]+@[^\s<>()\[\]\\
 
 
 def _address(address: str, encoding: str) -> bytes:
+    """:raises ValueError: an address SMTP cannot carry (aiosmtplib's parse refused it)"""
     quoted = f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else quote_address(address)
     return quoted.encode(encoding)
+
+
+def unquotable(exc: ValueError) -> SmtpOutcome:
+    """The answer for an address SMTP cannot carry: permanent, as a relay would refuse its syntax."""
+    return SmtpOutcome(553, f"5.1.3 {exc}")
 
 
 def _content(data: bytes) -> tuple[bytes, bytes]:
@@ -176,13 +182,17 @@ class PipelinedSession:
         if utf8 and not self._utf8:
             return SmtpOutcome(553, "5.6.7 the relay does not offer SMTPUTF8, which this address needs")
         encoding = "utf-8" if utf8 else "ascii"
-        mail = b"MAIL FROM:" + _address(envelope_from, encoding)
+        try:
+            sender, rcpt = _address(envelope_from, encoding), _address(recipient, encoding)
+        except ValueError as exc:  # before anything is written: the connection stays as it is
+            return unquotable(exc)
+        mail = b"MAIL FROM:" + sender
         content, body = _content(data)
         if self._size:
             mail += b" SIZE=%d" % len(content)
         if utf8:
             mail += b" SMTPUTF8"
-        envelope = _Envelope(mail + b"\r\nRCPT TO:" + _address(recipient, encoding) + b"\r\nDATA\r\n")
+        envelope = _Envelope(mail + b"\r\nRCPT TO:" + rcpt + b"\r\nDATA\r\n")
         try:
             async with asyncio.timeout(self.timeout):
                 self._next.append(envelope)  # the transaction before may write it along with its content

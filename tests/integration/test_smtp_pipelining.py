@@ -167,6 +167,36 @@ def test_senders_sharing_a_connection_each_get_their_own_answer(quirky: str, mai
         assert carried == -1
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_message_that_cannot_go_out_fails_alone_and_the_connection_stays(
+    quirky: str, maildir: Path, pipelining: bool
+) -> None:
+    """An address SMTP cannot carry, or a DKIM key that cannot sign: that message's own answer, before
+    anything is written, and the connection (shared by another sender in the delivery process) stays open."""
+    from processors.dkim_signing import DkimSigner
+
+    mailer = SmtpMailer(quirky, pipelining=pipelining)
+    unsigned = SmtpMailer(quirky, pipelining=pipelining, signer=DkimSigner("s", "example.com", b"not a key"))
+
+    async def run() -> tuple[list[SmtpOutcome], bool, SmtpOutcome]:
+        first = await mailer.send(RenderedMessage(MESSAGE, "bounces+t@example.com", "before@example.org"))
+        connection = mailer._connection
+        bad = await mailer.send(RenderedMessage(MESSAGE, "bounces+t@example.com", "two words@example.org"))
+        after = await mailer.send(RenderedMessage(MESSAGE, "bounces+t@example.com", "after@example.org"))
+        kept = mailer._connection is connection and connection is not None and connection.is_connected
+        await mailer.close()
+        refused_key = await unsigned.send(RenderedMessage(MESSAGE, "bounces+t@example.com", "signed@example.org"))
+        await unsigned.close()
+        return [first, bad, after], kept, refused_key
+
+    (first, bad, after), kept, refused_key = asyncio.run(run())
+    assert (first.code, bad.code, after.code) == (250, 553, 250)
+    assert bad.reply.startswith("5.1.3") and "two words" in bad.reply
+    assert kept  # the same connection carried the message after the refused one
+    assert refused_key.code == 0 and "DKIM" in refused_key.reply  # retried, then failed, like a relay down
+    assert sorted(m["Delivered-To"] for m in stored(maildir)) == ["after@example.org", "before@example.org"]
+
+
 def test_a_relay_without_pipelining_gets_one_command_at_a_time(one_at_a_time: str, maildir: Path) -> None:
     outcomes, pipelined = send_all(SmtpMailer(one_at_a_time), ["reader@example.org", "hardbounce@example.org"])
 
