@@ -496,5 +496,7 @@ def create_app(settings: Settings) -> faust.App:
             depth=2 if name == "sender" else 1,
         ).connect()
 
-    register_views(app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics)
+    register_views(
+        app, settings, suppression=suppression, campaign_totals=campaign_totals, metrics=metrics, current=output.current
+    )
     return app

@@ -151,6 +151,12 @@ class Output:
             return held[1]
         return _store_get(table, key, source)
 
+    def current(self, table: Any, key: str) -> Any:
+        """``key``'s value as the feeds see it, for a reader outside any batch (an HTTP view): the latest
+        write, acknowledged or not, else the table's."""
+        held = self._latest.get((id(table), key))
+        return held[1] if held is not None else table.get(key)
+
     def write(self, table: Any, key: str, value: str, source: Any) -> None:
         """``table[key] = value`` for the partition of the ``source`` event: its changelog record now,
         the store once that record is acknowledged (:meth:`flush`)."""

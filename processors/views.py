@@ -7,6 +7,7 @@ there, so every worker answers for every key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -25,8 +26,19 @@ FORWARDED = "x-mailpulse-forwarded"
 
 
 def register_views(
-    app: faust.App, settings: Settings, *, suppression: Any, campaign_totals: Any, metrics: WorkerMetrics
+    app: faust.App,
+    settings: Settings,
+    *,
+    suppression: Any,
+    campaign_totals: Any,
+    metrics: WorkerMetrics,
+    current: Callable[[Any, str], Any],
 ) -> None:
+    """``current(table, key)``: the value the worker's feeds see, its latest write included before Kafka
+    acknowledged it. A suppression lookup answers what the sender's gate answers now: an unsubscribe
+    stops mail from the moment its batch applied it, and the event behind it was acknowledged before
+    its 200, so a crash applies it again."""
+
     def authorized(request: Request) -> bool:
         return key_is_valid(presented_key(dict(request.headers)), settings.api_keys)
 
@@ -53,7 +65,7 @@ def register_views(
             forwarded = await from_owner(self, request, suppression, normalized)
             if forwarded is not None:
                 return forwarded
-            entry = decode_entry(suppression.get(normalized))
+            entry = decode_entry(current(suppression, normalized))
             reasons = suppression_reasons(entry)
             return self.json(
                 {

@@ -43,6 +43,9 @@ class FakeTable:
     def changelog_topic(self) -> FakeChangelog:
         return FakeChangelog(f"{self.name}-changelog")
 
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
 
 @dataclass
 class FakeMessage:
@@ -66,6 +69,15 @@ def test_a_write_is_read_back_before_it_reaches_the_store() -> None:
     out.write(table, "a@example.com", "unsubscribed", source)
     assert out.read(table, "a@example.com", source) == "unsubscribed"
     assert "a@example.com" not in table.data  # not acknowledged yet: a crash now must not leave it locally
+
+
+def test_a_view_sees_what_the_feeds_see_acknowledged_or_not() -> None:
+    out, table = output(), FakeTable("suppression")
+    table.data["old@example.com"] = "stored"
+    out.write(table, "new@example.com", "unsubscribed", FakeEvent(FakeMessage(3)))
+    assert out.current(table, "new@example.com") == "unsubscribed"  # what the sender's gate reads now
+    assert out.current(table, "old@example.com") == "stored"
+    assert out.current(table, "nobody@example.com") is None
 
 
 def test_acknowledged_writes_reach_the_store_in_order_with_their_offsets() -> None:
