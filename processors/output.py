@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -32,6 +33,9 @@ from schemas.kafka_config import producer_config
 from schemas.settings import Settings
 
 _json = msgspec.json.Encoder()
+# librdkafka reports on every record within its delivery timeout (message.timeout.ms); this only guards
+# against a report that never comes.
+FLUSH_TIMEOUT_SECONDS = 330.0
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
@@ -84,6 +88,73 @@ class OutputError(RuntimeError):
     """Kafka did not acknowledge a record within librdkafka's delivery timeout."""
 
 
+class Acknowledgements:
+    """Which records Kafka has answered for, by epoch: :meth:`close` ends the open epoch, and its future
+    resolves once every record of it and of each epoch before it has its delivery report.
+
+    librdkafka's own flush waits until nothing at all is in flight. The worker's feeds produce all the
+    time (the sender an answer's sent mark and events as each answer comes), so a batch's flush waited
+    for records produced after it began, up to hundreds of milliseconds while the sender ran; an
+    unsubscribe's batch waited as long before its offsets could commit.
+
+    ``produced`` is called on the event loop's thread (as is ``close``); ``reported`` on whichever thread
+    serves the delivery reports.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.epoch = 0  # the open epoch: what is produced now belongs to it
+        self._produced: dict[int, int] = {0: 0}  # per epoch, final once the epoch is closed
+        self._reported: dict[int, int] = {0: 0}
+        self._settled_upto = -1  # every epoch up to this one has all its reports
+        self._waiting: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def produced(self) -> int:
+        """Count a record of the open epoch; its delivery report must call :meth:`reported` with the answer."""
+        epoch = self.epoch
+        self._produced[epoch] += 1
+        return epoch
+
+    def reported(self, epoch: int) -> None:
+        with self._lock:
+            self._reported[epoch] += 1
+            if epoch < self.epoch:
+                self._settle()
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """End the open epoch; the future resolves once it and every epoch before it are answered for."""
+        done: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            closing = self.epoch
+            self.epoch += 1
+            self._produced[self.epoch] = self._reported[self.epoch] = 0
+            self._waiting.append((closing, loop, done))
+            self._settle()
+        return done
+
+    def _settle(self) -> None:
+        """With the lock held: move past every closed epoch answered for, and wake who waited for it."""
+        upto = self._settled_upto
+        while upto + 1 < self.epoch and self._reported[upto + 1] == self._produced[upto + 1]:
+            upto += 1
+            del self._reported[upto], self._produced[upto]
+        if upto == self._settled_upto:
+            return
+        self._settled_upto = upto
+        still = []
+        for epoch, loop, done in self._waiting:
+            if epoch <= upto:
+                loop.call_soon_threadsafe(_resolve, done)
+            else:
+                still.append((epoch, loop, done))
+        self._waiting = still
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 class PendingWrite(NamedTuple):
     seq: int
     table: Any
@@ -103,6 +174,13 @@ class Output:
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self._producer = Producer(producer_config(settings, **{"linger.ms": 2, "batch.size": 1_000_000, **overrides}))
+        self._acks = Acknowledgements()
+        # Per epoch, the delivery report of a record that is no table write (one callback for many records).
+        self._reports: dict[int, DeliveryCallback] = {}
+        # Delivery reports are served on a thread of their own, as they come, whoever waits for them.
+        self._closed = threading.Event()
+        self._serving = threading.Thread(target=self._serve, name="output-delivery-reports", daemon=True)
+        self._serving.start()
         self._lock = threading.Lock()
         self._errors: list[str] = []
         # Table writes in write order, not yet in their stores, and the latest of them per key.
@@ -115,29 +193,42 @@ class Output:
         self._drops = 0
         self._dropped_upto = 0
 
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.1)
+
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             with self._lock:
                 self._errors.append(f"{msg.topic()}: {err}")
 
-    def produce(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes,
-        partition: int | None = None,
-        on_delivery: DeliveryCallback | None = None,
-    ) -> None:
-        callback = on_delivery or self._on_delivery
+    def _report_for(self, epoch: int) -> DeliveryCallback:
+        report = self._reports.get(epoch)
+        if report is None:
+            self._reports.clear()  # an earlier epoch's records keep their own reference
+
+            def report(err: KafkaError | None, msg: Message) -> None:
+                self._on_delivery(err, msg)
+                self._acks.reported(epoch)
+
+            self._reports[epoch] = report
+        return report
+
+    def produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        self._produce(topic, key, value, partition, self._report_for(self._acks.epoch))
+
+    def _produce(self, topic: str, key: bytes, value: bytes, partition: int | None, report: DeliveryCallback) -> None:
+        """``report`` must call ``self._acks.reported`` with the open epoch (counted here once produced)."""
         while True:
             try:
                 if partition is None:
-                    self._producer.produce(topic, key=key, value=value, on_delivery=callback)
+                    self._producer.produce(topic, key=key, value=value, on_delivery=report)
                 else:
-                    self._producer.produce(topic, key=key, value=value, partition=partition, on_delivery=callback)
-                return
+                    self._producer.produce(topic, key=key, value=value, partition=partition, on_delivery=report)
+                break
             except BufferError:
-                self._producer.poll(0.05)  # librdkafka's queue is full: let acknowledgements drain it
+                time.sleep(0.05)  # librdkafka's queue is full: the serving thread drains it as reports come
+        self._acks.produced()
 
     def read(self, table: Any, key: str, source: Any) -> Any:
         """``table.get(key)`` as this worker last wrote it, in the partition of the ``source`` event.
@@ -165,20 +256,23 @@ class Output:
         self._pending.append(PendingWrite(seq, table, key, value, source))
         self._latest[(id(table), key)] = (seq, value)
 
+        epoch = self._acks.epoch
+
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 self._on_delivery(err, msg)
-                return
-            with self._lock:
-                if seq > self._dropped_upto:
-                    self._offsets[seq] = msg.offset() or 0
+            else:
+                with self._lock:
+                    if seq > self._dropped_upto:
+                        self._offsets[seq] = msg.offset() or 0
+            self._acks.reported(epoch)
 
-        self.produce(
+        self._produce(
             table.changelog_topic.get_topic_name(),
             _json.encode(key),
             _json.encode(value),
-            partition=source.message.partition,
-            on_delivery=delivered,
+            source.message.partition,
+            delivered,
         )
 
     def begin(self) -> int:
@@ -186,20 +280,24 @@ class Output:
         return self._drops
 
     async def flush(self, since: int | None = None) -> None:
-        """Wait until Kafka acknowledged everything produced so far, then apply the table writes made
-        before this call to their stores.
+        """Wait until Kafka acknowledged everything produced so far (not what is produced meanwhile), then
+        apply the table writes made before this call to their stores.
 
         Raises :class:`OutputError` if anything was refused (dropping every pending write), or if pending
         writes were dropped since ``since`` (from :meth:`begin`): this batch's own writes may be among them.
         """
         upto = self._seq
-        loop = asyncio.get_running_loop()
-        remaining = await loop.run_in_executor(None, self._producer.flush, 300.0)
+        answered = self._acks.close(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(answered, FLUSH_TIMEOUT_SECONDS)
+        except TimeoutError:
+            with self._lock:
+                self._errors.append(f"no delivery report within {FLUSH_TIMEOUT_SECONDS:.0f} s")
         with self._lock:
             errors, self._errors = self._errors, []
-        if errors or remaining:
+        if errors:
             self._drop()
-            raise OutputError(f"{len(errors) + remaining} record(s) not acknowledged: {'; '.join(errors[:3])}")
+            raise OutputError(f"{len(errors)} record(s) not acknowledged: {'; '.join(errors[:3])}")
         if since is not None and since != self._drops:
             raise OutputError("table writes of this batch were dropped after another batch's records were refused")
         self._apply(upto)
@@ -239,3 +337,5 @@ class Output:
 
     def close(self) -> None:
         self._producer.flush(30.0)
+        self._closed.set()
+        self._serving.join(1.0)

@@ -129,3 +129,30 @@ def test_a_refusal_drops_every_pending_write_and_fails_each_batch_in_flight() ->
 
     asyncio.run(batches())
     assert dict(table.data) == {"o|0": "5"}
+
+
+def test_a_flush_waits_for_what_came_before_it_and_not_for_what_comes_after() -> None:
+    from processors.output import Acknowledgements
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        acks = Acknowledgements()
+        first = [acks.produced(), acks.produced()]  # a batch's two records
+        first_flush = acks.close(loop)
+        second = acks.produced()  # another feed's record, produced while the first flush waits
+        second_flush = acks.close(loop)
+        later = acks.produced()  # produced all the time by a busy sender: never waited for by the flushes above
+        acks.reported(second)
+        await asyncio.sleep(0)
+        assert not first_flush.done() and not second_flush.done()  # the second waits for the first's records
+        for epoch in first:
+            acks.reported(epoch)
+        await asyncio.wait_for(asyncio.gather(first_flush, second_flush), 1)
+        third_flush = acks.close(loop)
+        await asyncio.sleep(0)
+        assert not third_flush.done()
+        acks.reported(later)  # reports may come from another thread: the waiter is woken on its loop
+        await asyncio.wait_for(third_flush, 1)
+        await asyncio.wait_for(acks.close(loop), 1)  # an empty epoch settles at once
+
+    asyncio.run(run())
