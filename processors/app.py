@@ -116,7 +116,13 @@ def create_app(settings: Settings) -> faust.App:
     output = Output(settings)
     rates = dict(settings.domain_rate_limits)
     default_rate = rates.pop("*", None)
-    limiter = RateLimiter(DomainLimits(rates, default=default_rate), burst=settings.domain_burst)
+    limits = DomainLimits(rates, default=default_rate)
+    # Booked when a batch is gated: a send whose slot is too far out goes through the retry topic.
+    limiter = RateLimiter(limits, burst=settings.domain_burst)
+    # Booked again at the hand-off, on the clock the mail really goes by: a batch's sends start only once
+    # its pending marks are acknowledged, some milliseconds after the gate, and batches overlap, so slots
+    # counted from the gate let a late burst and the slot after it go out together.
+    pacer = RateLimiter(limits, burst=settings.domain_burst)
 
     def track_suppression(event: AnyEvent, source: Any) -> SuppressionChange | None:
         if not event.recipient:
@@ -353,13 +359,13 @@ def create_app(settings: Settings) -> faust.App:
         request. What it can mail twice is what was in the delivery process and what was answered in the
         last milliseconds (sent marks Kafka had not yet acknowledged); the redelivery counts them.
         """
-        outgoing: list[tuple[SendRequest, Any, float]] = []
+        outgoing: list[tuple[SendRequest, Any]] = []
         try:
             await gate_batch(batch, outgoing)
             release()
             await send_gated(outgoing)
         finally:
-            sending.difference_update(request.message_id for request, _, _ in outgoing)
+            sending.difference_update(request.message_id for request, _ in outgoing)
 
     def publish(event: AnyEvent) -> None:
         output.produce(names.events, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
@@ -367,11 +373,10 @@ def create_app(settings: Settings) -> faust.App:
     def retry(request: SendRequest) -> None:
         output.produce(names.retry, key=request.recipient.encode(), value=encode(request))
 
-    async def gate_batch(batch: list[tuple[SendRequest, Any]], outgoing: list[tuple[SendRequest, Any, float]]) -> None:
+    async def gate_batch(batch: list[tuple[SendRequest, Any]], outgoing: list[tuple[SendRequest, Any]]) -> None:
         """The requests of ``batch`` that may be mailed, into ``outgoing``, their pending marks acknowledged."""
         since = output.begin()
         now = utcnow()
-        clock = time.monotonic()
         for index, (request, source) in enumerate(batch):
             if index % GATE_YIELD_EVERY == GATE_YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # the batch before this one is still handing messages over
@@ -384,7 +389,7 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.sends.labels("skipped").inc()
                 publish(skipped(request, reasons, now))
                 continue
-            wait = limiter.reserve(recipient_domain(request.recipient), clock, MAX_RATE_WAIT_SECONDS)
+            wait = limiter.reserve(recipient_domain(request.recipient), time.monotonic(), MAX_RATE_WAIT_SECONDS)
             if wait > MAX_RATE_WAIT_SECONDS:
                 # Too far out to hold the batch for: the retry topic brings it back when its slot comes.
                 metrics.sends.labels("rate_limited").inc()
@@ -394,11 +399,11 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.sends.labels("possible_duplicate").inc()
                 log.warning("message %s may have been mailed before a crash; sending it again", request.message_id)
             sending.add(request.message_id)
-            outgoing.append((request, source, wait))
+            outgoing.append((request, source))
             output.write(sent_log, request.message_id, SENT_LOG_PENDING, source)
         await output.flush(since)
 
-    async def send_gated(outgoing: list[tuple[SendRequest, Any, float]]) -> None:
+    async def send_gated(outgoing: list[tuple[SendRequest, Any]]) -> None:
         """Mail ``outgoing`` through the delivery process; every outcome acknowledged by Kafka on return."""
         since = output.begin()
 
@@ -422,7 +427,8 @@ def create_app(settings: Settings) -> faust.App:
             if decision.retry is not None:
                 retry(decision.retry)
 
-        async def deliver(request: SendRequest, source: Any, wait: float) -> None:
+        async def deliver(request: SendRequest, source: Any) -> None:
+            wait = pacer.reserve(recipient_domain(request.recipient), time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)  # the domain's rate limit
             # Checked again right before the hand-off: an unsubscribe that arrived while the batch
@@ -431,8 +437,8 @@ def create_app(settings: Settings) -> faust.App:
 
         # One failure cancels the rest; the batch is read again from its offsets.
         async with asyncio.TaskGroup() as group:
-            for request, source, wait in outgoing:
-                group.create_task(deliver(request, source, wait))
+            for request, source in outgoing:
+                group.create_task(deliver(request, source))
         # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
         await output.flush(since)
 

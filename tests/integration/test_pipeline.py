@@ -353,8 +353,13 @@ def test_a_domain_rate_limit_spaces_its_mail_and_delivers_each_once(stack: Setti
     times = sorted(datetime.fromisoformat(r["occurred_at"]) for r in rows if r["recipient"] in people)
     fast = sorted(datetime.fromisoformat(r["occurred_at"]) for r in rows if r["recipient"] in others)
     assert len(times) == 20 and len(fast) == 20
-    # 10 at once, then 10 more at 4/s: at least 2.25 s between the first and the last.
-    assert (times[-1] - times[0]).total_seconds() >= 2.2
+    # Never more than the bucket allows: 10 at once, then 4/s. Any run of k sends spans at least
+    # (k - 10) / 4 s (the 20 at least 2.5 s), less 0.3 s: these are the relay's answers, which come some
+    # time after the hand-off (a burst's first answer up to about 0.15 s after it on a busy machine).
+    for first in range(len(times)):
+        for last in range(first + 10, len(times)):
+            sends, span = last - first + 1, (times[last] - times[first]).total_seconds()
+            assert span >= (sends - 10) / 4 - 0.3, (sends, span)
     assert (fast[-1] - fast[0]).total_seconds() < 2.0  # other domains are not held back
     for person in people:
         assert len(maildir_messages(stack, recipient=person, campaign=campaign)) == 1
