@@ -60,8 +60,12 @@ class FakeEvent:
     message: FakeMessage
 
 
+# Nobody listens there: librdkafka's connection errors would only fill the test output.
+QUIET = {"log_level": 0}
+
+
 def output() -> Output:
-    return Output(Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}))
+    return Output(Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), **QUIET)
 
 
 def test_a_write_is_read_back_before_it_reaches_the_store() -> None:
@@ -105,7 +109,7 @@ def test_a_write_made_during_a_flush_stays_pending_and_wins() -> None:
 
 def test_a_refusal_drops_every_pending_write_and_fails_each_batch_in_flight() -> None:
     # librdkafka gives up on each record after 200 ms: the broker "refused" them.
-    out = Output(Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), **{"message.timeout.ms": 200})
+    out = Output(Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), **{"message.timeout.ms": 200, **QUIET})
     table, source = FakeTable("engagement"), FakeEvent(FakeMessage(0, offset=5))
     table.data["o|0"] = "5"  # the durable mark: partition 0 resumes at offset 5
 
