@@ -109,7 +109,9 @@ def test_a_write_made_during_a_flush_stays_pending_and_wins() -> None:
 
 def test_a_refusal_drops_every_pending_write_and_fails_each_batch_in_flight() -> None:
     # librdkafka gives up on each record after 200 ms: the broker "refused" them.
-    out = Output(Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), **{"message.timeout.ms": 200, **QUIET})
+    out = Output(
+        Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), **{"message.timeout.ms": 200, **QUIET}
+    )
     table, source = FakeTable("engagement"), FakeEvent(FakeMessage(0, offset=5))
     table.data["o|0"] = "5"  # the durable mark: partition 0 resumes at offset 5
 
