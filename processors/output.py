@@ -175,12 +175,8 @@ class Output:
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self._producer = Producer(producer_config(settings, **{"linger.ms": 2, "batch.size": 1_000_000, **overrides}))
         self._acks = Acknowledgements()
-        # Per epoch, the delivery report of a record that is no table write (one callback for many records).
-        self._reports: dict[int, DeliveryCallback] = {}
-        # Delivery reports are served on a thread of their own, as they come, whoever waits for them.
-        self._closed = threading.Event()
-        self._serving = threading.Thread(target=self._serve, name="output-delivery-reports", daemon=True)
-        self._serving.start()
+        # The open epoch's delivery report for records that are no table write (one callback for many records).
+        self._report: tuple[int, DeliveryCallback] | None = None
         self._lock = threading.Lock()
         self._errors: list[str] = []
         # Table writes in write order, not yet in their stores, and the latest of them per key.
@@ -192,6 +188,10 @@ class Output:
         # How many times pending writes were dropped, and the last seq dropped.
         self._drops = 0
         self._dropped_upto = 0
+        # Delivery reports are served on a thread of their own, as they come, whoever waits for them.
+        self._closed = threading.Event()
+        self._serving = threading.Thread(target=self._serve, name="output-delivery-reports", daemon=True)
+        self._serving.start()
 
     def _serve(self) -> None:
         while not self._closed.is_set():
@@ -203,15 +203,14 @@ class Output:
                 self._errors.append(f"{msg.topic()}: {err}")
 
     def _report_for(self, epoch: int) -> DeliveryCallback:
-        report = self._reports.get(epoch)
-        if report is None:
-            self._reports.clear()  # an earlier epoch's records keep their own reference
+        if self._report is not None and self._report[0] == epoch:
+            return self._report[1]
 
-            def report(err: KafkaError | None, msg: Message) -> None:
-                self._on_delivery(err, msg)
-                self._acks.reported(epoch)
+        def report(err: KafkaError | None, msg: Message) -> None:
+            self._on_delivery(err, msg)
+            self._acks.reported(epoch)
 
-            self._reports[epoch] = report
+        self._report = (epoch, report)  # an earlier epoch's records keep their own reference
         return report
 
     def produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
