@@ -8,7 +8,7 @@ the other core, over its own reused connections: two senders per connection, eac
 the next message handed over.
 
 The loop hands a message over only once the delivery process has room for it (a window of
-a few per connection), and checks the suppression table again right before: an
+``QUEUED_PER_CONNECTION`` per connection), and checks the suppression table again right before: an
 unsubscribe applied while its batch waited still stops the message. Messages and outcomes
 cross a socket pair as length-prefixed msgpack frames, several per frame when they come
 together. If the delivery process dies, every message in it fails with

@@ -19,6 +19,9 @@ from processors.smtp_pipelining import PipelinedSession, unquotable
 
 log = logging.getLogger(__name__)
 
+# aiosmtplib's client (one command at a time) or, when the relay offers PIPELINING, the session over its transport.
+Connection = aiosmtplib.SMTP | PipelinedSession
+
 
 class Mailer(Protocol):
     async def send(self, rendered: RenderedMessage) -> SmtpOutcome: ...
@@ -48,11 +51,11 @@ class SmtpMailer:
         self.timeout = timeout
         self.signer = signer
         self.pipelining = pipelining
-        self._connection: aiosmtplib.SMTP | PipelinedSession | None = None
+        self._connection: Connection | None = None
         self._connecting = asyncio.Lock()
         self._one_at_a_time = asyncio.Lock()
 
-    async def _connected(self) -> aiosmtplib.SMTP | PipelinedSession:
+    async def _connected(self) -> Connection:
         async with self._connecting:
             if self._connection is not None and self._connection.is_connected:
                 return self._connection
@@ -90,7 +93,7 @@ class SmtpMailer:
         except dkim.DKIMException as exc:  # a key dkimpy cannot use: retried, and failed in the end
             log.error("DKIM signing failed: %s", exc)
             return SmtpOutcome(0, f"DKIM signing failed: {exc}")
-        connection: aiosmtplib.SMTP | PipelinedSession | None = None
+        connection: Connection | None = None
         try:
             connection = await self._connected()
             if isinstance(connection, PipelinedSession):
@@ -121,7 +124,7 @@ class SmtpMailer:
             client.close()  # the answer stands; the next message gets a new connection
         return outcome
 
-    def _drop(self, connection: aiosmtplib.SMTP | PipelinedSession | None) -> None:
+    def _drop(self, connection: Connection | None) -> None:
         """Close the connection that failed (another sender may already have opened the next one)."""
         if connection is None:
             return
