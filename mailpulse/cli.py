@@ -44,9 +44,13 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_smtp_sink(args: argparse.Namespace, settings: Settings) -> int:
-    from mailpulse.smtp_sink import serve
+    from mailpulse.smtp_sink import load_replies, serve
 
-    serve(settings.var_dir / "maildir", "127.0.0.1", settings.smtp_sink_port)
+    try:
+        replies = load_replies(settings.smtp_sink_replies)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"MAILPULSE_SMTP_SINK_REPLIES: {exc}", status=2) from None
+    serve(settings.var_dir / "maildir", "127.0.0.1", settings.smtp_sink_port, replies)
     return 0
 
 

@@ -98,8 +98,12 @@ def ingest_mail(path: str, settings: Settings, say: Callable[[str], None]) -> in
         raise CliError(f"Kafka did not acknowledge ({exc}); deliver again later", status=75) from None
     finally:
         publisher.close()
-    if result.kept is not None:
+    if result.published and result.kept is not None:
+        say(f"{result.report} report: published {result.published} event(s); undetermined, kept at {result.kept}")
+    elif result.published:
+        say(f"{result.report} report: published {result.published} event(s)")
+    elif result.kept is not None:
         say(f"no bounce or complaint found ({result.report}); kept for inspection at {result.kept}")
     else:
-        say(f"{result.report} report: published {result.published} event(s)")
+        say(f"{result.report}: nothing to record")
     return 0

@@ -25,6 +25,7 @@ import faust
 import msgspec
 
 from processors import engagement as eng
+from processors.block_monitor import BlockMonitor, BlockPolicy, BlockRate
 from processors.courier import Courier, Delivered
 from processors.delivery import (
     SENT_LOG_PENDING,
@@ -42,7 +43,15 @@ from processors.routing import partition_for
 from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
 from processors.views import register_views
 from schemas.codec import DecodeError, decode_campaign_partial, decode_event, decode_send_request, encode
-from schemas.events import AnyEvent, CampaignPartial, ComplaintAlert, SendRequest, SuppressionChange, utcnow
+from schemas.events import (
+    AnyEvent,
+    BlockAlert,
+    CampaignPartial,
+    ComplaintAlert,
+    SendRequest,
+    SuppressionChange,
+    utcnow,
+)
 from schemas.keys import normalize_address, recipient_key
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -101,6 +110,9 @@ def create_app(settings: Settings) -> faust.App:
     policy = Policy(settings.soft_bounce_threshold, timedelta(days=settings.soft_bounce_window_days))
     alert_policy = eng.AlertPolicy(
         settings.complaint_warning_rate, settings.complaint_critical_rate, settings.complaint_alert_min_delivered
+    )
+    blocks = BlockMonitor(
+        BlockPolicy(settings.block_alert_rate, settings.block_alert_window_seconds, settings.block_alert_min_attempts)
     )
     retry_policy = RetryPolicy(max_attempts=settings.max_send_attempts, base_seconds=settings.retry_base_seconds)
     metrics = WorkerMetrics()
@@ -247,6 +259,9 @@ def create_app(settings: Settings) -> faust.App:
             if change is not None:
                 changes.append(change)
             decoded.append((event, source))
+            crossed = blocks.observe(event)
+            if crossed is not None:
+                raise_block_alert(crossed)
         batch = EngagementBatch()
         for event, source in decoded:
             if event.message_id and event.campaign_id:
@@ -300,6 +315,27 @@ def create_app(settings: Settings) -> faust.App:
             raised_at=utcnow(),
         )
         output.produce(names.alerts, key=campaign.encode(), value=encode(alert))
+
+    def raise_block_alert(crossed: BlockRate) -> None:
+        log.warning(
+            "block rate alert: campaign %s at %s: %d of %d sends blocked (%.1f%%, line %.1f%%); top diagnostic: %s",
+            crossed.campaign_id, crossed.domain, crossed.blocked, crossed.attempts, crossed.rate * 100,
+            settings.block_alert_rate * 100, crossed.top_diagnostic,
+        )  # fmt: skip
+        metrics.block_alerts.inc()
+        alert = BlockAlert(
+            alert_id=f"{crossed.campaign_id}:block:{crossed.domain}:{crossed.attempts}",
+            campaign_id=crossed.campaign_id,
+            domain=crossed.domain,
+            block_rate=crossed.rate,
+            blocked=crossed.blocked,
+            attempts=crossed.attempts,
+            threshold=settings.block_alert_rate,
+            window_seconds=settings.block_alert_window_seconds,
+            top_diagnostic=crossed.top_diagnostic,
+            raised_at=utcnow(),
+        )
+        output.produce(names.alerts, key=crossed.campaign_id.encode(), value=encode(alert))
 
     def apply_partials(sources: Sequence[Any]) -> None:
         rollups: dict[str, tuple[eng.Rollup, Any]] = {}

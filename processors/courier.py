@@ -39,6 +39,7 @@ from processors.delivery import SmtpOutcome
 from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, SmtpMailer
 from processors.render import RenderContext, RenderedMessage, RenderError, render_message
+from schemas.bounce_reasons import SmtpStage
 from schemas.events import SendRequest, utcnow
 from schemas.settings import Settings
 from schemas.tokens import TokenCodec
@@ -73,6 +74,7 @@ class Outcome(msgspec.Struct, array_like=True):
     code: int  # the SMTP answer; 0 when none came (connection failed)
     reply: str
     answered_at: float  # unix time
+    stage: str = ""  # SmtpStage: the command answered
 
 
 class CourierError(RuntimeError):
@@ -188,8 +190,9 @@ async def _serve(settings: Settings, conn: Connection) -> None:
                 log.exception("sending message %d failed", job.seq)
                 with contextlib.suppress(Exception):  # a fresh connection for the next job, if it comes to that
                     await mailer.close()
-                outcome = SmtpOutcome(0, f"delivery failed: {exc}")
-            frames.put(Outcome(job.seq, outcome.code, outcome.reply, time.time()))  # when the relay answered
+                outcome = SmtpOutcome(0, f"delivery failed: {exc}", SmtpStage.CONNECT)
+            # When the relay answered.
+            frames.put(Outcome(job.seq, outcome.code, outcome.reply, time.time(), str(outcome.stage)))
 
     mailers = smtp_mailers(settings)
     senders = [asyncio.create_task(sender(mailer)) for mailer in mailers for _ in range(SENDERS_PER_CONNECTION)]
@@ -289,7 +292,8 @@ class Courier:
             self._waiting[self._seq] = future
             frames.put(Job(self._seq, rendered.envelope_from, rendered.recipient, rendered.data))
             outcome = await future
-        return Delivered(SmtpOutcome(outcome.code, outcome.reply), datetime.fromtimestamp(outcome.answered_at, UTC))
+        answer = SmtpOutcome(outcome.code, outcome.reply, SmtpStage(outcome.stage))
+        return Delivered(answer, datetime.fromtimestamp(outcome.answered_at, UTC))
 
     def in_flight(self) -> int:
         """Messages handed over whose outcome has not come back."""

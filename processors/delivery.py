@@ -1,24 +1,29 @@
 """What an SMTP answer means (pure): the events to publish and the retry to schedule.
 
-2xx -> ``sent``; 5xx -> a hard ``bounce`` at once (feeds suppression);
-4xx or no connection -> ``deferred`` and a retry with exponential backoff and
-jitter, until the attempts run out -> ``failed`` and a soft ``bounce``.
+2xx -> ``sent``. A refusal is classified by :func:`schemas.bounce_reasons.classify` (the same rules as
+bounce mail and webhooks), and its reason decides what it does, not the class of its code:
+
+- 5xx -> ``failed`` and a ``bounce`` of the reason's class at once: hard for an address failure
+  (unknown user, unknown domain, ...: suppresses), block for a sender-side refusal (blocklist, spam,
+  authentication, the sender address, ...: suppresses nobody), soft for a transient one (mailbox full);
+- 4xx or no answer -> ``deferred`` (with its reason) and a retry with exponential backoff and jitter,
+  until the attempts run out -> ``failed`` and a ``bounce`` of the reason's class (an address failure
+  answered 4xx stays soft: the receiver itself said to try again).
 """
 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
 import msgspec
 
+from schemas.bounce_reasons import SmtpStage, Verdict, classify
 from schemas.events import (
     AnyEvent,
     Bounce,
-    BounceClass,
     Deferred,
     Failed,
     SendRequest,
@@ -26,16 +31,17 @@ from schemas.events import (
     Sent,
     new_event_id,
 )
-
-_ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+from schemas.providers import mailbox_provider
 
 
 @dataclass(frozen=True)
 class SmtpOutcome:
-    """``code`` 0 means no SMTP answer at all (connection refused, timeout)."""
+    """``code`` 0 means no SMTP answer at all (connection refused, timeout); ``stage`` is the command
+    the relay answered (a refusal at MAIL FROM is never about the recipient)."""
 
     code: int
     reply: str
+    stage: SmtpStage = SmtpStage.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,10 @@ class Decision:
     delivered: bool = False
 
 
-def enhanced_status(reply: str, code: int) -> str:
-    match = _ENHANCED.search(reply)
-    if match:
-        return match.group(1)
-    return f"{code // 100}.0.0" if code else "4.4.1"
+def verdict_of(outcome: SmtpOutcome) -> Verdict:
+    """The reason of a refusal (``outcome.code`` >= 300, or 0 for no answer)."""
+    stage = SmtpStage.CONNECT if outcome.code == 0 else outcome.stage
+    return classify(outcome.reply, code=outcome.code, stage=stage)
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
@@ -105,20 +110,10 @@ def decide(
             ],
             delivered=True,
         )
-    status = enhanced_status(outcome.reply, outcome.code)
-    if 500 <= outcome.code < 600:
-        return Decision(
-            [
-                Bounce(
-                    **common,
-                    bounce_class=BounceClass.HARD,
-                    status=status,
-                    diagnostic=f"smtp; {outcome.code} {outcome.reply}"[:1000],
-                    source="smtp",
-                )
-            ]
-        )
-    if request.attempt < policy.max_attempts:
+    verdict = verdict_of(outcome)
+    answer = f"{outcome.code} {outcome.reply}" if outcome.code else outcome.reply
+    temporary = not 500 <= outcome.code < 600
+    if temporary and request.attempt < policy.max_attempts:
         retry_at = now + timedelta(seconds=backoff_delay(request.attempt, policy, rng))
         retry = msgspec.structs.replace(request, attempt=request.attempt + 1, not_before=retry_at)
         deferred = Deferred(
@@ -127,17 +122,23 @@ def decide(
             smtp_reply=outcome.reply[:500],
             attempt=request.attempt,
             retry_at=retry_at,
+            reason=verdict.reason,
         )
         return Decision([deferred], retry=retry)
-    failed = Failed(**common, reason=f"{outcome.code} {outcome.reply}"[:500], attempt=request.attempt)
-    soft = Bounce(
-        **_common(request, now),
-        bounce_class=BounceClass.SOFT,
-        status=status,
-        diagnostic=f"smtp; {outcome.code} {outcome.reply}"[:1000],
-        source="smtp",
+    failed = Failed(
+        **common, reason=verdict.reason, attempt=request.attempt, smtp_code=outcome.code, smtp_reply=outcome.reply[:500]
     )
-    return Decision([failed, soft])
+    bounce = Bounce(
+        **_common(request, now),
+        # A 4xx to the last attempt is still the receiver saying "later": soft even for an address failure.
+        bounce_class=verdict.bounce_class,
+        reason=verdict.reason,
+        status=verdict.status,
+        diagnostic=f"smtp; {answer}"[:1000],
+        source="smtp",
+        mailbox_provider=mailbox_provider(request.recipient),
+    )
+    return Decision([failed, bounce])
 
 
 def skipped(request: SendRequest, reasons: list[str], now: datetime) -> SendSkipped:

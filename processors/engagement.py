@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
-from schemas.events import AgentClass, AnyEvent, Bounce, BounceClass, Click, Deferred, Open
-from schemas.report import with_rates
+from schemas.events import AgentClass, AnyEvent, Bounce, Click, Deferred, Open
+from schemas.providers import MailboxProvider
+from schemas.report import breakdown, provider_count_key, reason_count_key, with_rates
 
 Counts = dict[str, int]
 # Epoch hour -> counts of the events (or message facts) of that hour.
@@ -41,6 +43,7 @@ _COUNTED_FLAGS = (
     ("failed", "failed"),
     ("hard", "bounced_hard"),
     ("soft", "bounced_soft"),
+    ("block", "blocked"),
     ("complaint", "complaints"),
     ("unsubscribe", "unsubscribes"),
     ("human_open", "opens_unique_human"),
@@ -92,14 +95,24 @@ def hour_start(hour: int) -> datetime:
     return datetime.fromtimestamp(hour * 3600, UTC)
 
 
-def _flag(event: AnyEvent) -> str | None:
+# Per-message breakdown facts are flags too, named by the count key they add to.
+_BREAKDOWN_FLAG = ("reason:", "provider:")
+
+
+def _flags(event: AnyEvent) -> tuple[str, ...]:
     if isinstance(event, Bounce):
-        return "hard" if event.bounce_class is BounceClass.HARD else "soft"
+        provider = event.mailbox_provider or MailboxProvider.OTHER
+        return (
+            str(event.bounce_class),
+            reason_count_key(event.reason),
+            provider_count_key(provider, event.bounce_class),
+        )
     if isinstance(event, Open):
-        return "human_open" if event.agent_class is AgentClass.HUMAN else None
+        return ("human_open",) if event.agent_class is AgentClass.HUMAN else ()
     if isinstance(event, Click):
-        return "click"
-    return _FLAG_OF_KIND.get(event.kind)
+        return ("click",)
+    flag = _FLAG_OF_KIND.get(event.kind)
+    return (flag,) if flag is not None else ()
 
 
 def _per_event_keys(event: AnyEvent) -> tuple[str, ...]:
@@ -124,10 +137,13 @@ def contribution(state: MessageState) -> HourlyCounts:
     for flag, key in _COUNTED_FLAGS:
         if flag in first:
             add(first[flag], key)
+    for flag, hour in first.items():
+        if flag.startswith(_BREAKDOWN_FLAG):
+            add(hour, flag)
     reached = [first[f] for f in ("sent", "delivered") if f in first]
-    if reached and "hard" not in first and "soft" not in first:
+    if reached and "hard" not in first and "soft" not in first and "block" not in first:
         add(min(reached), "delivered")
-    attempts = [first[f] for f in ("sent", "hard", "soft", "failed") if f in first]
+    attempts = [first[f] for f in ("sent", "hard", "soft", "block", "failed") if f in first]
     if attempts:
         add(min(attempts), "attempted")
     return out
@@ -165,9 +181,9 @@ def apply_event(state: MessageState, event: AnyEvent) -> tuple[MessageState, Hou
             return state, {}
         seen = (*seen, event.event_id)[-MAX_SEEN_EVENTS:]
     first = state.first
-    flag = _flag(event)
-    if flag is not None and (flag not in first or hour < first[flag]):
-        first = {**first, flag: hour}
+    for flag in _flags(event):
+        if flag not in first or hour < first[flag]:
+            first = {**first, flag: hour}
     if first is state.first and seen is state.seen:
         return state, {}
     after = MessageState(first=first, seen=seen)
@@ -233,9 +249,10 @@ def total(partials: Iterable[Accumulator]) -> Counts:
     return out
 
 
-def report(counts: Counts) -> dict[str, int | float]:
-    """The campaign report (the keys of :data:`schemas.report.REPORT_KEYS`) from rolled-up counts."""
-    return with_rates(counts, attempted=counts.get("attempted", 0))
+def report(counts: Counts) -> dict[str, Any]:
+    """The campaign report (the keys of :data:`schemas.report.REPORT_KEYS` and the breakdown) from
+    rolled-up counts."""
+    return {**with_rates(counts, attempted=counts.get("attempted", 0)), **breakdown(counts)}
 
 
 def alert_level(counts: Counts, policy: AlertPolicy) -> str:

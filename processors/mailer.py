@@ -16,6 +16,7 @@ from processors.delivery import SmtpOutcome
 from processors.dkim_signing import DkimSigner
 from processors.render import RenderedMessage
 from processors.smtp_pipelining import PipelinedSession, unquotable
+from schemas.bounce_reasons import SmtpStage
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SmtpMailer:
             data = rendered.data if self.signer is None else self.signer.sign(rendered.data)
         except dkim.DKIMException as exc:  # a key dkimpy cannot use: retried, and failed in the end
             log.error("DKIM signing failed: %s", exc)
-            return SmtpOutcome(0, f"DKIM signing failed: {exc}")
+            return SmtpOutcome(0, f"DKIM signing failed: {exc}", SmtpStage.CONNECT)
         connection: Connection | None = None
         try:
             connection = await self._connected()
@@ -103,16 +104,20 @@ class SmtpMailer:
         except (aiosmtplib.SMTPException, OSError) as exc:
             log.warning("SMTP connection to %s:%d failed: %s", self.host, self.port, exc)
             self._drop(connection)
-            return SmtpOutcome(0, f"connection failed: {exc}")
+            return SmtpOutcome(0, f"connection failed: {exc}", SmtpStage.CONNECT)
 
     @staticmethod
     async def _send_alone(client: aiosmtplib.SMTP, envelope_from: str, recipient: str, data: bytes) -> SmtpOutcome:
         try:
             _, reply = await client.sendmail(envelope_from, [recipient], data)
-            return SmtpOutcome(250, reply)
+            return SmtpOutcome(250, reply, SmtpStage.DATA)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
-            outcome = SmtpOutcome(refused.code, refused.message)
+            outcome = SmtpOutcome(refused.code, refused.message, SmtpStage.RCPT)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            outcome = SmtpOutcome(exc.code, exc.message, SmtpStage.MAIL)
+        except aiosmtplib.SMTPDataError as exc:
+            outcome = SmtpOutcome(exc.code, exc.message, SmtpStage.DATA)
         except aiosmtplib.SMTPResponseException as exc:
             outcome = SmtpOutcome(exc.code, exc.message)
         except ValueError as exc:  # aiosmtplib cannot quote an address: it never will

@@ -20,6 +20,11 @@ class WorkerMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.block_alerts = Counter(
+            "mailpulse_worker_block_alerts",
+            "Block-rate alerts raised (a campaign's blocked share at one receiving domain crossed the line)",
+            registry=self.registry,
+        )
         self.alerts = Counter(
             "mailpulse_worker_complaint_alerts",
             "Campaigns whose complaint rate crossed a bulk-sender line",

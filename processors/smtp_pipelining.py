@@ -22,6 +22,7 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from processors.delivery import SmtpOutcome
+from schemas.bounce_reasons import SmtpStage
 
 # Longest reply accepted, as aiosmtplib bounds it: a relay cannot make the sender buffer without end.
 MAX_REPLY_BYTES = 32 * 1024
@@ -43,7 +44,7 @@ def _address(address: str, encoding: str) -> bytes:
 
 def unquotable(exc: ValueError) -> SmtpOutcome:
     """The answer for an address SMTP cannot carry: permanent, as a relay would refuse its syntax."""
-    return SmtpOutcome(553, f"5.1.3 {exc}")
+    return SmtpOutcome(553, f"5.1.3 {exc}", SmtpStage.RCPT)
 
 
 def _content(data: bytes) -> tuple[bytes, bytes]:
@@ -180,7 +181,7 @@ class PipelinedSession:
         """
         utf8 = not (envelope_from + recipient).isascii()
         if utf8 and not self._utf8:
-            return SmtpOutcome(553, "5.6.7 the relay does not offer SMTPUTF8, which this address needs")
+            return SmtpOutcome(553, "5.6.7 the relay does not offer SMTPUTF8, which this address needs", SmtpStage.MAIL)
         encoding = "utf-8" if utf8 else "ascii"
         try:
             sender, rcpt = _address(envelope_from, encoding), _address(recipient, encoding)
@@ -210,7 +211,7 @@ class PipelinedSession:
                     outcome = answered
                 else:
                     ((code, text),) = await answered
-                    outcome = SmtpOutcome(code, text)
+                    outcome = SmtpOutcome(code, text, SmtpStage.DATA)
         except TimeoutError:
             self.close()
             raise aiosmtplib.SMTPReadTimeoutError("timed out waiting for the relay's reply") from None
@@ -240,11 +241,11 @@ class PipelinedSession:
             self._transport.write(b".\r\n")
             await self._replies.expect(1)
         if mail_code != 250:
-            outcome = SmtpOutcome(mail_code, mail_text)
+            outcome = SmtpOutcome(mail_code, mail_text, SmtpStage.MAIL)
         elif not envelope_ok:
-            outcome = SmtpOutcome(rcpt_code, rcpt_text)
+            outcome = SmtpOutcome(rcpt_code, rcpt_text, SmtpStage.RCPT)
         else:
-            outcome = SmtpOutcome(data_code, data_text)
+            outcome = SmtpOutcome(data_code, data_text, SmtpStage.DATA)
         if 421 in (mail_code, rcpt_code, data_code):
             self.close()  # the relay is closing this connection
         else:

@@ -1,6 +1,7 @@
 """Suppression rules (pure): which events suppress an address, and whether a send may go.
 
-Unsubscribes, hard bounces and complaints suppress at once; soft bounces after
+Unsubscribes, hard bounces and complaints suppress at once; blocks (a bounce whose reason is the
+sender's, :mod:`schemas.bounce_reasons`) never; soft bounces after
 ``threshold`` consecutive ones or ``threshold`` within ``window``; a delivery
 resets the soft-bounce count. Operators add (``manual``) and remove suppression
 with events too; a removal also disarms every older event, so replaying the
@@ -13,6 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import assert_never
 
 import msgspec
 
@@ -142,9 +144,16 @@ def apply_event(entry: SuppressionEntry, event: AnyEvent, policy: Policy) -> Sup
     if isinstance(event, Complaint):
         return _add_reason(entry, Reason.COMPLAINT, event)
     if isinstance(event, Bounce):
-        if event.bounce_class is BounceClass.HARD:
-            return _add_reason(entry, Reason.HARD_BOUNCE, event)
-        return _soft_bounce(entry, event, policy)
+        match event.bounce_class:
+            case BounceClass.HARD:
+                return _add_reason(entry, Reason.HARD_BOUNCE, event)
+            case BounceClass.SOFT:
+                return _soft_bounce(entry, event, policy)
+            case BounceClass.BLOCK:
+                # The sender was refused (blocklist, content, authentication): nothing about this address.
+                return entry
+            case _:
+                assert_never(event.bounce_class)
     if isinstance(event, Sent | Delivered):
         if not entry.soft_bounces:
             return entry

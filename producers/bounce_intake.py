@@ -11,20 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import mailbox
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from producers.bounce_mail import Outcome, ParsedMail, parse_mail
+from producers.bounce_mail import BounceRecord, ParsedMail, RecordKind, Report, parse_mail
 from producers.publisher import Publisher, PublishError
 from schemas.attribution import UNATTRIBUTED
+from schemas.bounce_reasons import BounceReason
 from schemas.codec import encode
-from schemas.events import AnyEvent, Bounce, BounceClass, Complaint, Deferred, utcnow
+from schemas.events import AnyEvent, Bounce, Complaint, Deferred, utcnow
 from schemas.keys import recipient_key
+from schemas.providers import mailbox_provider
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -32,33 +35,47 @@ log = logging.getLogger(__name__)
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 
-def events_from_mail(parsed: ParsedMail, now: datetime) -> list[AnyEvent]:
-    from schemas.events import new_event_id
+_REPORT_NS = uuid.UUID("9a4e3f52-6c1d-4b8e-a7f0-2d5c8b1e6f93")
 
+
+def report_event_id(parsed: ParsedMail, record: BounceRecord) -> str:
+    """The same report redelivered (an MTA retrying after a 451) is the same event, so it counts once."""
+    key = f"{parsed.report_id}\x00{record.recipient or ''}\x00{record.kind}\x00{record.reason}"
+    return uuid.uuid5(_REPORT_NS, key).hex
+
+
+def events_from_mail(parsed: ParsedMail, now: datetime) -> list[AnyEvent]:
     events: list[AnyEvent] = []
     for record in parsed.records:
         common: dict[str, Any] = {
-            "event_id": new_event_id(),
+            "event_id": report_event_id(parsed, record),
             "occurred_at": now,
             "campaign_id": parsed.campaign_id or UNATTRIBUTED,
             "message_id": parsed.message_id or "unknown",
             "recipient": record.recipient,
         }
-        if record.outcome is Outcome.COMPLAINT:
-            events.append(Complaint(**common, feedback_type=record.feedback_type or "abuse", source="arf"))
-        elif record.outcome is Outcome.DELAY:
-            events.append(Deferred(**common, smtp_reply=record.diagnostic[:500]))
-        else:
-            bounce_class = BounceClass.HARD if record.outcome is Outcome.HARD else BounceClass.SOFT
-            events.append(
-                Bounce(
-                    **common,
-                    bounce_class=bounce_class,
-                    status=record.status,
-                    diagnostic=record.diagnostic[:1000],
-                    source=f"mail-{parsed.report}",
+        verdict = record.verdict
+        match record.kind:
+            case RecordKind.COMPLAINT:
+                events.append(Complaint(**common, feedback_type=record.feedback_type or "abuse", source="arf"))
+            case RecordKind.DELAY:
+                reason = verdict.reason if verdict is not None else BounceReason.UNDETERMINED
+                events.append(Deferred(**common, smtp_reply=record.diagnostic[:500], reason=reason))
+            case RecordKind.BOUNCE:
+                assert verdict is not None  # a bounce record always has its verdict
+                events.append(
+                    Bounce(
+                        **common,
+                        bounce_class=verdict.bounce_class,
+                        reason=verdict.reason,
+                        status=verdict.status,
+                        diagnostic=record.diagnostic[:1000],
+                        source=f"mail-{parsed.report}",
+                        mailbox_provider=mailbox_provider(record.recipient),
+                    )
                 )
-            )
+            case _:
+                assert_never(record.kind)
     return events
 
 
@@ -70,7 +87,7 @@ class IngestResult:
 
 
 class Keeper:
-    """Maildir for mail that is no bounce or could not be parsed."""
+    """Maildir for mail that is no bounce, could not be parsed, or whose reason is undetermined."""
 
     def __init__(self, folder: Path) -> None:
         for sub in ("tmp", "new", "cur"):
@@ -94,7 +111,9 @@ async def ingest(
         log.exception("bounce mail could not be parsed")
         return IngestResult("error", 0, keeper.keep(raw))
     if not parsed.is_bounce:
-        return IngestResult(parsed.report, 0, keeper.keep(raw))
+        # Auto-replies and successful delivery reports are known for what they are: nothing to inspect.
+        kept = None if parsed.report in (Report.AUTO_REPLY, Report.DELIVERED, Report.ARF) else keeper.keep(raw)
+        return IngestResult(parsed.report, 0, kept)
     events = events_from_mail(parsed, utcnow())
     await asyncio.gather(
         *(
@@ -102,7 +121,8 @@ async def ingest(
             for e in events
         )
     )
-    return IngestResult(parsed.report, len(events))
+    # An undetermined reason counts as soft; the mail is kept so that a person can write the missing rule.
+    return IngestResult(parsed.report, len(events), keeper.keep(raw) if parsed.undetermined else None)
 
 
 class BounceMailHandler:
@@ -123,8 +143,7 @@ class BounceMailHandler:
             return "451 4.3.0 Temporarily unable to record this report, try again later"
         if result.kept is not None:
             self.counts["kept"] += 1
-        else:
-            self.counts["bounces"] += result.published
+        self.counts["bounces"] += result.published
         return "250 2.0.0 Report recorded"
 
 

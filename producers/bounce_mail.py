@@ -1,10 +1,11 @@
 """Bounce and complaint mail -> bounce, delay and complaint records (pure).
 
-RFC 3464 delivery-status reports are read per recipient (Action, Status,
-Diagnostic-Code); RFC 5965 ARF feedback reports become complaints; anything
-else is scanned by flufl.bounce for failed addresses, with the status taken
-from the text. Classification follows the RFC 3463 class: 5.x.x hard, 4.x.x
-soft, mailbox-full codes (x.2.2) soft, ``Action: delayed`` a delay.
+RFC 3464 delivery-status reports are read per recipient (Action, Status, Diagnostic-Code); RFC 5965
+ARF feedback reports become complaints (abuse, fraud, other), and DMARC failure reports and
+"not spam" reports nothing; auto-replies and successful delivery reports are recognised and give
+nothing; anything else is scanned by flufl.bounce for failed addresses, the diagnostic taken from
+the text next to each address. Every failure's reason comes from
+:func:`schemas.bounce_reasons.classify`, the same rules as the sender's SMTP replies and the webhooks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import email
 import email.policy
 import enum
+import hashlib
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -24,64 +26,90 @@ from schemas.attribution import (
     message_id_from_header,
     message_id_from_verp,
 )
-
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_SMTP_CODE = re.compile(r"\b([45])\d\d\b")
-_MAILBOX_FULL = re.compile(r"mailbox (is )?full|over ?quota|quota exceeded|insufficient (disk )?space", re.I)
-_ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(\.[\w-]+)+")
+from schemas.bounce_reasons import BounceReason, SmtpStage, Verdict, classify
 
 
-class Outcome(enum.StrEnum):
-    HARD = "hard"
-    SOFT = "soft"
+class RecordKind(enum.StrEnum):
+    BOUNCE = "bounce"
     DELAY = "delay"
     COMPLAINT = "complaint"
+
+
+class Report(enum.StrEnum):
+    DSN = "dsn"
+    ARF = "arf"
+    HEURISTIC = "heuristic"
+    AUTO_REPLY = "auto_reply"
+    DELIVERED = "delivered"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
 class BounceRecord:
     recipient: str | None
-    outcome: Outcome
-    status: str = ""
+    kind: RecordKind
+    verdict: Verdict | None = None  # None for complaints
     diagnostic: str = ""
     feedback_type: str = ""
+
+    @property
+    def reason(self) -> str:
+        if self.kind is RecordKind.COMPLAINT:
+            return "complaint"
+        return str(self.verdict.reason) if self.verdict is not None else ""
 
 
 @dataclass
 class ParsedMail:
-    report: str  # "dsn", "arf", "heuristic" or "none"
+    report: Report
     records: list[BounceRecord] = field(default_factory=list)
     message_id: str | None = None
     campaign_id: str | None = None
+    # What identifies this report, the same on every redelivery of it: its Message-ID, else its bytes.
+    report_id: str = ""
 
     @property
     def is_bounce(self) -> bool:
         return bool(self.records)
 
+    @property
+    def undetermined(self) -> bool:
+        return any(r.verdict is not None and r.verdict.reason is BounceReason.UNDETERMINED for r in self.records)
 
-def classify_status(status: str, action: str = "", diagnostic: str = "") -> Outcome | None:
-    """RFC 3463 class of a status (and RFC 3464 action); None when it is no failure."""
-    action = action.strip().lower()
-    if action == "delayed":
-        return Outcome.DELAY
-    if action in ("delivered", "relayed", "expanded"):
-        return None
-    match = _STATUS.search(status)
-    if match is None:
-        return Outcome.HARD if action == "failed" else None
-    klass, subject, detail = match.groups()
-    if klass == "2":
-        return None
-    if (subject, detail) == ("2", "2") or _MAILBOX_FULL.search(diagnostic):
-        return Outcome.SOFT
-    return Outcome.HARD if klass == "5" else Outcome.SOFT
+
+# Feedback types (RFC 5965, 6591, 6650) that are a recipient's complaint; the rest are not about the recipient.
+_COMPLAINT_FEEDBACK = {"abuse", "fraud", "other", ""}
+_STAGE_WORDS = (
+    (re.compile(r"(in reply to|after) (mail from|mail)\b", re.I), SmtpStage.MAIL),
+    (re.compile(r"(in reply to|after) rcpt to\b", re.I), SmtpStage.RCPT),
+    (re.compile(r"(in reply to|after) (end of data|data)\b", re.I), SmtpStage.DATA),
+)
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|auto:|out of (the )?office|abwesenheit|r[ée]ponse automatique"
+    r"|absence|vacation|away from|on leave|please (verify|confirm) your (email|address)|challenge)",
+    re.I,
+)
+_DAEMON = re.compile(r"mailer-daemon|postmaster|mail delivery|mail ?router|mdaemon|courier mail server", re.I)
+# Where a non-standard bounce stops describing failures and copies the original message.
+_COPY_MARKS = re.compile(
+    r"^-+ ?(this is a copy|below this line|original message|the original message|attached message)", re.I | re.M
+)
+
+
+_QUOTED_MESSAGE = re.compile(rf"^{MESSAGE_HEADER}:\s*([0-9a-f]{{32}})\s*$", re.I | re.M)
+_QUOTED_CAMPAIGN = re.compile(rf"^{CAMPAIGN_HEADER}:\s*(\S+)\s*$", re.I | re.M)
+# Exim's and others' delay warnings: "has not yet been delivered to one or more of its recipients".
+_NOT_YET = re.compile(r"has not yet been delivered|not been delivered yet|delivery (is )?delayed", re.I)
+_ADDRESS_LINE = re.compile(r"^\s+<?([\w.+'=-]+@[\w-]+(?:\.[\w-]+)+)>?:?\s*$", re.M)
+# A session transcript (MDaemon, Kerio, hMailServer, ...): the recipient, then the server's refusal.
+_TRANSCRIPT = re.compile(r"RCPT TO:\s*<([^<>\s]+@[^<>\s]+)>[^\n]*\n((?:\s*[<>]*\s*[45]\d\d[ -][^\n]*\n?)+)", re.I)
 
 
 def _address(value: str | None) -> str | None:
     if not value:
         return None
     # "rfc822; user@example.org" or "<user@example.org>"
-    value = value.split(";", 1)[-1].strip().strip("<>").strip()
+    value = str(value).split(";", 1)[-1].strip().strip("<>").strip()
     return value.lower() if "@" in value else None
 
 
@@ -124,28 +152,61 @@ def _attribute(parsed: ParsedMail, msg: Message, envelope_to: list[str]) -> None
             or (str(original.get(MESSAGE_HEADER, "") or "").strip() or None)
             or (message_id_from_header(str(original.get("Message-ID", ""))))
         )
+    if parsed.message_id is None or parsed.campaign_id is None:
+        # Non-standard bounces quote the original message as text; our marker headers are in it.
+        text = _text(msg)
+        quoted = _QUOTED_MESSAGE.search(text)
+        parsed.message_id = parsed.message_id or (quoted.group(1).lower() if quoted else None)
+        campaign = _QUOTED_CAMPAIGN.search(text)
+        parsed.campaign_id = parsed.campaign_id or (campaign.group(1) if campaign else None)
 
 
-def _delivery_status(msg: Message) -> list[BounceRecord]:
+def _stage_near(text: str, recipient: str | None) -> SmtpStage:
+    """The SMTP command a report's human-readable part says the refusal answered, near the recipient."""
+    if not text:
+        return SmtpStage.UNKNOWN
+    at = text.lower().find(recipient) if recipient else -1
+    near = text[at : at + 800] if at >= 0 else text[:2000]
+    for pattern, stage in _STAGE_WORDS:
+        if pattern.search(near):
+            return stage
+    return SmtpStage.UNKNOWN
+
+
+def _delivery_status(msg: Message) -> tuple[list[BounceRecord], bool]:
+    """The records of a DSN, and whether it reported successful deliveries only."""
     part = _part(msg, "message/delivery-status")
     if part is None:
-        return []
+        return [], False
     payload = part.get_payload()
     blocks: list[Message] = (
         [b for b in payload if isinstance(b, Message)]
         if isinstance(payload, list)
         else [email.message_from_string(block) for block in str(payload).split("\n\n") if block.strip()]
     )
+    human = _text(msg)
     records = []
+    succeeded = 0
     for block in blocks[1:]:  # the first block is per-message
         recipient = _address(block.get("Final-Recipient")) or _address(block.get("Original-Recipient"))
+        action = str(block.get("Action", "")).strip().lower()
+        if action in ("delivered", "relayed", "expanded"):
+            succeeded += 1
+            continue
         status = str(block.get("Status", "")).strip()
-        diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
-        outcome = classify_status(status, str(block.get("Action", "")), diagnostic)
-        found = _STATUS.search(status)
-        if outcome is not None:
-            records.append(BounceRecord(recipient, outcome, found.group(0) if found else "", diagnostic))
-    return records
+        if status.startswith("2"):
+            succeeded += 1
+            continue
+        raw_diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+        # "smtp; 550 ..." / "X-Postfix; ..." / "X-Notes; ...": the type says nothing of the reason.
+        diagnostic = raw_diagnostic.split(";", 1)[1].strip() if ";" in raw_diagnostic[:20] else raw_diagnostic
+        delayed = action == "delayed"
+        verdict = classify(
+            diagnostic, status, stage=_stage_near(human, recipient), gave_up=not delayed and action == "failed"
+        )
+        kind = RecordKind.DELAY if delayed else RecordKind.BOUNCE
+        records.append(BounceRecord(recipient, kind, verdict, raw_diagnostic))
+    return records, bool(succeeded) and not records
 
 
 def _feedback(msg: Message) -> list[BounceRecord]:
@@ -160,41 +221,103 @@ def _feedback(msg: Message) -> list[BounceRecord]:
     if recipient is None:
         original = _original_headers(msg)
         recipient = _address(str(original.get("To", ""))) if original is not None else None
-    return [BounceRecord(recipient, Outcome.COMPLAINT, feedback_type=feedback_type)]
+    if feedback_type in _COMPLAINT_FEEDBACK:
+        return [BounceRecord(recipient, RecordKind.COMPLAINT, feedback_type=feedback_type or "abuse")]
+    if feedback_type == "virus":
+        # The reporter found a virus in our mail: a sender-side problem, recorded, suppressing nobody.
+        verdict = Verdict(BounceReason.VIRUS, "", "arf:virus")
+        return [BounceRecord(recipient, RecordKind.BOUNCE, verdict, "arf; feedback-type virus", feedback_type)]
+    return []  # auth-failure (a DMARC failure report), not-spam: nothing about the recipient
 
 
 def _text(msg: Message) -> str:
-    chunks = []
+    chunks: list[str] = []
     for part in msg.walk():
-        if part.get_content_maintype() == "text" and part.get_content_type() != "text/rfc822-headers":
+        if part.get_content_type() in ("text/plain", "text/html") and not part.is_multipart():
+            if part.get_content_type() == "text/html" and chunks:
+                continue  # the plain alternative says the same
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 chunks.append(payload.decode(part.get_content_charset() or "latin-1", "replace"))
     return "\n".join(chunks)
 
 
+def is_auto_reply(msg: Message) -> bool:
+    """A vacation or out-of-office answer, or a challenge to prove we are human: no delivery failure."""
+    sender = str(msg.get("From", ""))
+    if _DAEMON.search(sender) or not sender.strip():
+        return False
+    auto = str(msg.get("Auto-Submitted", "")).lower()
+    marked = (
+        auto.startswith("auto-replied")
+        or (auto.startswith("auto-generated") and msg.get("X-Auto-Response-Suppress") is not None)
+        or any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Boxbe-Status"))
+        or str(msg.get("Precedence", "")).lower() == "auto_reply"
+    )
+    return marked or bool(_AUTO_SUBJECT.search(str(msg.get("Subject", ""))))
+
+
+def _failure_window(text: str, address: str) -> str:
+    """The lines of a non-standard bounce about one address: from it to the next blank line."""
+    copy = _COPY_MARKS.search(text)
+    text = text[: copy.start()] if copy else text
+    at = text.lower().find(address)
+    if at < 0:
+        return text[:1000]
+    rest = text[at:]
+    blank = re.search(r"\n\s*\n(?!\s+\S)", rest)
+    window = rest[: blank.start()] if blank else rest
+    return window[:1500]
+
+
+def _delay_warning(msg: Message, text: str) -> list[BounceRecord]:
+    """A warning that delivery is still being tried: one delay record per address it lists."""
+    copy = _COPY_MARKS.search(text)
+    head = text[: copy.start()] if copy else text
+    found = _NOT_YET.search(head)
+    if found is None:
+        return []
+    records = []
+    for match in _ADDRESS_LINE.finditer(head, found.end()):
+        address = match.group(1).lower()
+        window = _failure_window(head, address)
+        verdict = classify(window.split("\n", 1)[-1])
+        records.append(BounceRecord(address, RecordKind.DELAY, verdict, " ".join(window.split())[:1000]))
+    return records
+
+
+def _transcript(text: str) -> list[BounceRecord]:
+    records = []
+    for match in _TRANSCRIPT.finditer(text):
+        reply = "\n".join(line.strip().lstrip("<> ") for line in match.group(2).strip().splitlines())
+        if reply.startswith("2"):
+            continue
+        verdict = classify(reply, stage=SmtpStage.RCPT, gave_up=True)
+        records.append(BounceRecord(match.group(1).lower(), RecordKind.BOUNCE, verdict, " ".join(reply.split())[:1000]))
+    return records
+
+
 def _heuristic(msg: Message) -> list[BounceRecord]:
+    text = _text(msg)
+    if _DAEMON.search(str(msg.get("From", ""))) and (warning := _delay_warning(msg, text)):
+        return warning
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # some flufl.bounce detectors raise on odd mail; that mail is simply no bounce
-        return []
+        temporary, permanent = frozenset(), frozenset()
     if not temporary and not permanent:
-        return []
-    text = _text(msg)
+        return _transcript(text) if _DAEMON.search(str(msg.get("From", ""))) else []
     records = []
-    for raw, default in [(a, Outcome.SOFT) for a in temporary] + [(a, Outcome.HARD) for a in permanent]:
+    failures = [(a, RecordKind.DELAY) for a in temporary if a not in permanent]
+    failures += [(a, RecordKind.BOUNCE) for a in permanent]
+    for raw, kind in failures:
         address = raw.decode("utf-8", "replace").lower()
-        # The status nearest to the address, else the first one in the text.
-        at = text.lower().find(address)
-        window = text[at : at + 600] if at >= 0 else text
-        status_match = _STATUS.search(window) or _STATUS.search(text)
-        status = status_match.group(0) if status_match else ""
-        line = next((ln.strip() for ln in window.splitlines() if _SMTP_CODE.search(ln) or _STATUS.search(ln)), "")
-        outcome = classify_status(status, diagnostic=line) if status else default
-        if status == "" and _MAILBOX_FULL.search(window):
-            outcome = Outcome.SOFT
-        if outcome is not None:
-            records.append(BounceRecord(address, outcome, status, line[:500]))
+        window = _failure_window(text, address)
+        # The address line itself names nobody's reason; the rest is the remote answer or the MTA's verdict.
+        diagnostic = " ".join(window.split("\n", 1)[1].split()) if "\n" in window else window
+        stage = _stage_near(window, None)
+        verdict = classify(window.split("\n", 1)[-1], stage=stage, gave_up=kind is RecordKind.BOUNCE)
+        records.append(BounceRecord(address, kind, verdict, diagnostic[:1000]))
     return records
 
 
@@ -202,13 +325,19 @@ def parse_mail(raw: bytes, envelope_to: list[str] | None = None) -> ParsedMail:
     """Parse one returned message. Never raises on bad input: unknown mail yields report="none"."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     report_type = str(msg.get_param("report-type", "", header="content-type") or "").lower()
-    if msg.get_content_type() == "multipart/report" and report_type == "feedback-report":
-        parsed = ParsedMail("arf", _feedback(msg))
-    elif msg.get_content_type() == "multipart/report" and report_type == "delivery-status":
-        parsed = ParsedMail("dsn", _delivery_status(msg))
+    is_report = msg.get_content_type() == "multipart/report"
+    if is_report and report_type == "feedback-report":
+        parsed = ParsedMail(Report.ARF, _feedback(msg))
+    elif is_report and report_type == "delivery-status":
+        records, delivered = _delivery_status(msg)
+        parsed = ParsedMail(Report.DELIVERED if delivered else Report.DSN, records)
+    elif is_auto_reply(msg):
+        parsed = ParsedMail(Report.AUTO_REPLY)
     else:
-        parsed = ParsedMail("heuristic", _heuristic(msg))
+        parsed = ParsedMail(Report.HEURISTIC, _heuristic(msg))
         if not parsed.records:
-            parsed.report = "none"
+            parsed.report = Report.NONE
     _attribute(parsed, msg, envelope_to or [])
+    message_id = str(msg.get("Message-ID", "") or "").strip()
+    parsed.report_id = message_id or hashlib.sha256(raw).hexdigest()
     return parsed

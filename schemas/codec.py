@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from schemas.events import AnyEvent, CampaignPartial, ComplaintAlert, SendRequest, SuppressionChange
+from schemas.events import AnyEvent, BlockAlert, CampaignPartial, ComplaintAlert, SendRequest, SuppressionChange
 
 T = TypeVar("T")
 
@@ -21,6 +21,7 @@ _send_decoder = msgspec.json.Decoder(SendRequest)
 _suppression_decoder = msgspec.json.Decoder(SuppressionChange)
 _partial_decoder = msgspec.json.Decoder(CampaignPartial)
 _alert_decoder = msgspec.json.Decoder(ComplaintAlert)
+_block_alert_decoder = msgspec.json.Decoder(BlockAlert)
 
 
 def encode(value: msgspec.Struct) -> bytes:
@@ -60,4 +61,9 @@ def decode_campaign_partial(data: bytes) -> CampaignPartial:
 
 def decode_complaint_alert(data: bytes) -> ComplaintAlert:
     alert: ComplaintAlert = _decode(_alert_decoder, data, "complaint alert")
+    return alert
+
+
+def decode_block_alert(data: bytes) -> BlockAlert:
+    alert: BlockAlert = _decode(_block_alert_decoder, data, "block alert")
     return alert

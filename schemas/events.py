@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-SCHEMA_VERSION = 1
+from schemas.bounce_reasons import BounceClass, BounceReason
+
+# 2: bounces carry a reason (and the class block), deferrals a reason, failures their SMTP answer.
+SCHEMA_VERSION = 2
 
 
 class AgentClass(enum.StrEnum):
@@ -36,11 +39,6 @@ class TrackingMode(enum.StrEnum):
     FULL = "full"
     AGGREGATE = "aggregate"
     OFF = "off"
-
-
-class BounceClass(enum.StrEnum):
-    HARD = "hard"
-    SOFT = "soft"
 
 
 class UnsubscribeScope(enum.StrEnum):
@@ -96,18 +94,34 @@ class Deferred(Event, frozen=True, kw_only=True, tag="deferred"):
     smtp_reply: str = ""
     attempt: int = 1
     retry_at: datetime | None = None
+    reason: BounceReason = BounceReason.UNDETERMINED
 
 
 class Failed(Event, frozen=True, kw_only=True, tag="failed"):
+    """The sender gave up on a message: refused for good, or out of attempts. ``reason`` is the
+    :class:`BounceReason` value (schema 1 wrote the SMTP answer there)."""
+
     reason: str = ""
     attempt: int = 1
+    smtp_code: int = 0
+    smtp_reply: str = ""
 
 
 class Bounce(Event, frozen=True, kw_only=True, tag="bounce"):
+    """A refusal of one recipient: at send time (``source="smtp"``), by mail, or from a provider.
+
+    ``bounce_class`` follows from ``reason`` (:mod:`schemas.bounce_reasons`): hard suppresses at once,
+    soft counts toward the soft-bounce policy, block suppresses nobody. Events of schema 1 have no
+    reason (``undetermined``); their class still decides.
+    """
+
     bounce_class: BounceClass
+    reason: BounceReason = BounceReason.UNDETERMINED
     status: str = ""
     diagnostic: str = ""
     source: str = "smtp"
+    # gmail, outlook, yahoo, icloud or other (schemas.providers): reports group by it without addresses.
+    mailbox_provider: str = ""
 
 
 class Complaint(Event, frozen=True, kw_only=True, tag="complaint"):
@@ -198,6 +212,23 @@ class CampaignPartial(msgspec.Struct, frozen=True, kw_only=True):
     hour: datetime | None = None
     offset: int
     counts: dict[str, int]
+    schema_version: int = SCHEMA_VERSION
+
+
+class BlockAlert(msgspec.Struct, frozen=True, kw_only=True):
+    """A campaign's share of blocked sends at one receiving domain crossed the line (a sender problem:
+    a blocklist, reputation, authentication, content). On ``mailpulse.alerts``, beside complaint alerts."""
+
+    alert_id: str
+    campaign_id: str
+    domain: str
+    block_rate: float
+    blocked: int
+    attempts: int
+    threshold: float
+    window_seconds: float
+    top_diagnostic: str
+    raised_at: datetime
     schema_version: int = SCHEMA_VERSION
 
 

@@ -99,6 +99,10 @@ class Settings:
     complaint_warning_rate: float = 0.001
     complaint_critical_rate: float = 0.003
     complaint_alert_min_delivered: int = 1000
+    block_alert_rate: float = 0.05
+    block_alert_window_seconds: int = 600
+    block_alert_min_attempts: int = 50
+    smtp_sink_replies: str = ""
     max_send_attempts: int = 5
     smtp_connections: int = 16
     smtp_pipelining: bool = True
@@ -169,6 +173,10 @@ class Settings:
             complaint_warning_rate=_float(env, "MAILPULSE_COMPLAINT_WARNING_RATE", 0.001),
             complaint_critical_rate=_float(env, "MAILPULSE_COMPLAINT_CRITICAL_RATE", 0.003),
             complaint_alert_min_delivered=_int(env, "MAILPULSE_COMPLAINT_ALERT_MIN_DELIVERED", 1000, 1),
+            block_alert_rate=_float(env, "MAILPULSE_BLOCK_ALERT_RATE", 0.05),
+            block_alert_window_seconds=_int(env, "MAILPULSE_BLOCK_ALERT_WINDOW_SECONDS", 600, 1),
+            block_alert_min_attempts=_int(env, "MAILPULSE_BLOCK_ALERT_MIN_ATTEMPTS", 50, 1),
+            smtp_sink_replies=env.get("MAILPULSE_SMTP_SINK_REPLIES", ""),
             max_send_attempts=_int(env, "MAILPULSE_MAX_SEND_ATTEMPTS", 5, 1),
             smtp_connections=_int(env, "MAILPULSE_SMTP_CONNECTIONS", 16, 1),
             smtp_pipelining=_bool(env, "MAILPULSE_SMTP_PIPELINING", True),

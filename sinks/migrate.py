@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from sinks.migrations import m0001_events, m0002_suppression_changes, m0003_hourly_rollup
+from sinks.migrations import m0001_events, m0002_suppression_changes, m0003_hourly_rollup, m0004_bounce_reasons
 from sinks.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _from(1, m0001_events),
     _from(2, m0002_suppression_changes),
     _from(3, m0003_hourly_rollup),
+    _from(4, m0004_bounce_reasons),
 )
 
 _LEDGER = """CREATE TABLE IF NOT EXISTS mailpulse_migrations (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.report import COUNT_KEYS, with_rates
+from schemas.report import COUNT_KEYS, PROVIDER_COUNT, REASON_COUNT, breakdown, with_rates
 from sinks.store import EventStore
 
 _PER_MESSAGE = """
@@ -18,6 +18,7 @@ SELECT
     max(kind = 'delivered') AS was_delivered,
     max(kind = 'bounce' AND bounce_class = 'hard') AS hard,
     max(kind = 'bounce' AND bounce_class = 'soft') AS soft,
+    max(kind = 'bounce' AND bounce_class = 'block') AS block,
     max(kind = 'failed') AS was_failed,
     max(kind = 'complaint') AS complained,
     max(kind = 'unsubscribe') AS unsubscribed,
@@ -34,11 +35,12 @@ GROUP BY message_id
 _TOTALS = """
 SELECT
     sum(was_sent) AS sent,
-    sum((was_sent OR was_delivered) AND NOT (hard OR soft)) AS delivered,
+    sum((was_sent OR was_delivered) AND NOT (hard OR soft OR block)) AS delivered,
     sum(deferrals) AS deferred,
     sum(was_failed) AS failed,
     sum(hard) AS bounced_hard,
     sum(soft) AS bounced_soft,
+    sum(block) AS blocked,
     sum(complained) AS complaints,
     sum(unsubscribed) AS unsubscribes,
     sum(opens) AS opens_total,
@@ -46,7 +48,7 @@ SELECT
     sum(machine_opens) AS opens_machine,
     sum(clicks) AS clicks_total,
     countIf(clicks > 0) AS clicks_unique,
-    countIf(was_sent OR hard OR soft OR was_failed) AS attempted
+    countIf(was_sent OR hard OR soft OR block OR was_failed) AS attempted
 FROM (__PER_MESSAGE__)
 """
 
@@ -60,7 +62,8 @@ SELECT
     uniqExactMergeIf(events, kind = 'open' AND agent_class != 'human') AS opens_machine,
     uniqExactMergeIf(events, kind = 'click') AS clicks_total,
     uniqExactMergeIf(messages, kind = 'click') AS clicks_unique,
-    uniqExactMergeIf(messages, kind = 'bounce') AS bounces,
+    uniqExactMergeIf(messages, kind = 'bounce' AND bounce_class != 'block') AS bounces,
+    uniqExactMergeIf(messages, kind = 'bounce' AND bounce_class = 'block') AS blocked,
     uniqExactMergeIf(messages, kind = 'complaint') AS complaints,
     uniqExactMergeIf(messages, kind = 'unsubscribe') AS unsubscribes
 FROM events_hourly
@@ -70,12 +73,34 @@ ORDER BY hour
 """
 
 
-def campaign_report(store: EventStore, campaign_id: str) -> dict[str, int | float]:
+# Bounced and blocked messages per reason and per mailbox provider and class, named like the live counts
+# (schemas.report). Rows of schema 1 have no reason and no provider: undetermined and other, as live.
+_BREAKDOWN_CELLS = """
+SELECT key, uniqExact(message_id) AS messages FROM (
+    SELECT message_id, arrayJoin([
+        concat('__REASON__', if(reason = '', 'undetermined', reason)),
+        concat('__PROVIDER__', if(mailbox_provider = '', 'other', mailbox_provider), ':', bounce_class)
+    ]) AS key
+    FROM events
+    WHERE campaign_id = {campaign:String} AND kind = 'bounce'
+)
+GROUP BY key
+"""
+
+
+def campaign_report(store: EventStore, campaign_id: str) -> dict[str, Any]:
     sql = _TOTALS.replace("__PER_MESSAGE__", _PER_MESSAGE)
     columns, rows = store.query(sql, parameters={"campaign": campaign_id})
     values = dict(zip(columns, rows[0], strict=True)) if rows else {}
     counts = {key: int(values.get(key) or 0) for key in COUNT_KEYS}
-    return with_rates(counts, attempted=int(values.get("attempted") or 0))
+    return {**with_rates(counts, attempted=int(values.get("attempted") or 0)), **bounce_breakdown(store, campaign_id)}
+
+
+def bounce_breakdown(store: EventStore, campaign_id: str) -> dict[str, Any]:
+    """The report's breakdown keys: messages per reason, and per provider and class."""
+    sql = _BREAKDOWN_CELLS.replace("__REASON__", REASON_COUNT).replace("__PROVIDER__", PROVIDER_COUNT)
+    _, rows = store.query(sql, parameters={"campaign": campaign_id})
+    return breakdown({str(key): int(messages) for key, messages in rows})
 
 
 def campaign_hourly(store: EventStore, campaign_id: str) -> list[dict[str, Any]]:

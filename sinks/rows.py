@@ -35,6 +35,7 @@ COLUMNS: tuple[str, ...] = (
     "source",
     "reason",
     "feedback_type",
+    "mailbox_provider",
     "schema_version",
     "kafka_partition",
     "kafka_offset",
@@ -62,6 +63,7 @@ KIND_DEFAULTS: dict[str, Any] = {
     "source": "",
     "reason": "",
     "feedback_type": "",
+    "mailbox_provider": "",
 }
 
 

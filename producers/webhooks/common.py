@@ -8,7 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.attribution import UNATTRIBUTED, message_id_from_header
+from schemas.bounce_reasons import BounceClass, BounceReason, Verdict, classify
+from schemas.events import Bounce
 from schemas.keys import normalize_address
+from schemas.providers import mailbox_provider
 
 CAMPAIGN_KEY = "mailpulse_campaign"
 MESSAGE_KEY = "mailpulse_message"
@@ -33,6 +36,35 @@ def attribution(metadata: Mapping[str, Any], message_id_header: str = "") -> dic
     campaign = str(metadata.get(CAMPAIGN_KEY) or "") or UNATTRIBUTED
     message = str(metadata.get(MESSAGE_KEY) or "") or message_id_from_header(message_id_header) or ""
     return {"campaign_id": campaign, "message_id": message or "unknown", "list_id": str(metadata.get(LIST_KEY) or "")}
+
+
+def provider_verdict(
+    text: str,
+    status: str = "",
+    code: int = 0,
+    default: BounceReason = BounceReason.UNDETERMINED,
+    within: BounceClass | None = None,
+) -> Verdict:
+    """The reason of a provider's bounce: its diagnostic text decides when a rule reads it (the same rules
+    as mail and SMTP), else the provider's own classification (``default``). ``within``: the class the
+    provider's classification fixes (a "blocked" bounce stays a block whatever the text adds)."""
+    found = classify(text, status, code) if text or status or code else None
+    readable = found is not None and found.rule != "none" and found.reason is not BounceReason.UNDETERMINED
+    if found is not None and readable and (within is None or found.reason.bounce_class is within):
+        return found
+    return Verdict(default, found.status if found is not None else "", f"provider:{default}")
+
+
+def bounce(base: dict[str, Any], verdict: Verdict, diagnostic: str, source: str) -> Bounce:
+    return Bounce(
+        **base,
+        bounce_class=verdict.bounce_class,
+        reason=verdict.reason,
+        status=verdict.status,
+        diagnostic=diagnostic[:1000],
+        source=source,
+        mailbox_provider=mailbox_provider(base.get("recipient")),
+    )
 
 
 def recipient(value: Any) -> str | None:

@@ -10,8 +10,25 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from producers.webhooks.common import SignatureError, WebhookError, attribution, event_id, from_unix, recipient
-from schemas.events import AnyEvent, Bounce, BounceClass, Click, Complaint, Deferred, Delivered, Open, Unsubscribe
+from producers.webhooks.common import (
+    SignatureError,
+    WebhookError,
+    attribution,
+    bounce,
+    event_id,
+    from_unix,
+    provider_verdict,
+    recipient,
+)
+from schemas.bounce_reasons import BounceReason, Verdict, classify
+from schemas.events import AnyEvent, Click, Complaint, Deferred, Delivered, Open, Unsubscribe
+
+# Mailgun's failure ``reason`` -> what it means when it names more than "the receiver refused".
+_REASONS = {
+    "suppress-bounce": BounceReason.PROVIDER_SUPPRESSED,
+    "espblock": BounceReason.BLOCKED,
+    "old": BounceReason.EXPIRED,
+}
 
 
 class ReplayGuard:
@@ -66,6 +83,13 @@ def parse(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     return signature, data
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def normalize(data: dict[str, Any]) -> AnyEvent | None:
     kind = str(data.get("event", ""))
     rcpt = recipient(data.get("recipient"))
@@ -78,21 +102,34 @@ def normalize(data: dict[str, Any]) -> AnyEvent | None:
         "recipient": rcpt,
         **common,
     }
-    diagnostic = str(status.get("description") or status.get("message") or "")[:1000]
+    diagnostic = " ".join(str(status.get(k) or "") for k in ("message", "description") if status.get(k))[:1000]
+    enhanced, code = str(status.get("enhanced-code") or ""), _int(status.get("code"))
     if kind == "failed":
+        reason = str(data.get("reason") or "")
+        if reason == "suppress-unsubscribe":
+            return Unsubscribe(**base, method="webhook")
+        if reason == "suppress-complaint":
+            return Complaint(**base, feedback_type="abuse", source="mailgun")
         if data.get("severity") == "permanent":
-            return Bounce(
-                **base,
-                bounce_class=BounceClass.HARD,
-                status=str(status.get("enhanced-code") or ""),
-                diagnostic=diagnostic,
-                source="mailgun",
+            known = _REASONS.get(reason)
+            verdict = (
+                Verdict(known, enhanced, f"mailgun:{reason}")
+                if known is not None
+                # "bounce": Mailgun's word for a hard bounce; the receiver's text still decides what kind.
+                else provider_verdict(
+                    diagnostic,
+                    enhanced,
+                    code,
+                    default=BounceReason.UNKNOWN_USER if reason == "bounce" else BounceReason.UNDETERMINED,
+                )
             )
+            return bounce(base, verdict, diagnostic, "mailgun")
         return Deferred(
             **base,
-            smtp_code=int(status.get("code") or 0),
+            smtp_code=code,
             smtp_reply=diagnostic[:500],
-            attempt=int(status.get("attempt-no") or 1),
+            attempt=_int(status.get("attempt-no")) or 1,
+            reason=classify(diagnostic, enhanced, code).reason,
         )
     if kind == "delivered":
         return Delivered(**base, source="mailgun")

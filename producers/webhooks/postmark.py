@@ -7,23 +7,47 @@ import hmac
 import json
 from typing import Any
 
-from producers.webhooks.common import SignatureError, WebhookError, attribution, event_id, from_iso, recipient
-from schemas.events import AnyEvent, Bounce, BounceClass, Click, Complaint, Delivered, Open, Unsubscribe
+from producers.webhooks.common import (
+    SignatureError,
+    WebhookError,
+    attribution,
+    bounce,
+    event_id,
+    from_iso,
+    provider_verdict,
+    recipient,
+)
+from schemas.bounce_reasons import BounceClass, BounceReason, Verdict
+from schemas.events import AnyEvent, Click, Complaint, Delivered, Open, Unsubscribe
 
-# Postmark bounce types that say nothing about the address itself.
-_SOFT_TYPES = {
-    "Transient",
-    "SoftBounce",
-    "DnsError",
-    "AutoResponder",
-    "MailFrontier",
-    "ChallengeVerification",
-    "TemplateRenderingFailed",
-    "Blocked",
-    "SMTPApiError",
-    "InboundError",
-    "DMARCPolicy",
+# Postmark bounce Type -> (reason when the details say nothing more, the class Postmark's type fixes).
+_TYPES: dict[str, tuple[BounceReason, BounceClass | None]] = {
+    "HardBounce": (BounceReason.UNKNOWN_USER, None),
+    "SoftBounce": (BounceReason.UNDETERMINED, None),
+    "Transient": (BounceReason.UNDETERMINED, None),
+    "Unknown": (BounceReason.UNDETERMINED, None),
+    "BadEmailAddress": (BounceReason.INVALID_ADDRESS, BounceClass.HARD),
+    "AddressChange": (BounceReason.ADDRESS_MOVED, BounceClass.HARD),
+    "ManuallyDeactivated": (BounceReason.PROVIDER_SUPPRESSED, BounceClass.HARD),
+    "DnsError": (BounceReason.NETWORK_ERROR, BounceClass.SOFT),
+    "SpamNotification": (BounceReason.SPAM, BounceClass.BLOCK),
+    "VirusNotification": (BounceReason.VIRUS, BounceClass.BLOCK),
+    "Blocked": (BounceReason.BLOCKED, BounceClass.BLOCK),
+    "DMARCPolicy": (BounceReason.AUTH_FAILURE, BounceClass.BLOCK),
+    "SMTPApiError": (BounceReason.POLICY, BounceClass.BLOCK),
+    "InboundError": (BounceReason.POLICY, BounceClass.BLOCK),
+    "TemplateRenderingFailed": (BounceReason.POLICY, BounceClass.BLOCK),
+    "MailFrontier": (BounceReason.SPAM, BounceClass.BLOCK),
 }
+# Records Postmark sends as bounces that are no delivery failure.
+_NOT_FAILURES = {"AutoResponder", "ChallengeVerification", "Subscribe", "OpenRelayTest", "Unconfirmed"}
+
+
+def postmark_verdict(bounce_type: str, details: str) -> Verdict:
+    default, within = _TYPES.get(bounce_type, (BounceReason.UNDETERMINED, None))
+    if within is BounceClass.HARD or within is BounceClass.SOFT:
+        return Verdict(default, "", f"postmark:{bounce_type}")
+    return provider_verdict(details, default=default, within=within)
 
 
 def verify(authorization: str, configured: str) -> None:
@@ -57,14 +81,16 @@ def normalize(record: dict[str, Any]) -> AnyEvent | None:
     ident = event_id("postmark", f"{record.get('ID', '')}:{record.get('MessageID', '')}", rcpt, kind)
     base: dict[str, Any] = {"event_id": ident, "occurred_at": when, "recipient": rcpt, **common}
     if kind == "Bounce":
-        hard = str(record.get("Type")) not in _SOFT_TYPES
-        return Bounce(
-            **base,
-            bounce_class=BounceClass.HARD if hard else BounceClass.SOFT,
-            status="",
-            diagnostic=str(record.get("Details") or record.get("Description") or "")[:1000],
-            source="postmark",
-        )
+        bounce_type = str(record.get("Type") or "")
+        if bounce_type in _NOT_FAILURES:
+            return None
+        if bounce_type == "SpamComplaint":
+            return Complaint(**base, feedback_type="abuse", source="postmark")
+        if bounce_type == "Unsubscribe":
+            return Unsubscribe(**base, method="webhook")
+        details = str(record.get("Details") or "")
+        verdict = postmark_verdict(bounce_type, details)
+        return bounce(base, verdict, details or str(record.get("Description") or ""), "postmark")
     if kind == "SpamComplaint":
         return Complaint(**base, feedback_type="abuse", source="postmark")
     if kind == "Delivery":

@@ -12,8 +12,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from producers.webhooks.common import SignatureError, WebhookError, attribution, event_id, from_unix, recipient
-from schemas.events import AnyEvent, Bounce, BounceClass, Click, Complaint, Deferred, Delivered, Open, Unsubscribe
+from producers.webhooks.common import (
+    SignatureError,
+    WebhookError,
+    attribution,
+    bounce,
+    event_id,
+    from_unix,
+    provider_verdict,
+    recipient,
+)
+from schemas.bounce_reasons import BounceClass, BounceReason, Verdict, classify
+from schemas.events import AnyEvent, Click, Complaint, Deferred, Delivered, Open, Unsubscribe
 
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
@@ -53,6 +63,32 @@ def parse(body: bytes) -> list[dict[str, Any]]:
     return events
 
 
+# SendGrid's bounce_classification (its own classifier) -> reason; "Unclassified" leaves it to the text.
+_CLASSIFICATIONS = {
+    "invalid address": BounceReason.UNKNOWN_USER,
+    "technical": BounceReason.REMOTE_ERROR,
+    "content": BounceReason.POLICY,
+    "reputation": BounceReason.BLOCKED,
+    "frequency or volume": BounceReason.RATE_LIMITED,
+    "mailbox unavailable": BounceReason.MAILBOX_DISABLED,
+}
+# "dropped": SendGrid did not send at all; these reasons name its own suppression lists.
+_DROPPED = {
+    "bounced address": BounceReason.PROVIDER_SUPPRESSED,
+    "invalid": BounceReason.INVALID_ADDRESS,
+}
+
+
+def sendgrid_verdict(raw: dict[str, Any]) -> Verdict:
+    text, status = str(raw.get("reason") or ""), str(raw.get("status") or "")
+    classified = _CLASSIFICATIONS.get(str(raw.get("bounce_classification") or "").strip().lower())
+    if classified is not None:
+        return Verdict(classified, status, f"sendgrid:{raw.get('bounce_classification')}")
+    if str(raw.get("type", "bounce")) == "blocked":
+        return provider_verdict(text, status, default=BounceReason.BLOCKED, within=BounceClass.BLOCK)
+    return provider_verdict(text, status)
+
+
 def normalize(raw: dict[str, Any]) -> AnyEvent | None:
     kind = str(raw.get("event", ""))
     rcpt = recipient(raw.get("email"))
@@ -65,21 +101,21 @@ def normalize(raw: dict[str, Any]) -> AnyEvent | None:
         **common,
     }
     if kind == "bounce":
-        # SendGrid "blocked" bounces are reputation/policy refusals: soft, not the address's fault.
-        hard = str(raw.get("type", "bounce")) == "bounce"
-        return Bounce(
-            **base,
-            bounce_class=BounceClass.HARD if hard else BounceClass.SOFT,
-            status=str(raw.get("status") or ""),
-            diagnostic=str(raw.get("reason") or "")[:1000],
-            source="sendgrid",
-        )
+        return bounce(base, sendgrid_verdict(raw), str(raw.get("reason") or ""), "sendgrid")
     if kind == "dropped":
-        return Bounce(
-            **base, bounce_class=BounceClass.SOFT, status="", diagnostic=str(raw.get("reason") or ""), source="sendgrid"
-        )
+        why = str(raw.get("reason") or "")
+        if why.lower() == "unsubscribed address":
+            return Unsubscribe(**base, method="webhook")
+        if why.lower() == "spam reporting address":
+            return Complaint(**base, feedback_type="abuse", source="sendgrid")
+        # Anything else SendGrid drops is about the sending (a bad header, a rate), not the address.
+        verdict = Verdict(_DROPPED.get(why.lower(), BounceReason.POLICY), "", f"sendgrid:dropped:{why}")
+        return bounce(base, verdict, why, "sendgrid")
     if kind == "deferred":
-        return Deferred(**base, smtp_reply=str(raw.get("response") or "")[:500], attempt=int(raw.get("attempt") or 1))
+        response = str(raw.get("response") or "")
+        return Deferred(
+            **base, smtp_reply=response[:500], attempt=int(raw.get("attempt") or 1), reason=classify(response).reason
+        )
     if kind == "delivered":
         return Delivered(**base, source="sendgrid")
     if kind == "spamreport":

@@ -19,9 +19,19 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from producers.webhooks.common import SignatureError, WebhookError, attribution, event_id, from_iso, recipient
+from producers.webhooks.common import (
+    SignatureError,
+    WebhookError,
+    attribution,
+    bounce,
+    event_id,
+    from_iso,
+    provider_verdict,
+    recipient,
+)
 from schemas.attribution import CAMPAIGN_HEADER, MESSAGE_HEADER
-from schemas.events import AnyEvent, Bounce, BounceClass, Click, Complaint, Delivered, Open
+from schemas.bounce_reasons import BounceReason, Verdict
+from schemas.events import AnyEvent, Click, Complaint, Delivered, Open
 
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _SIGNED_FIELDS = {
@@ -31,6 +41,29 @@ _SIGNED_FIELDS = {
 }
 
 CertificateFetcher = Callable[[str], bytes]
+
+# SES bounceType/bounceSubType -> the reason when the diagnostic says nothing more, and whether SES's
+# word fixes it (a "NoEmail" is an unknown address whatever the text; a "General" is what the text says).
+_SES_BOUNCES: dict[tuple[str, str], tuple[BounceReason, bool]] = {
+    ("Permanent", "General"): (BounceReason.UNKNOWN_USER, False),
+    ("Permanent", "NoEmail"): (BounceReason.UNKNOWN_USER, True),
+    ("Permanent", "Suppressed"): (BounceReason.PROVIDER_SUPPRESSED, True),
+    ("Permanent", "OnAccountSuppressionList"): (BounceReason.PROVIDER_SUPPRESSED, True),
+    ("Transient", "General"): (BounceReason.UNDETERMINED, False),
+    ("Transient", "MailboxFull"): (BounceReason.MAILBOX_FULL, True),
+    ("Transient", "MessageTooLarge"): (BounceReason.TOO_BIG, True),
+    ("Transient", "ContentRejected"): (BounceReason.POLICY, True),
+    ("Transient", "AttachmentRejected"): (BounceReason.POLICY, True),
+    ("Undetermined", "Undetermined"): (BounceReason.UNDETERMINED, False),
+}
+
+
+def ses_verdict(bounce_type: str, sub_type: str, status: str, diagnostic: str) -> Verdict:
+    default, fixed = _SES_BOUNCES.get((bounce_type, sub_type), (BounceReason.UNDETERMINED, False))
+    if fixed:
+        return Verdict(default, status, f"ses:{bounce_type}/{sub_type}")
+    # A "General" permanent bounce blocked by the receiver's blocklist is still a block: the text decides.
+    return provider_verdict(diagnostic, status, default=default)
 
 
 def is_sns_url(url: str) -> bool:
@@ -112,23 +145,20 @@ def normalize(notification: dict[str, Any]) -> list[AnyEvent]:
     ses_id = str(mail.get("messageId", ""))
     events: list[AnyEvent] = []
     if kind == "Bounce":
-        bounce = notification.get("bounce") or {}
-        hard = bounce.get("bounceType") == "Permanent"
-        when = from_iso(bounce.get("timestamp"))
-        for entry in bounce.get("bouncedRecipients") or []:
+        report = notification.get("bounce") or {}
+        when = from_iso(report.get("timestamp"))
+        bounce_type, sub_type = str(report.get("bounceType") or ""), str(report.get("bounceSubType") or "")
+        for entry in report.get("bouncedRecipients") or []:
             rcpt = recipient(entry.get("emailAddress"))
-            events.append(
-                Bounce(
-                    event_id=event_id("ses", f"{ses_id}:{bounce.get('feedbackId', '')}", rcpt, "bounce"),
-                    occurred_at=when,
-                    recipient=rcpt,
-                    **common,
-                    bounce_class=BounceClass.HARD if hard else BounceClass.SOFT,
-                    status=str(entry.get("status") or ""),
-                    diagnostic=str(entry.get("diagnosticCode") or bounce.get("bounceSubType") or "")[:1000],
-                    source="ses",
-                )
-            )
+            diagnostic = str(entry.get("diagnosticCode") or "")
+            verdict = ses_verdict(bounce_type, sub_type, str(entry.get("status") or ""), diagnostic)
+            base = {
+                "event_id": event_id("ses", f"{ses_id}:{report.get('feedbackId', '')}", rcpt, "bounce"),
+                "occurred_at": when,
+                "recipient": rcpt,
+                **common,
+            }
+            events.append(bounce(base, verdict, diagnostic or f"{bounce_type}/{sub_type}", "ses"))
     elif kind == "Complaint":
         complaint = notification.get("complaint") or {}
         when = from_iso(complaint.get("timestamp"))

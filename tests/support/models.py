@@ -31,29 +31,38 @@ from schemas.events import (
     UnsubscribeScope,
 )
 from schemas.keys import normalize_address
-from schemas.report import COUNT_KEYS, with_rates
+from schemas.bounce_reasons import BounceReason
+from schemas.report import COUNT_KEYS, breakdown, provider_count_key, reason_count_key, with_rates
 from schemas.settings import Settings
 
 
-def report_model(events: list[AnyEvent], campaign: str) -> dict[str, int | float]:
+def report_model(events: list[AnyEvent], campaign: str) -> dict[str, Any]:
     distinct = {e.event_id: e for e in events if e.campaign_id == campaign and e.message_id}
     per_message: dict[str, list[AnyEvent]] = defaultdict(list)
     for event in distinct.values():
         per_message[event.message_id].append(event)
     counts = dict.fromkeys(COUNT_KEYS, 0)
+    cells: dict[str, int] = defaultdict(int)
     attempted = 0
     for evs in per_message.values():
         kinds = {e.kind for e in evs}
         hard = any(isinstance(e, Bounce) and e.bounce_class is BounceClass.HARD for e in evs)
         soft = any(isinstance(e, Bounce) and e.bounce_class is BounceClass.SOFT for e in evs)
+        block = any(isinstance(e, Bounce) and e.bounce_class is BounceClass.BLOCK for e in evs)
+        bounces = [e for e in evs if isinstance(e, Bounce)]
+        for key in {reason_count_key(b.reason) for b in bounces} | {
+            provider_count_key(b.mailbox_provider or "other", b.bounce_class) for b in bounces
+        }:
+            cells[key] += 1
         opens = [e for e in evs if isinstance(e, Open)]
         clicks = [e for e in evs if isinstance(e, Click)]
         counts["sent"] += "sent" in kinds
-        counts["delivered"] += bool(kinds & {"sent", "delivered"}) and not (hard or soft)
+        counts["delivered"] += bool(kinds & {"sent", "delivered"}) and not (hard or soft or block)
         counts["deferred"] += sum(1 for e in evs if isinstance(e, Deferred))
         counts["failed"] += "failed" in kinds
         counts["bounced_hard"] += hard
         counts["bounced_soft"] += soft
+        counts["blocked"] += block
         counts["complaints"] += "complaint" in kinds
         counts["unsubscribes"] += "unsubscribe" in kinds
         counts["opens_total"] += len(opens)
@@ -61,8 +70,8 @@ def report_model(events: list[AnyEvent], campaign: str) -> dict[str, int | float
         counts["opens_machine"] += sum(1 for o in opens if o.agent_class is not AgentClass.HUMAN)
         counts["clicks_total"] += len(clicks)
         counts["clicks_unique"] += bool(clicks)
-        attempted += bool(kinds & {"sent", "failed"}) or hard or soft
-    return with_rates(counts, attempted)
+        attempted += bool(kinds & {"sent", "failed"}) or hard or soft or block
+    return {**with_rates(counts, attempted), **breakdown(cells)}
 
 
 def suppression_model(events: list[AnyEvent], settings: Settings) -> dict[str, list[str]]:
@@ -103,8 +112,26 @@ def event_stream(
                 return at + timedelta(minutes=minutes)
 
             roll = rng.random()
+            provider = rng.choice(["gmail", "outlook", "yahoo", "icloud", "other", ""])
             if roll < 0.05:
-                events.append(Bounce(event_id=eid(), occurred_at=at, bounce_class=BounceClass.HARD, **base))
+                unknown = BounceReason.UNKNOWN_USER
+                events.append(
+                    Bounce(
+                        event_id=eid(), occurred_at=at, bounce_class=BounceClass.HARD, reason=unknown,
+                        mailbox_provider=provider, **base,
+                    )
+                )  # fmt: skip
+                continue
+            if roll < 0.065:
+                # Refused for the sender's sake (a blocklist): at send time, or sent and refused by mail later.
+                if rng.random() < 0.5:
+                    events.append(Sent(event_id=eid(), occurred_at=at, **base))
+                events.append(
+                    Bounce(
+                        event_id=eid(), occurred_at=later(2), bounce_class=BounceClass.BLOCK,
+                        reason=BounceReason.BLOCKED, mailbox_provider=provider, **base,
+                    )
+                )  # fmt: skip
                 continue
             if roll < 0.08:
                 events.append(Deferred(event_id=eid(), occurred_at=at, **base))
@@ -118,7 +145,13 @@ def event_stream(
             if rng.random() < 0.3:
                 events.append(Delivered(event_id=eid(), occurred_at=later(1), **base))
             if rng.random() < 0.04:
-                events.append(Bounce(event_id=eid(), occurred_at=later(5), bounce_class=BounceClass.SOFT, **base))
+                full = BounceReason.MAILBOX_FULL
+                events.append(
+                    Bounce(
+                        event_id=eid(), occurred_at=later(5), bounce_class=BounceClass.SOFT, reason=full,
+                        mailbox_provider=provider, **base,
+                    )
+                )  # fmt: skip
             for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
                 agent = rng.choice([AgentClass.HUMAN, AgentClass.HUMAN, AgentClass.APPLE_MPP, AgentClass.GOOGLE_PROXY])
                 events.append(Open(event_id=eid(), occurred_at=later(rng.randrange(2, 600)), agent_class=agent, **base))

@@ -1,5 +1,5 @@
-"""The bounce and complaint sample set: shapes that Postfix, Exim, Office 365, Gmail, Yahoo, qmail and an
-ARF reporter really send, each with its expected recipient, class and status."""
+"""The bounce corpus through the mail parser (pure): every sample's report kind, recipients, reasons and
+attribution as ``tests/fixtures/bounces/expected.json`` labels them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,27 @@ from pathlib import Path
 
 import pytest
 
-from producers.bounce_mail import Outcome, classify_status, parse_mail
+from producers.bounce_intake import events_from_mail
+from producers.bounce_mail import RecordKind, Report, parse_mail
+from schemas.events import Bounce, Deferred, utcnow
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
 EXPECTED = json.loads((SAMPLES / "expected.json").read_text())
+
+
+def labels(name: str) -> list[dict[str, str | None]]:
+    parsed = parse_mail((SAMPLES / name).read_bytes())
+    return [
+        {"recipient": r.recipient, "reason": "delayed" if r.kind is RecordKind.DELAY else r.reason}
+        for r in parsed.records
+    ]
+
+
+def test_the_corpus_is_large_and_varied() -> None:
+    mtas = {e["mta"] for e in EXPECTED.values()}
+    providers = {e["provider"] for e in EXPECTED.values()}
+    assert len(EXPECTED) >= 150 and len(mtas | providers) >= 25
+    assert all((SAMPLES / name).is_file() for name in EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -19,14 +36,16 @@ def test_sample(name: str) -> None:
     expected = EXPECTED[name]
     parsed = parse_mail((SAMPLES / name).read_bytes())
     assert parsed.report == expected["report"]
-    assert [[r.recipient, str(r.outcome), r.status] for r in parsed.records] == expected["records"]
+    assert labels(name) == expected["records"]
     assert parsed.message_id == expected["message_id"]
     assert parsed.campaign_id == expected["campaign_id"]
 
 
-def test_arf_carries_the_feedback_type() -> None:
+def test_arf_carries_the_feedback_type_and_only_complaints_complain() -> None:
     (record,) = parse_mail((SAMPLES / "arf_abuse.eml").read_bytes()).records
-    assert record.feedback_type == "abuse"
+    assert record.kind is RecordKind.COMPLAINT and record.feedback_type == "abuse"
+    dmarc = parse_mail((SAMPLES / "arf_dmarc_forensic_01.eml").read_bytes())
+    assert dmarc.report is Report.ARF and dmarc.records == []
 
 
 def test_envelope_recipient_attributes_a_bounce_without_headers() -> None:
@@ -35,20 +54,21 @@ def test_envelope_recipient_attributes_a_bounce_without_headers() -> None:
     assert parsed.message_id == "00000000000000000000000000000001"
 
 
-@pytest.mark.parametrize(
-    ("status", "action", "diagnostic", "outcome"),
-    [
-        ("5.1.1", "failed", "", Outcome.HARD),
-        ("4.4.1", "failed", "", Outcome.SOFT),
-        ("5.2.2", "failed", "", Outcome.SOFT),
-        ("5.7.1", "failed", "", Outcome.HARD),
-        ("4.4.1", "delayed", "", Outcome.DELAY),
-        ("2.0.0", "delivered", "", None),
-        ("5.0.0", "failed", "552 mailbox is full", Outcome.SOFT),
-    ],
-)
-def test_rfc3463_classes(status: str, action: str, diagnostic: str, outcome: Outcome | None) -> None:
-    assert classify_status(status, action, diagnostic) == outcome
+def test_a_redelivered_report_is_the_same_event() -> None:
+    raw = (SAMPLES / "postfix_gmail_01.eml").read_bytes()
+    first, again = (events_from_mail(parse_mail(raw), utcnow()) for _ in range(2))
+    assert [e.event_id for e in first] == [e.event_id for e in again] and len(first) == 1
+    other = (SAMPLES / "postfix_gmail_02.eml").read_bytes()
+    assert events_from_mail(parse_mail(other), utcnow())[0].event_id != first[0].event_id
+
+
+def test_events_carry_reason_class_and_provider() -> None:
+    (bounce,) = events_from_mail(parse_mail((SAMPLES / "postfix_office365_02.eml").read_bytes()), utcnow())
+    assert isinstance(bounce, Bounce) and (bounce.reason, bounce.bounce_class) == ("blocked", "block")
+    (delay,) = events_from_mail(parse_mail((SAMPLES / "postfix_delay_01.eml").read_bytes()), utcnow())
+    assert isinstance(delay, Deferred) and delay.reason == "network_error"
+    (gmail,) = events_from_mail(parse_mail((SAMPLES / "postfix_gmail_01.eml").read_bytes()), utcnow())
+    assert isinstance(gmail, Bounce) and gmail.mailbox_provider == "gmail" and gmail.bounce_class == "hard"
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,8 @@ def test_a_bounce_after_sent_moves_the_message_out_of_delivered() -> None:
     later = datetime(2026, 11, 20, 11, tzinfo=UTC)
     bounce = Bounce(event_id="2", occurred_at=later, bounce_class=BounceClass.SOFT, **base)
     state, delta = eng.apply_event(state, bounce)
-    assert delta == {eng.epoch_hour(at): {"delivered": -1}, eng.epoch_hour(later): {"bounced_soft": 1}}
+    bounced = {"bounced_soft": 1, "reason:undetermined": 1, "provider:other:soft": 1}
+    assert delta == {eng.epoch_hour(at): {"delivered": -1}, eng.epoch_hour(later): bounced}
 
 
 def test_unique_human_opens_count_once_per_message() -> None:
