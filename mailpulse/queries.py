@@ -17,7 +17,7 @@ import httpx
 from mailpulse.errors import CliError
 from mailpulse.processes import port_open
 from schemas.auth import auth_headers
-from schemas.report import REPORT_KEYS
+from schemas.report import BREAKDOWN_KEYS, REPORT_KEYS
 from schemas.settings import Settings
 
 
@@ -108,7 +108,7 @@ def render_report(campaign: str, report: Any, fmt: str, by_hour: bool) -> str:
         columns = list(report[0]) if report else ["hour"]
         return render_rows(columns, [[h[c] for c in columns] for h in report], fmt)
     if fmt == "json":
-        return json.dumps({key: report[key] for key in REPORT_KEYS})
+        return json.dumps({key: report[key] for key in (*REPORT_KEYS, *BREAKDOWN_KEYS) if key in report})
     if fmt == "csv":
         return render_rows(list(REPORT_KEYS), [[report[k] for k in REPORT_KEYS]], "csv")
     lines = [f"campaign {campaign}"]
@@ -116,6 +116,14 @@ def render_report(campaign: str, report: Any, fmt: str, by_hour: bool) -> str:
         value = report[key]
         shown = f"{value:.2%}" if isinstance(value, float) else str(value)
         lines.append(f"  {key:<20} {shown:>10}")
+    if report.get("bounces_by_reason"):
+        lines.append("  bounced or blocked messages by reason:")
+        lines += [f"    {reason:<24} {count:>8}" for reason, count in report["bounces_by_reason"].items()]
+    if report.get("bounces_by_provider"):
+        lines.append("  by mailbox provider:   hard / soft / block")
+        for provider, cells in report["bounces_by_provider"].items():
+            counts = " / ".join(str(cells.get(c, 0)) for c in ("hard", "soft", "block"))
+            lines.append(f"    {provider:<20} {counts}")
     return "\n".join(lines)
 
 

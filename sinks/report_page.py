@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from schemas.report import BREAKDOWN_KEYS
+
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2330;padding:0 1rem}
 h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.1rem;margin-top:2rem}
@@ -80,6 +82,7 @@ def render_report_page(campaign: str, report: dict[str, Any], hours: list[dict[s
         ("open_rate", _pct(report["open_rate"]), "Open rate (unique human)"),
         ("click_rate", _pct(report["click_rate"]), "Click rate"),
         ("bounce_rate", _pct(report["bounce_rate"]), "Bounce rate"),
+        ("block_rate", _pct(report["block_rate"]), "Blocked (sender-side refusals)"),
         ("complaint_rate", _pct(report["complaint_rate"]), "Complaint rate"),
         ("unsubscribes", str(report["unsubscribes"]), "Unsubscribes"),
         ("opens_unique_human", str(report["opens_unique_human"]), "Human openers"),
@@ -88,7 +91,21 @@ def render_report_page(campaign: str, report: dict[str, Any], hours: list[dict[s
     cards = "".join(
         f'<div class="kpi" data-kpi="{key}"><b>{value}</b><span>{label}</span></div>' for key, value, label in kpis
     )
-    table = "".join(f'<tr><td>{html.escape(k)}</td><td data-key="{k}">{v}</td></tr>' for k, v in report.items())
+    table = "".join(
+        f'<tr><td>{html.escape(k)}</td><td data-key="{html.escape(k)}">{html.escape(str(v))}</td></tr>'
+        for k, v in report.items()
+        if k not in BREAKDOWN_KEYS
+    )
+    reasons = "".join(
+        f'<tr><td>{html.escape(r)}</td><td data-reason="{html.escape(r)}">{n}</td></tr>'
+        for r, n in report.get("bounces_by_reason", {}).items()
+    )
+    providers = "".join(
+        f"<tr><td>{html.escape(p)}</td>"
+        + "".join(f"<td>{cells.get(c, 0)}</td>" for c in ("hard", "soft", "block"))
+        + "</tr>"
+        for p, cells in report.get("bounces_by_provider", {}).items()
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Campaign {name} | mailpulse</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
@@ -114,6 +131,11 @@ def render_report_page(campaign: str, report: dict[str, Any], hours: list[dict[s
     }
 <h2>Funnel</h2>
 {_funnel(report)}
+<h2>Bounced and blocked messages by reason</h2>
+<table data-table="reasons"><tbody>{reasons or '<tr><td class="muted">none</td></tr>'}</tbody></table>
+<h2>By mailbox provider</h2>
+<table data-table="providers"><thead><tr><th></th><th>hard</th><th>soft</th><th>block</th></tr></thead>
+<tbody>{providers or '<tr><td class="muted">none</td></tr>'}</tbody></table>
 <h2>All figures</h2>
 <table><tbody>{table}</tbody></table>
 </body></html>

@@ -20,6 +20,29 @@ from tests.support.webhook_signing import MAILGUN_KEY, POSTMARK_AUTH, TOPIC_ARN,
 
 ROOT = Path(__file__).resolve().parents[2]
 DKIM_KEY_FILE = ROOT / "var" / "test-keys" / "dkim.pem"
+# What the SMTP sink answers beside its built-in scripts: every reply of the corpus, and a blocked domain.
+SINK_REPLIES = ROOT / "var" / "test-keys" / "smtp-sink-replies.tsv"
+REPLY_CORPUS = ROOT / "tests" / "fixtures" / "smtp_replies.tsv"
+BLOCK_REPLY = "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org"
+
+
+def scripted_replies() -> list[tuple[str, str, str, str]]:
+    """(recipient, stage, expected reason, reply) for each corpus reply the sink can give (at RCPT or DATA)."""
+    rows = []
+    lines = [ln for ln in REPLY_CORPUS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    for number, line in enumerate(lines):
+        stage, reason, reply = line.split("\t", 2)
+        if stage in ("rcpt", "data"):
+            rows.append((f"reply-{number:03d}@replies.example", stage, reason, reply))
+    return rows
+
+
+def write_sink_replies() -> None:
+    lines = [f"{rcpt}\t{stage}\t{reply}" for rcpt, stage, _, reply in scripted_replies()]
+    lines.append(f"*@blocked.example\trcpt\t{BLOCK_REPLY}")
+    SINK_REPLIES.write_text("\n".join(lines) + "\n")
+
+
 TEST_ENV = {
     "MAILPULSE_VAR_DIR": str(ROOT / "var" / "test"),
     "MAILPULSE_LOCAL_KAFKA_PORT": "19092",
@@ -47,6 +70,7 @@ TEST_ENV = {
     "MAILPULSE_DKIM_SELECTOR": "test2026",
     "MAILPULSE_DKIM_DOMAIN": "example.com",
     "MAILPULSE_DKIM_PRIVATE_KEY_FILE": str(DKIM_KEY_FILE),
+    "MAILPULSE_SMTP_SINK_REPLIES": str(SINK_REPLIES),
 }
 
 
@@ -54,6 +78,7 @@ TEST_ENV = {
 def stack() -> Iterator[Settings]:
     DKIM_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
     DKIM_KEY_FILE.write_bytes(dkim_keys()[0])
+    write_sink_replies()
     saved = {k: os.environ.get(k) for k in TEST_ENV}
     os.environ.update(TEST_ENV)
     settings = Settings.from_env()

@@ -205,12 +205,16 @@ def test_bounce_mail_over_smtp_is_recorded_and_non_bounces_are_kept(stack: Setti
     with smtplib.SMTP("127.0.0.1", stack.bounce_smtp_port, timeout=10) as smtp:
         smtp.sendmail("", ["bounces+4f2b9c0d1e2a4b6c8d0e1f2a3b4c5d6e@bounces.example.com"], crlf(raw))
         smtp.sendmail("", ["bounces@bounces.example.com"], crlf((SAMPLES / "out_of_office.eml").read_bytes()))
+        stray = b"From: someone@example.net\r\nSubject: hello\r\n\r\nIs this the right address for invoices?\r\n"
+        smtp.sendmail("someone@example.net", ["bounces@bounces.example.com"], stray)
     got = arrived(events, campaign, 1)
-    assert [(e.kind, e.recipient, e.status) for e in got] == [("bounce", who, "5.1.1")]  # type: ignore[union-attr]
+    assert [(e.kind, e.recipient, e.status, e.reason) for e in got] == [("bounce", who, "5.1.1", "unknown_user")]  # type: ignore[union-attr]
     assert got[0].message_id == "4f2b9c0d1e2a4b6c8d0e1f2a3b4c5d6e"
     wait_until(lambda: suppression(stack, who)["suppressed"], what="suppression from a DSN")
     kept = stack.var_dir / "bounces" / "unparsed" / "new"
-    assert any(b"Out of office" in p.read_bytes() for p in kept.iterdir())
+    # Mail that is no report is kept for a person; an auto-reply is known for what it is and is not.
+    wait_until(lambda: any(b"right address for invoices" in p.read_bytes() for p in kept.iterdir()), what="kept")
+    assert not any(b"Out of office" in p.read_bytes() for p in kept.iterdir())
 
 
 def test_ingest_mail_cli_reads_an_arf_report(stack: Settings, events: TopicReader, tmp_path: Path) -> None:

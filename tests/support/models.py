@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processors.suppression import EMPTY, Policy, SuppressionEntry, apply_event, suppression_reasons
+from schemas.bounce_reasons import BounceReason
 from schemas.events import (
     AgentClass,
     AnyEvent,
@@ -31,7 +32,6 @@ from schemas.events import (
     UnsubscribeScope,
 )
 from schemas.keys import normalize_address
-from schemas.bounce_reasons import BounceReason
 from schemas.report import COUNT_KEYS, breakdown, provider_count_key, reason_count_key, with_rates
 from schemas.settings import Settings
 
