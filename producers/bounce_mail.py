@@ -11,6 +11,7 @@ the text next to each address. Every failure's reason comes from
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import enum
 import hashlib
@@ -113,27 +114,55 @@ def _address(value: str | None) -> str | None:
     return value.lower() if "@" in value else None
 
 
-def _part(msg: Message, content_type: str) -> Message | None:
-    for part in msg.walk():
-        if part.get_content_type() == content_type:
-            return part
-    return None
+class _Mail:
+    """One parsed message with its parts listed once (every step looks parts up by type) and its
+    human-readable text decoded once."""
+
+    __slots__ = ("_text", "msg", "parts")
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+        self.parts = [(part.get_content_type(), part) for part in msg.walk()]
+        self._text: str | None = None
+
+    def part(self, content_type: str) -> Message | None:
+        return next((part for kind, part in self.parts if kind == content_type), None)
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            chunks: list[str] = []
+            for kind, part in self.parts:
+                if kind in ("text/plain", "text/html") and not part.is_multipart():
+                    if kind == "text/html" and chunks:
+                        continue  # the plain alternative says the same
+                    payload = part.get_payload(decode=True)
+                    if isinstance(payload, bytes):
+                        chunks.append(payload.decode(part.get_content_charset() or "latin-1", "replace"))
+            self._text = "\n".join(chunks)
+        return self._text
 
 
-def _original_headers(msg: Message) -> Message | None:
+_HEADERS_ONLY = email.parser.HeaderParser(policy=email.policy.compat32)
+
+
+def _original_headers(mail: _Mail) -> Message | None:
     for content_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-        part = _part(msg, content_type)
+        part = mail.part(content_type)
         if part is None:
             continue
         payload = part.get_payload()
         if isinstance(payload, list) and payload and isinstance(payload[0], Message):
             return payload[0]
+        if isinstance(payload, str) and part.get("Content-Transfer-Encoding") is None:
+            return _HEADERS_ONLY.parsestr(payload)  # only the headers are wanted: no MIME parse of a body
         text = part.get_payload(decode=True)
-        return email.message_from_bytes(text if isinstance(text, bytes) else b"", policy=email.policy.compat32)
+        return _HEADERS_ONLY.parsestr(text.decode("latin-1") if isinstance(text, bytes) else "")
     return None
 
 
-def _attribute(parsed: ParsedMail, msg: Message, envelope_to: list[str]) -> None:
+def _attribute(parsed: ParsedMail, mail: _Mail, envelope_to: list[str]) -> None:
+    msg = mail.msg
     for address in [
         *envelope_to,
         *(msg.get_all("Delivered-To") or []),
@@ -144,7 +173,7 @@ def _attribute(parsed: ParsedMail, msg: Message, envelope_to: list[str]) -> None
         if found:
             parsed.message_id = found
             break
-    original = _original_headers(msg)
+    original = _original_headers(mail)
     if original is not None:
         parsed.campaign_id = str(original.get(CAMPAIGN_HEADER, "") or "").strip() or None
         parsed.message_id = (
@@ -154,7 +183,7 @@ def _attribute(parsed: ParsedMail, msg: Message, envelope_to: list[str]) -> None
         )
     if parsed.message_id is None or parsed.campaign_id is None:
         # Non-standard bounces quote the original message as text; our marker headers are in it.
-        text = _text(msg)
+        text = mail.text
         quoted = _QUOTED_MESSAGE.search(text)
         parsed.message_id = parsed.message_id or (quoted.group(1).lower() if quoted else None)
         campaign = _QUOTED_CAMPAIGN.search(text)
@@ -173,9 +202,9 @@ def _stage_near(text: str, recipient: str | None) -> SmtpStage:
     return SmtpStage.UNKNOWN
 
 
-def _delivery_status(msg: Message) -> tuple[list[BounceRecord], bool]:
+def _delivery_status(mail: _Mail) -> tuple[list[BounceRecord], bool]:
     """The records of a DSN, and whether it reported successful deliveries only."""
-    part = _part(msg, "message/delivery-status")
+    part = mail.part("message/delivery-status")
     if part is None:
         return [], False
     payload = part.get_payload()
@@ -184,7 +213,7 @@ def _delivery_status(msg: Message) -> tuple[list[BounceRecord], bool]:
         if isinstance(payload, list)
         else [email.message_from_string(block) for block in str(payload).split("\n\n") if block.strip()]
     )
-    human = _text(msg)
+    human = mail.text
     records = []
     succeeded = 0
     for block in blocks[1:]:  # the first block is per-message
@@ -209,8 +238,8 @@ def _delivery_status(msg: Message) -> tuple[list[BounceRecord], bool]:
     return records, bool(succeeded) and not records
 
 
-def _feedback(msg: Message) -> list[BounceRecord]:
-    part = _part(msg, "message/feedback-report")
+def _feedback(mail: _Mail) -> list[BounceRecord]:
+    part = mail.part("message/feedback-report")
     if part is None:
         return []
     payload = part.get_payload()
@@ -219,7 +248,7 @@ def _feedback(msg: Message) -> list[BounceRecord]:
     feedback_type = str(fields.get("Feedback-Type", "abuse")).strip().lower()
     recipient = _address(fields.get("Original-Rcpt-To"))
     if recipient is None:
-        original = _original_headers(msg)
+        original = _original_headers(mail)
         recipient = _address(str(original.get("To", ""))) if original is not None else None
     if feedback_type in _COMPLAINT_FEEDBACK:
         return [BounceRecord(recipient, RecordKind.COMPLAINT, feedback_type=feedback_type or "abuse")]
@@ -228,18 +257,6 @@ def _feedback(msg: Message) -> list[BounceRecord]:
         verdict = Verdict(BounceReason.VIRUS, "", "arf:virus")
         return [BounceRecord(recipient, RecordKind.BOUNCE, verdict, "arf; feedback-type virus", feedback_type)]
     return []  # auth-failure (a DMARC failure report), not-spam: nothing about the recipient
-
-
-def _text(msg: Message) -> str:
-    chunks: list[str] = []
-    for part in msg.walk():
-        if part.get_content_type() in ("text/plain", "text/html") and not part.is_multipart():
-            if part.get_content_type() == "text/html" and chunks:
-                continue  # the plain alternative says the same
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                chunks.append(payload.decode(part.get_content_charset() or "latin-1", "replace"))
-    return "\n".join(chunks)
 
 
 def is_auto_reply(msg: Message) -> bool:
@@ -270,7 +287,7 @@ def _failure_window(text: str, address: str) -> str:
     return window[:1500]
 
 
-def _delay_warning(msg: Message, text: str) -> list[BounceRecord]:
+def _delay_warning(text: str) -> list[BounceRecord]:
     """A warning that delivery is still being tried: one delay record per address it lists."""
     copy = _COPY_MARKS.search(text)
     head = text[: copy.start()] if copy else text
@@ -297,9 +314,9 @@ def _transcript(text: str) -> list[BounceRecord]:
     return records
 
 
-def _heuristic(msg: Message) -> list[BounceRecord]:
-    text = _text(msg)
-    if _DAEMON.search(str(msg.get("From", ""))) and (warning := _delay_warning(msg, text)):
+def _heuristic(mail: _Mail) -> list[BounceRecord]:
+    msg, text = mail.msg, mail.text
+    if _DAEMON.search(str(msg.get("From", ""))) and (warning := _delay_warning(text)):
         return warning
     try:
         temporary, permanent = all_failures(msg)
@@ -324,20 +341,21 @@ def _heuristic(msg: Message) -> list[BounceRecord]:
 def parse_mail(raw: bytes, envelope_to: list[str] | None = None) -> ParsedMail:
     """Parse one returned message. Never raises on bad input: unknown mail yields report="none"."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    mail = _Mail(msg)
     report_type = str(msg.get_param("report-type", "", header="content-type") or "").lower()
     is_report = msg.get_content_type() == "multipart/report"
     if is_report and report_type == "feedback-report":
-        parsed = ParsedMail(Report.ARF, _feedback(msg))
+        parsed = ParsedMail(Report.ARF, _feedback(mail))
     elif is_report and report_type == "delivery-status":
-        records, delivered = _delivery_status(msg)
+        records, delivered = _delivery_status(mail)
         parsed = ParsedMail(Report.DELIVERED if delivered else Report.DSN, records)
     elif is_auto_reply(msg):
         parsed = ParsedMail(Report.AUTO_REPLY)
     else:
-        parsed = ParsedMail(Report.HEURISTIC, _heuristic(msg))
+        parsed = ParsedMail(Report.HEURISTIC, _heuristic(mail))
         if not parsed.records:
             parsed.report = Report.NONE
-    _attribute(parsed, msg, envelope_to or [])
+    _attribute(parsed, mail, envelope_to or [])
     message_id = str(msg.get("Message-ID", "") or "").strip()
     parsed.report_id = message_id or hashlib.sha256(raw).hexdigest()
     return parsed

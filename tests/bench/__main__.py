@@ -10,10 +10,11 @@ import signal
 import sys
 import time
 
-from tests.bench import edge_bench, processor_bench, sender_bench, sink_bench
+from tests.bench import bounce_bench, edge_bench, processor_bench, sender_bench, sink_bench
 from tests.bench.common import bench_settings, say, start_broker
 
 SUITES = {
+    "bounces": bounce_bench.main,
     "edge": edge_bench.main,
     "processors": processor_bench.main,
     "sender": sender_bench.main,

@@ -1,0 +1,78 @@
+"""Bounce classification speed: corpus mails parsed and classified per second on one core, and SMTP
+replies classified per second. "cold": the classifier's cache of wordings cleared before each item (every
+text new to it); "warm": as a receiver meets the same providers' wordings again and again."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from producers.bounce_intake import events_from_mail
+from producers.bounce_mail import parse_mail
+from schemas.bounce_reasons import SmtpStage, classify
+from schemas.events import utcnow
+from schemas.settings import Settings
+from tests.bench.common import Row, median_of, print_table, say
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+GOAL = 5_000.0
+
+
+def _mails() -> list[bytes]:
+    return [p.read_bytes() for p in sorted((FIXTURES / "bounces").glob("*.eml"))]
+
+
+def _replies() -> list[tuple[str, int, SmtpStage]]:
+    rows = []
+    for line in (FIXTURES / "smtp_replies.tsv").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            stage, _, reply = line.split("\t", 2)
+            text = reply.replace("\\n", "\n")
+            rows.append((text, int(text[:3]) if text[:3].isdigit() else 0, SmtpStage(stage)))
+    return rows
+
+
+def _clear() -> None:
+    from schemas import bounce_reasons
+
+    bounce_reasons._by_text.cache_clear()
+
+
+def mails_per_second(mails: list[bytes], passes: int, cold: bool) -> float:
+    started = time.perf_counter()
+    for _ in range(passes):
+        for raw in mails:
+            if cold:
+                _clear()
+            events_from_mail(parse_mail(raw), utcnow())
+    return passes * len(mails) / (time.perf_counter() - started)
+
+
+def replies_per_second(replies: list[tuple[str, int, SmtpStage]], passes: int, cold: bool) -> float:
+    started = time.perf_counter()
+    for _ in range(passes):
+        for text, code, stage in replies:
+            if cold:
+                _clear()
+            classify(text, code=code, stage=stage)
+    return passes * len(replies) / (time.perf_counter() - started)
+
+
+def main(settings: Settings, quick: bool) -> None:
+    mails, replies = _mails(), _replies()
+    passes = 2 if quick else 10
+    say(f"  {len(mails)} bounce mails and {len(replies)} SMTP replies, {passes} passes a run")
+    mails_per_second(mails, 1, cold=False)  # imports and first compiles out of the measurement
+    cold = median_of(3, lambda _: mails_per_second(mails, passes, cold=True), "bounce mails/s, cold")
+    warm = median_of(3, lambda _: mails_per_second(mails, passes, cold=False), "bounce mails/s, warm")
+    r_cold = median_of(3, lambda _: replies_per_second(replies, passes * 10, cold=True), "SMTP replies/s, cold")
+    r_warm = median_of(3, lambda _: replies_per_second(replies, passes * 10, cold=False), "SMTP replies/s, warm")
+    print_table(
+        "bounce classification (one core)",
+        [
+            Row("bounce mails parsed and classified, cold", cold, "mails/s", f">= {GOAL:,.0f}", cold >= GOAL),
+            Row("bounce mails parsed and classified, warm", warm, "mails/s", f">= {GOAL:,.0f}", warm >= GOAL),
+            Row("SMTP replies classified, cold", r_cold, "replies/s"),
+            Row("SMTP replies classified, warm", r_warm, "replies/s"),
+        ],
+    )
