@@ -18,7 +18,9 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
+import fast_mail_parser
 from flufl.bounce import all_failures
 
 from schemas.attribution import (
@@ -97,6 +99,7 @@ _COPY_MARKS = re.compile(
 )
 
 
+_REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([\w-]+)", re.I)
 _QUOTED_MESSAGE = re.compile(rf"^{MESSAGE_HEADER}:\s*([0-9a-f]{{32}})\s*$", re.I | re.M)
 _QUOTED_CAMPAIGN = re.compile(rf"^{CAMPAIGN_HEADER}:\s*(\S+)\s*$", re.I | re.M)
 # Exim's and others' delay warnings: "has not yet been delivered to one or more of its recipients".
@@ -114,9 +117,50 @@ def _address(value: str | None) -> str | None:
     return value.lower() if "@" in value else None
 
 
-class _Mail:
-    """One parsed message with its parts listed once (every step looks parts up by type) and its
-    human-readable text decoded once."""
+def _fields(block: str) -> dict[str, str]:
+    """Header fields of one header block (names lowercased, continuation lines unfolded, first one wins)."""
+    fields: dict[str, str] = {}
+    name: str | None = None
+    for line in block.splitlines():
+        if not line.strip():
+            break
+        if line[:1] in " \t":
+            if name is not None:
+                fields[name] += " " + line.strip()
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            name = None
+            continue
+        name = key.strip().lower()
+        if name in fields:
+            name = None  # a repeated field: the first one stands
+            continue
+        fields[name] = value.strip()
+    return fields
+
+
+class _View:
+    """What the readers need of a mail: its headers, the text of a part by type, its human-readable
+    text, and (only for non-standard bounces, which flufl.bounce reads) the stdlib message."""
+
+    def headers(self, name: str) -> list[str]:
+        raise NotImplementedError
+
+    def part_text(self, content_type: str) -> str | None:
+        raise NotImplementedError
+
+    @property
+    def text(self) -> str:
+        raise NotImplementedError
+
+    def header(self, name: str) -> str:
+        values = self.headers(name)
+        return values[0] if values else ""
+
+
+class _Mail(_View):
+    """A mail parsed by the stdlib, its parts listed once and its text decoded once."""
 
     __slots__ = ("_text", "msg", "parts")
 
@@ -125,8 +169,18 @@ class _Mail:
         self.parts = [(part.get_content_type(), part) for part in msg.walk()]
         self._text: str | None = None
 
-    def part(self, content_type: str) -> Message | None:
-        return next((part for kind, part in self.parts if kind == content_type), None)
+    def headers(self, name: str) -> list[str]:
+        return [str(v) for v in self.msg.get_all(name) or []]
+
+    def part_text(self, content_type: str) -> str | None:
+        part = next((part for kind, part in self.parts if kind == content_type), None)
+        if part is None:
+            return None
+        payload = part.get_payload()
+        if isinstance(payload, list):  # message/*: the parser made messages of the blocks
+            return "\n".join(block.as_string() for block in payload if isinstance(block, Message))
+        decoded = part.get_payload(decode=True)
+        return decoded.decode("utf-8", "replace") if isinstance(decoded, bytes) else str(payload)
 
     @property
     def text(self) -> str:
@@ -143,43 +197,63 @@ class _Mail:
         return self._text
 
 
-_HEADERS_ONLY = email.parser.HeaderParser(policy=email.policy.compat32)
+class _FastReport(_View):
+    """A multipart/report read by fast-mail-parser (Rust): the stdlib parser cost most of a report's time."""
+
+    __slots__ = ("_headers", "_parts", "_text")
+
+    def __init__(self, parsed: Any) -> None:
+        self._headers = {name.lower(): [str(v) for v in values] for name, values in parsed.headers.items()}
+        self._parts = [(a.mimetype.lower(), a.content) for a in parsed.attachments]
+        self._text = "\n".join(parsed.text_plain)
+
+    def headers(self, name: str) -> list[str]:
+        return self._headers.get(name.lower(), [])
+
+    def part_text(self, content_type: str) -> str | None:
+        content = next((content for kind, content in self._parts if kind == content_type), None)
+        return None if content is None else bytes(content).decode("utf-8", "replace")
+
+    @property
+    def text(self) -> str:
+        return self._text
 
 
-def _original_headers(mail: _Mail) -> Message | None:
+def _read(raw: bytes) -> _View:
+    """Reports through the fast parser, anything else (and a report it cannot read) through the stdlib."""
+    if b"multipart/report" in raw[:16384].lower():
+        try:
+            parsed = fast_mail_parser.parse_email(raw)
+        except Exception:  # ParseError or worse: the stdlib parser reads what it can of anything
+            parsed = None
+        if parsed is not None and parsed.attachments:
+            report = _FastReport(parsed)
+            if report.header("content-type").lower().startswith("multipart/report"):
+                return report
+    return _Mail(email.message_from_bytes(raw, policy=email.policy.compat32))
+
+
+def _original_headers(mail: _View) -> dict[str, str] | None:
     for content_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-        part = mail.part(content_type)
-        if part is None:
-            continue
-        payload = part.get_payload()
-        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-            return payload[0]
-        if isinstance(payload, str) and part.get("Content-Transfer-Encoding") is None:
-            return _HEADERS_ONLY.parsestr(payload)  # only the headers are wanted: no MIME parse of a body
-        text = part.get_payload(decode=True)
-        return _HEADERS_ONLY.parsestr(text.decode("latin-1") if isinstance(text, bytes) else "")
+        text = mail.part_text(content_type)
+        if text is not None:
+            return _fields(text)
     return None
 
 
-def _attribute(parsed: ParsedMail, mail: _Mail, envelope_to: list[str]) -> None:
-    msg = mail.msg
-    for address in [
-        *envelope_to,
-        *(msg.get_all("Delivered-To") or []),
-        *(msg.get_all("X-Original-To") or []),
-        str(msg.get("To", "")),
-    ]:
+def _attribute(parsed: ParsedMail, mail: _View, envelope_to: list[str]) -> None:
+    for address in [*envelope_to, *mail.headers("Delivered-To"), *mail.headers("X-Original-To"), mail.header("To")]:
         found = message_id_from_verp(str(address))
         if found:
             parsed.message_id = found
             break
     original = _original_headers(mail)
     if original is not None:
-        parsed.campaign_id = str(original.get(CAMPAIGN_HEADER, "") or "").strip() or None
+        parsed.campaign_id = original.get(CAMPAIGN_HEADER.lower(), "").strip() or None
         parsed.message_id = (
             parsed.message_id
-            or (str(original.get(MESSAGE_HEADER, "") or "").strip() or None)
-            or (message_id_from_header(str(original.get("Message-ID", ""))))
+            or (original.get(MESSAGE_HEADER.lower(), "").strip() or None)
+            or (message_id_from_header(original.get("message-id", "")))
         )
     if parsed.message_id is None or parsed.campaign_id is None:
         # Non-standard bounces quote the original message as text; our marker headers are in it.
@@ -202,31 +276,23 @@ def _stage_near(text: str, recipient: str | None) -> SmtpStage:
     return SmtpStage.UNKNOWN
 
 
-def _delivery_status(mail: _Mail) -> tuple[list[BounceRecord], bool]:
+def _delivery_status(mail: _View) -> tuple[list[BounceRecord], bool]:
     """The records of a DSN, and whether it reported successful deliveries only."""
-    part = mail.part("message/delivery-status")
-    if part is None:
+    status_text = mail.part_text("message/delivery-status")
+    if status_text is None:
         return [], False
-    payload = part.get_payload()
-    blocks: list[Message] = (
-        [b for b in payload if isinstance(b, Message)]
-        if isinstance(payload, list)
-        else [email.message_from_string(block) for block in str(payload).split("\n\n") if block.strip()]
-    )
+    blocks = [_fields(block) for block in re.split(r"\r?\n[ \t]*\r?\n", status_text) if block.strip()]
     human = mail.text
     records = []
     succeeded = 0
     for block in blocks[1:]:  # the first block is per-message
-        recipient = _address(block.get("Final-Recipient")) or _address(block.get("Original-Recipient"))
-        action = str(block.get("Action", "")).strip().lower()
-        if action in ("delivered", "relayed", "expanded"):
+        recipient = _address(block.get("final-recipient")) or _address(block.get("original-recipient"))
+        action = block.get("action", "").strip().lower()
+        status = block.get("status", "").strip()
+        if action in ("delivered", "relayed", "expanded") or status.startswith("2"):
             succeeded += 1
             continue
-        status = str(block.get("Status", "")).strip()
-        if status.startswith("2"):
-            succeeded += 1
-            continue
-        raw_diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+        raw_diagnostic = " ".join(block.get("diagnostic-code", "").split())
         # "smtp; 550 ..." / "X-Postfix; ..." / "X-Notes; ...": the type says nothing of the reason.
         diagnostic = raw_diagnostic.split(";", 1)[1].strip() if ";" in raw_diagnostic[:20] else raw_diagnostic
         delayed = action == "delayed"
@@ -238,18 +304,16 @@ def _delivery_status(mail: _Mail) -> tuple[list[BounceRecord], bool]:
     return records, bool(succeeded) and not records
 
 
-def _feedback(mail: _Mail) -> list[BounceRecord]:
-    part = mail.part("message/feedback-report")
-    if part is None:
+def _feedback(mail: _View) -> list[BounceRecord]:
+    report = mail.part_text("message/feedback-report")
+    if report is None:
         return []
-    payload = part.get_payload()
-    first = payload[0] if isinstance(payload, list) and payload else None
-    fields = first if isinstance(first, Message) else email.message_from_string(str(payload))
-    feedback_type = str(fields.get("Feedback-Type", "abuse")).strip().lower()
-    recipient = _address(fields.get("Original-Rcpt-To"))
+    fields = _fields(report)
+    feedback_type = fields.get("feedback-type", "abuse").strip().lower()
+    recipient = _address(fields.get("original-rcpt-to"))
     if recipient is None:
         original = _original_headers(mail)
-        recipient = _address(str(original.get("To", ""))) if original is not None else None
+        recipient = _address(original.get("to", "")) if original is not None else None
     if feedback_type in _COMPLAINT_FEEDBACK:
         return [BounceRecord(recipient, RecordKind.COMPLAINT, feedback_type=feedback_type or "abuse")]
     if feedback_type == "virus":
@@ -340,22 +404,25 @@ def _heuristic(mail: _Mail) -> list[BounceRecord]:
 
 def parse_mail(raw: bytes, envelope_to: list[str] | None = None) -> ParsedMail:
     """Parse one returned message. Never raises on bad input: unknown mail yields report="none"."""
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    mail = _Mail(msg)
-    report_type = str(msg.get_param("report-type", "", header="content-type") or "").lower()
-    is_report = msg.get_content_type() == "multipart/report"
-    if is_report and report_type == "feedback-report":
+    mail = _read(raw)
+    content_type = mail.header("Content-Type").lower()
+    is_report = content_type.startswith("multipart/report")
+    report_type = _REPORT_TYPE.search(content_type)
+    kind = report_type.group(1) if report_type else ""
+    if is_report and kind == "feedback-report":
         parsed = ParsedMail(Report.ARF, _feedback(mail))
-    elif is_report and report_type == "delivery-status":
+    elif is_report and kind == "delivery-status":
         records, delivered = _delivery_status(mail)
         parsed = ParsedMail(Report.DELIVERED if delivered else Report.DSN, records)
-    elif is_auto_reply(msg):
+    elif isinstance(mail, _Mail) and is_auto_reply(mail.msg):
         parsed = ParsedMail(Report.AUTO_REPLY)
-    else:
+    elif isinstance(mail, _Mail):
         parsed = ParsedMail(Report.HEURISTIC, _heuristic(mail))
         if not parsed.records:
             parsed.report = Report.NONE
+    else:
+        parsed = ParsedMail(Report.NONE)  # a report of another type (disposition-notification, ...)
     _attribute(parsed, mail, envelope_to or [])
-    message_id = str(msg.get("Message-ID", "") or "").strip()
+    message_id = mail.header("Message-ID").strip()
     parsed.report_id = message_id or hashlib.sha256(raw).hexdigest()
     return parsed

@@ -110,8 +110,15 @@ Diagnostic-Code: smtp; {" ".join(lines)}
 
 
 def first_refusal(events: list[AnyEvent], recipient: str) -> Bounce | Deferred | None:
+    """The relay's first answer to this recipient. A transaction pipelined on a connection the relay
+    closed with a 421 for another message fails with no answer (``relay_unavailable``, retried): that
+    is no answer of the relay's to this recipient."""
     for event in events:
-        if event.recipient == recipient and isinstance(event, Bounce | Deferred):
+        if (
+            event.recipient == recipient
+            and isinstance(event, Bounce | Deferred)
+            and event.reason is not BounceReason.RELAY_UNAVAILABLE
+        ):
             return event
     return None
 
@@ -120,7 +127,9 @@ def test_the_same_replies_give_the_same_reasons_through_the_sender_and_through_m
     stack: Settings, events: TopicReader
 ) -> None:
     campaign = unique("replies")
-    rows = scripted_replies()
+    # A 421 closes the connection (RFC 5321): the transactions pipelined behind it on that connection get
+    # no answer and are retried, in step with it. Those replies are checked through the classifier alone.
+    rows = [row for row in scripted_replies() if not row[3].startswith("421")]
     assert len(rows) >= 60
     response = post_campaign(stack, campaign, [rcpt for rcpt, _, _, _ in rows])
     assert response.status_code == 202, response.text
