@@ -82,10 +82,11 @@ class ParsedMail:
 
 # Feedback types (RFC 5965, 6591, 6650) that are a recipient's complaint; the rest are not about the recipient.
 _COMPLAINT_FEEDBACK = {"abuse", "fraud", "other", ""}
+# How reports name the command a refusal answered ("in reply to RCPT TO command", "after RCPT TO:").
 _STAGE_WORDS = (
-    (re.compile(r"(in reply to|after) (mail from|mail)\b", re.I), SmtpStage.MAIL),
-    (re.compile(r"(in reply to|after) rcpt to\b", re.I), SmtpStage.RCPT),
-    (re.compile(r"(in reply to|after) (end of data|data)\b", re.I), SmtpStage.DATA),
+    (("in reply to mail", "after mail"), SmtpStage.MAIL),
+    (("in reply to rcpt", "after rcpt"), SmtpStage.RCPT),
+    (("in reply to end of data", "after end of data", "in reply to data", "after data"), SmtpStage.DATA),
 )
 _AUTO_SUBJECT = re.compile(
     r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|auto:|out of (the )?office|abwesenheit|r[ée]ponse automatique"
@@ -268,10 +269,11 @@ def _stage_near(text: str, recipient: str | None) -> SmtpStage:
     """The SMTP command a report's human-readable part says the refusal answered, near the recipient."""
     if not text:
         return SmtpStage.UNKNOWN
-    at = text.lower().find(recipient) if recipient else -1
-    near = text[at : at + 800] if at >= 0 else text[:2000]
-    for pattern, stage in _STAGE_WORDS:
-        if pattern.search(near):
+    lowered = text.lower()
+    at = lowered.find(recipient) if recipient else -1
+    near = " ".join((lowered[at : at + 800] if at >= 0 else lowered[:2000]).split())
+    for words, stage in _STAGE_WORDS:
+        if any(word in near for word in words):
             return stage
     return SmtpStage.UNKNOWN
 
@@ -382,10 +384,17 @@ def _heuristic(mail: _Mail) -> list[BounceRecord]:
     msg, text = mail.msg, mail.text
     if _DAEMON.search(str(msg.get("From", ""))) and (warning := _delay_warning(text)):
         return warning
-    try:
-        temporary, permanent = all_failures(msg)
-    except Exception:  # some flufl.bounce detectors raise on odd mail; that mail is simply no bounce
-        temporary, permanent = frozenset(), frozenset()
+    # Exim (and the MTAs that copy it: GMX, cPanel hosts) names the failed addresses in a header of its
+    # own: no need to run flufl.bounce's two dozen detectors over the message to find them.
+    named = {a.strip().strip("<>").lower().encode() for v in mail.headers("X-Failed-Recipients") for a in v.split(",")}
+    named.discard(b"")
+    if named:
+        temporary, permanent = frozenset[bytes](), frozenset(named)
+    else:
+        try:
+            temporary, permanent = all_failures(msg)
+        except Exception:  # some flufl.bounce detectors raise on odd mail; that mail is simply no bounce
+            temporary, permanent = frozenset(), frozenset()
     if not temporary and not permanent:
         return _transcript(text) if _DAEMON.search(str(msg.get("From", ""))) else []
     records = []

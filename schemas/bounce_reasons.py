@@ -129,7 +129,8 @@ _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _REPLY_CODE = re.compile(r"(?:^|\n|[;:(]|<<<)\s*#?([245][0-5]\d)(?=[ -]|$)")
 # Addresses and "host x[ip] said:" prefixes carry no reason, and a local part like "spamtrap" or a host
 # like "mx.barracuda..." must not look like one.
-_NOISE = re.compile(r"<[^<>\s]*@[^<>\s]*>|[\w.+'=-]+@[\w-]+(?:\.[\w-]+)+|\bhost \S+ ?(?:\[[\d.:a-f]+\])? said:", re.I)
+_ADDRESSES = re.compile(r"<[^<>\s]*@[^<>\s]*>|[\w.+'=-]+@[\w-]+(?:\.[\w-]+)+")
+_SAID = re.compile(r"\bhost \S+ ?(?:\[[\d.:a-f]+\])? said:", re.I)
 _MULTILINE_PREFIX = re.compile(r"(?m)^\s*[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\s)?")
 
 
@@ -146,13 +147,23 @@ def reply_code(text: str) -> int:
 def _clean(text: str) -> str:
     if "\n" in text:
         text = _MULTILINE_PREFIX.sub(" ", text)
-    return " ".join(_NOISE.sub(" ", text).lower().split())
+    if "@" in text:
+        text = _ADDRESSES.sub(" ", text)
+    if "said:" in text:
+        text = _SAID.sub(" ", text)
+    return " ".join(text.lower().split())
 
 
 @functools.lru_cache(maxsize=8192)
 def _by_text(cleaned: str) -> tuple[BounceReason, str] | None:
     # Receivers repeat the same few hundred wordings; the cache saves the rule scan for those.
-    for name, reason, pattern in TEXT_RULES:
+    for name, reason, pattern, literals in TEXT_RULES:
+        if literals is not None:
+            for literal in literals:
+                if literal in cleaned:
+                    break
+            else:
+                continue  # it cannot match: none of the words every match holds is there
         if pattern.search(cleaned):
             return BounceReason(reason), name
     return None

@@ -22,6 +22,8 @@ registry's later codes), then the basic reply code (:data:`REPLY_CODE_RULES`), e
 from __future__ import annotations
 
 import re
+from re import _constants, _parser  # type: ignore[attr-defined]
+from typing import Any
 
 # fmt: off
 _RULES: tuple[tuple[str, str, str], ...] = (
@@ -44,7 +46,7 @@ _RULES: tuple[tuple[str, str, str], ...] = (
     ("policy", "google-workspace-policy", r"has a policy that prohibited the mail"),
     ("unknown_user", "yahoo-no-account", r"\bdd this user doesn't have an? [\w.-]+ account"),
     ("mailbox_disabled", "yahoo-disabled", r"mailbox is disabled|\(554\.30\)"),
-    ("blocked", "yahoo-deferral", r"\[tss?0\d\]|\[bl\d\d\]"),
+    ("blocked", "yahoo-deferral", r"\[ts0\d\]|\[tss0\d\]|\[bl\d\d\]"),
     ("policy", "yahoo-ph", r"\[ph0\d\]"),
     ("blocked", "aol-block", r"aol will not accept delivery|\(rly:b\d\)"),
     ("unknown_user", "aol-domain-only", r"recipient address rejected: [a-z0-9-]+(\.[a-z0-9-]+)+$"),
@@ -69,7 +71,7 @@ _RULES: tuple[tuple[str, str, str], ...] = (
     ("sender_rejected", "sender-rejected", r"sender (address )?(rejected|refused|denied|not allowed|unknown|blocked)|sender verify failed|sender was rejected|envelope sender (domain )?must exist|bad outbound sender|sendasdenied|mail from (address )?(rejected|refused)|sender domain (must exist|not found|does not exist)|domain of sender|sender address .{0,40}(does not exist|not found|unknown|invalid)|send as this sender|smtputf8"),
     ("sending_quota", "sending-quota", r"sending (limit|quota)|daily (user )?sending|submission quota|submissionquotaexceeded"),
     ("no_reverse_dns", "reverse-dns", r"reverse (dns|hostname|lookup|dns entry)|\bptr\b|\brdns\b|cannot find your hostname|client host rejected: cannot find|no reverse"),
-    ("blocked", "blocklist", r"blocked using|(listed|is) (at|in|on) (zen\.|bl\.|b\.|cbl\.|dnsbl|spamhaus|spamcop|sorbs|barracuda|an? (rbl|dnsbl|black ?list|block ?list))|\b(dns|rh|ur)?bl\b.{0,20}(listed|lookup)|black ?list|block ?listed|blocklisted|blacklisted|\bdnsbl\b|\brbl\b|spamhaus|spamcop|\bsorbs\b|barracuda ?reputation|cloudmark|dnsbl-lookup|ipcheck\.proofpoint|proofpoint dynamic reputation|reputation (service|check|block)|(ip|sender|domain|poor|bad|low) reputation|due to ip reputation|client host .{0,80}blocked|client host rejected|blocked for spam|block for spam|unexpected volume or user complaints|permanently deferred|will not be accepted from|connections? not accepted|banned"),
+    ("blocked", "blocklist", r"blocked using|listed (at|in|on) (zen\.|bl\.|b\.barracuda|cbl\.|dnsbl|spamhaus|spamcop|sorbs|barracuda|an? (rbl|dnsbl|black ?list|block ?list))|is (in|on) an? (rbl|dnsbl|black ?list|block ?list)|\b(dns|rh|ur)?bl\b.{0,20}(listed|lookup)|black ?list|block ?listed|blocklisted|blacklisted|\bdnsbl\b|\brbl\b|spamhaus|spamcop|\bsorbs\b|barracuda ?reputation|cloudmark|dnsbl-lookup|ipcheck\.proofpoint|proofpoint dynamic reputation|reputation (service|check|block)|(ip|sender|domain|poor|bad|low) reputation|due to ip reputation|client host .{0,80}blocked|client host rejected|blocked for spam|block for spam|unexpected volume or user complaints|permanently deferred|will not be accepted from|connections? not accepted|banned"),
     ("virus", "virus", r"virus|malware|infected|trojan|troj/|potentially executable|potential security issue|p=blockedmessage|eicar|phishing"),
     ("auth_failure", "authentication", r"\bspf\b|sender policy framework|\bdkim\b|\bdmarc\b|unauthenticated|domain authentication|authentication (fail|results)|not pass (spf|dkim|dmarc)|required authentication level"),
     ("tls_required", "tls-required", r"starttls|\btls\b (is )?(required|needed)|requires? tls|encryption (is )?required|requiretls|must use tls"),
@@ -100,8 +102,52 @@ _RULES: tuple[tuple[str, str, str], ...] = (
 )
 # fmt: on
 
-TEXT_RULES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
-    (name, reason, re.compile(pattern)) for reason, name, pattern in _RULES
+
+def required_literals(pattern: str) -> tuple[str, ...] | None:
+    """Strings of which every match of ``pattern`` contains one, or None when none can be told.
+
+    A text containing none of them cannot match, so the rule is skipped with a substring test: the
+    rules are tried in order on every refusal, and most do not apply.
+    """
+    return _required(list(_parser.parse(pattern)))
+
+
+_MIN_LITERAL = 3
+
+
+def _required(items: list[tuple[Any, Any]]) -> tuple[str, ...] | None:
+    best: tuple[str, ...] | None = None
+    run = ""
+
+    def take(candidate: tuple[str, ...] | None) -> None:
+        nonlocal best
+        if candidate and all(len(c) >= _MIN_LITERAL for c in candidate):
+            # The longest shortest string filters best.
+            if best is None or min(map(len, candidate)) > min(map(len, best)):
+                best = candidate
+
+    for op, value in items:
+        if op is _constants.LITERAL:
+            run += chr(value)
+            continue
+        take((run,))
+        run = ""
+        if op is _constants.SUBPATTERN:
+            take(_required(list(value[-1])))
+        elif op is _constants.BRANCH:
+            alternatives = [_required(list(alternative)) for alternative in value[1]]
+            if all(alternatives):
+                take(tuple(literal for alternative in alternatives for literal in alternative or ()))
+        elif op in (_constants.MAX_REPEAT, _constants.MIN_REPEAT) and value[0] >= 1:
+            take(_required(list(value[2])))
+    take((run,))
+    return best
+
+
+TEXT_RULES: tuple[tuple[str, str, re.Pattern[str], tuple[str, ...] | None], ...] = tuple(
+    # ASCII: \b and \w need not consult Unicode tables (the texts are lowercased; a rule names ASCII words).
+    (name, reason, re.compile(pattern, re.ASCII), required_literals(pattern))
+    for reason, name, pattern in _RULES
 )
 
 # Enhanced status codes: "class.subject.detail" exact, "x.subject.detail" for either class, "x.subject.x".

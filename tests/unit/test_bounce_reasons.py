@@ -114,9 +114,45 @@ def test_a_temporary_address_failure_is_soft_and_a_gave_up_report_on_no_answer_e
 
 
 def test_every_rule_has_a_known_reason_and_a_unique_name() -> None:
-    names = [name for name, _, _ in TEXT_RULES]
+    names = [name for name, _, _, _ in TEXT_RULES]
     assert len(names) == len(set(names))
-    assert all(BounceReason(reason) for _, reason, _ in TEXT_RULES)
+    assert all(BounceReason(reason) for _, reason, _, _ in TEXT_RULES)
+
+
+def test_a_rule_skipped_for_want_of_its_words_could_not_have_matched() -> None:
+    from schemas.bounce_reasons import _clean
+
+    texts = [_clean(reply_text(reply)) for _, _, reply in REPLIES]
+    for expected in EXPECTED.values():
+        texts += [_clean(record["recipient"] or "") for record in expected["records"]]
+    for name in EXPECTED:
+        texts.append(_clean((FIXTURES / "bounces" / name).read_text(errors="replace")))
+    filtered = 0
+    for name, _, pattern, literals in TEXT_RULES:
+        for text in texts:
+            if pattern.search(text):
+                assert literals is None or any(literal in text for literal in literals), (name, text[:80])
+        filtered += literals is not None
+    assert filtered >= len(TEXT_RULES) - 3  # nearly every rule has its words
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "literals"),
+    [
+        (r"user unknown|no such user", "no such user here", ("user unknown", "no such user")),
+        (r"recip(ient)?notfound", "recipnotfound", ("notfound",)),
+        (r"greylist|graylist", "graylisted", ("eylist", "aylist")),
+        (r"(mailbox|account) (is )?full", "account full", ("mailbox", "account")),
+        (r"\bptr\b|cannot find your hostname", "no ptr", ("ptr", "cannot find your hostname")),
+        (r"[45]\\d\\d|a.b", "550", None),
+    ],
+)
+def test_required_literals(pattern: str, matching: str, literals: tuple[str, ...] | None) -> None:
+    from schemas.bounce_rules import required_literals
+
+    found = required_literals(pattern)
+    assert found == literals
+    assert found is None or any(literal in matching for literal in found)
 
 
 def test_every_reason_has_a_class() -> None:
