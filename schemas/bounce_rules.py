@@ -121,10 +121,10 @@ def _required(items: list[tuple[Any, Any]]) -> tuple[str, ...] | None:
 
     def take(candidate: tuple[str, ...] | None) -> None:
         nonlocal best
-        if candidate and all(len(c) >= _MIN_LITERAL for c in candidate):
-            # The longest shortest string filters best.
-            if best is None or min(map(len, candidate)) > min(map(len, best)):
-                best = candidate
+        usable = bool(candidate) and all(len(c) >= _MIN_LITERAL for c in candidate or ())
+        # The candidate whose shortest string is longest filters best.
+        if usable and candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
+            best = candidate
 
     for op, value in items:
         if op is _constants.LITERAL:
