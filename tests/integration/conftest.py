@@ -16,6 +16,8 @@ import pytest
 
 from mailpulse.stack import Stack
 from schemas.settings import Settings
+from schemas.topics import Topics
+from tests.integration.helpers import TopicReader
 from tests.support.webhook_signing import MAILGUN_KEY, POSTMARK_AUTH, TOPIC_ARN, dkim_keys, sendgrid_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,3 +98,11 @@ def stack() -> Iterator[Settings]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture
+def events(stack: Settings) -> Iterator[TopicReader]:
+    """What arrives on the events topic from the start of the test on."""
+    reader = TopicReader(stack, Topics.for_prefix(stack.topic_prefix).events)
+    yield reader
+    reader.close()

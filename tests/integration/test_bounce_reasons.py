@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import smtplib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from producers.bounce_mail import RecordKind, parse_mail
 from schemas.bounce_reasons import BounceReason
@@ -25,13 +22,6 @@ from tests.integration.helpers import TopicReader, cli, post_campaign, report, s
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPECTED = json.loads((FIXTURES / "bounces" / "expected.json").read_text())
 SUPPRESSING = {"complaint", *(str(r) for r in BounceReason if r.bounce_class == "hard")}
-
-
-@pytest.fixture
-def events(stack: Settings) -> Iterator[TopicReader]:
-    reader = TopicReader(stack, Topics.for_prefix(stack.topic_prefix).events)
-    yield reader
-    reader.close()
 
 
 def crlf(data: bytes) -> bytes:

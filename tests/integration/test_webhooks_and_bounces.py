@@ -8,17 +8,14 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from starlette.testclient import TestClient
 
 from producers.app import create_public_app
 from schemas.events import AnyEvent
 from schemas.settings import Settings
-from schemas.topics import Topics
 from tests.integration.helpers import TopicReader, suppression, unique, wait_until
 from tests.support.webhook_signing import (
     SNS_CERT_URL,
@@ -30,13 +27,6 @@ from tests.support.webhook_signing import (
 )
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
-
-
-@pytest.fixture
-def events(stack: Settings) -> Iterator[TopicReader]:
-    reader = TopicReader(stack, Topics.for_prefix(stack.topic_prefix).events)
-    yield reader
-    reader.close()
 
 
 def edge(settings: Settings) -> str:
