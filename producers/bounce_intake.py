@@ -9,9 +9,9 @@ and kept in a Maildir for inspection; it never stops the receiver.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import mailbox
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,13 +35,10 @@ log = logging.getLogger(__name__)
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 
-_REPORT_NS = uuid.UUID("9a4e3f52-6c1d-4b8e-a7f0-2d5c8b1e6f93")
-
-
 def report_event_id(parsed: ParsedMail, record: BounceRecord) -> str:
     """The same report redelivered (an MTA retrying after a 451) is the same event, so it counts once."""
-    key = f"{parsed.report_id}\x00{record.recipient or ''}\x00{record.kind}\x00{record.reason}"
-    return uuid.uuid5(_REPORT_NS, key).hex
+    key = f"mailpulse-report\x00{parsed.report_id}\x00{record.recipient or ''}\x00{record.kind}\x00{record.reason}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 def events_from_mail(parsed: ParsedMail, now: datetime) -> list[AnyEvent]:

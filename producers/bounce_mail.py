@@ -29,7 +29,7 @@ from schemas.attribution import (
     message_id_from_header,
     message_id_from_verp,
 )
-from schemas.bounce_reasons import BounceReason, SmtpStage, Verdict, classify
+from schemas.bounce_reasons import BounceClass, BounceReason, SmtpStage, Verdict, classify
 
 
 class RecordKind(enum.StrEnum):
@@ -100,6 +100,7 @@ _COPY_MARKS = re.compile(
 )
 
 
+_BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 _REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([\w-]+)", re.I)
 _QUOTED_MESSAGE = re.compile(rf"^{MESSAGE_HEADER}:\s*([0-9a-f]{{32}})\s*$", re.I | re.M)
 _QUOTED_CAMPAIGN = re.compile(rf"^{CAMPAIGN_HEADER}:\s*(\S+)\s*$", re.I | re.M)
@@ -159,6 +160,9 @@ class _View:
         values = self.headers(name)
         return values[0] if values else ""
 
+    def message(self) -> Message:
+        raise NotImplementedError
+
 
 class _Mail(_View):
     """A mail parsed by the stdlib, its parts listed once and its text decoded once."""
@@ -172,6 +176,9 @@ class _Mail(_View):
 
     def headers(self, name: str) -> list[str]:
         return [str(v) for v in self.msg.get_all(name) or []]
+
+    def message(self) -> Message:
+        return self.msg
 
     def part_text(self, content_type: str) -> str | None:
         part = next((part for kind, part in self.parts if kind == content_type), None)
@@ -198,13 +205,16 @@ class _Mail(_View):
         return self._text
 
 
-class _FastReport(_View):
-    """A multipart/report read by fast-mail-parser (Rust): the stdlib parser cost most of a report's time."""
+class _FastMail(_View):
+    """A mail read by fast-mail-parser (Rust): the stdlib parser cost most of a bounce's time. The stdlib
+    message is made only for flufl.bounce, when a non-standard bounce needs its detectors."""
 
-    __slots__ = ("_headers", "_parts", "_text")
+    __slots__ = ("_headers", "_message", "_parts", "_raw", "_text")
 
-    def __init__(self, parsed: Any) -> None:
-        self._headers = {name.lower(): [str(v) for v in values] for name, values in parsed.headers.items()}
+    def __init__(self, parsed: Any, raw: bytes) -> None:
+        self._raw = raw
+        self._message: Message | None = None
+        self._headers: dict[str, list[str]] = {name.lower(): values for name, values in parsed.headers.items()}
         self._parts = [(a.mimetype.lower(), a.content) for a in parsed.attachments]
         self._text = "\n".join(parsed.text_plain)
 
@@ -219,26 +229,38 @@ class _FastReport(_View):
     def text(self) -> str:
         return self._text
 
+    def message(self) -> Message:
+        if self._message is None:
+            self._message = email.message_from_bytes(self._raw, policy=email.policy.compat32)
+        return self._message
+
 
 def _read(raw: bytes) -> _View:
-    """Reports through the fast parser, anything else (and a report it cannot read) through the stdlib."""
-    if b"multipart/report" in raw[:16384].lower():
-        try:
-            parsed = fast_mail_parser.parse_email(raw)
-        except Exception:  # ParseError or worse: the stdlib parser reads what it can of anything
-            parsed = None
-        if parsed is not None and parsed.attachments:
-            report = _FastReport(parsed)
-            if report.header("content-type").lower().startswith("multipart/report"):
-                return report
+    """The fast parser, or the stdlib one for what it cannot read (it reads what it can of anything)."""
+    try:
+        parsed = fast_mail_parser.parse_email(raw)
+    except Exception:  # ParseError or worse
+        parsed = None
+    if parsed is not None and parsed.headers:
+        return _FastMail(parsed, raw)
     return _Mail(email.message_from_bytes(raw, policy=email.policy.compat32))
 
 
+_ORIGINAL_FIELDS = re.compile(
+    rf"^({CAMPAIGN_HEADER}|{MESSAGE_HEADER}|Message-ID|To):[ \t]*(.*(?:\r?\n[ \t]+.*)*)", re.I | re.M
+)
+
+
 def _original_headers(mail: _View) -> dict[str, str] | None:
+    """The fields attribution reads from the returned message's headers (names lowercased)."""
     for content_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
         text = mail.part_text(content_type)
         if text is not None:
-            return _fields(text)
+            head = text.split("\n\n", 1)[0]
+            fields: dict[str, str] = {}
+            for name, value in _ORIGINAL_FIELDS.findall(head):
+                fields.setdefault(name.lower(), " ".join(value.split()))
+            return fields
     return None
 
 
@@ -283,11 +305,12 @@ def _delivery_status(mail: _View) -> tuple[list[BounceRecord], bool]:
     status_text = mail.part_text("message/delivery-status")
     if status_text is None:
         return [], False
-    blocks = [_fields(block) for block in re.split(r"\r?\n[ \t]*\r?\n", status_text) if block.strip()]
+    blocks = [block for block in _BLANK_LINE.split(status_text) if block.strip()]
     human = mail.text
     records = []
     succeeded = 0
-    for block in blocks[1:]:  # the first block is per-message
+    for text in blocks[1:]:  # the first block is per-message
+        block = _fields(text)
         recipient = _address(block.get("final-recipient")) or _address(block.get("original-recipient"))
         action = block.get("action", "").strip().lower()
         status = block.get("status", "").strip()
@@ -298,9 +321,11 @@ def _delivery_status(mail: _View) -> tuple[list[BounceRecord], bool]:
         # "smtp; 550 ..." / "X-Postfix; ..." / "X-Notes; ...": the type says nothing of the reason.
         diagnostic = raw_diagnostic.split(";", 1)[1].strip() if ";" in raw_diagnostic[:20] else raw_diagnostic
         delayed = action == "delayed"
-        verdict = classify(
-            diagnostic, status, stage=_stage_near(human, recipient), gave_up=not delayed and action == "failed"
-        )
+        gave_up = not delayed and action == "failed"
+        verdict = classify(diagnostic, status, gave_up=gave_up)
+        if verdict.bounce_class is not BounceClass.BLOCK and _stage_near(human, recipient) is SmtpStage.MAIL:
+            # The report says the relay refused our MAIL FROM: whatever the words, not the recipient's doing.
+            verdict = classify(diagnostic, status, stage=SmtpStage.MAIL, gave_up=gave_up)
         kind = RecordKind.DELAY if delayed else RecordKind.BOUNCE
         records.append(BounceRecord(recipient, kind, verdict, raw_diagnostic))
     return records, bool(succeeded) and not records
@@ -325,19 +350,19 @@ def _feedback(mail: _View) -> list[BounceRecord]:
     return []  # auth-failure (a DMARC failure report), not-spam: nothing about the recipient
 
 
-def is_auto_reply(msg: Message) -> bool:
+def is_auto_reply(mail: _View) -> bool:
     """A vacation or out-of-office answer, or a challenge to prove we are human: no delivery failure."""
-    sender = str(msg.get("From", ""))
+    sender = mail.header("From")
     if _DAEMON.search(sender) or not sender.strip():
         return False
-    auto = str(msg.get("Auto-Submitted", "")).lower()
+    auto = mail.header("Auto-Submitted").lower()
     marked = (
         auto.startswith("auto-replied")
-        or (auto.startswith("auto-generated") and msg.get("X-Auto-Response-Suppress") is not None)
-        or any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Boxbe-Status"))
-        or str(msg.get("Precedence", "")).lower() == "auto_reply"
+        or (auto.startswith("auto-generated") and bool(mail.headers("X-Auto-Response-Suppress")))
+        or any(mail.headers(h) for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Boxbe-Status"))
+        or mail.header("Precedence").lower() == "auto_reply"
     )
-    return marked or bool(_AUTO_SUBJECT.search(str(msg.get("Subject", ""))))
+    return marked or bool(_AUTO_SUBJECT.search(mail.header("Subject")))
 
 
 def _failure_window(text: str, address: str) -> str:
@@ -380,9 +405,9 @@ def _transcript(text: str) -> list[BounceRecord]:
     return records
 
 
-def _heuristic(mail: _Mail) -> list[BounceRecord]:
-    msg, text = mail.msg, mail.text
-    if _DAEMON.search(str(msg.get("From", ""))) and (warning := _delay_warning(text)):
+def _heuristic(mail: _View) -> list[BounceRecord]:
+    text, sender = mail.text, mail.header("From")
+    if _DAEMON.search(sender) and (warning := _delay_warning(text)):
         return warning
     # Exim (and the MTAs that copy it: GMX, cPanel hosts) names the failed addresses in a header of its
     # own: no need to run flufl.bounce's two dozen detectors over the message to find them.
@@ -392,11 +417,11 @@ def _heuristic(mail: _Mail) -> list[BounceRecord]:
         temporary, permanent = frozenset[bytes](), frozenset(named)
     else:
         try:
-            temporary, permanent = all_failures(msg)
+            temporary, permanent = all_failures(mail.message())
         except Exception:  # some flufl.bounce detectors raise on odd mail; that mail is simply no bounce
             temporary, permanent = frozenset(), frozenset()
     if not temporary and not permanent:
-        return _transcript(text) if _DAEMON.search(str(msg.get("From", ""))) else []
+        return _transcript(text) if _DAEMON.search(sender) else []
     records = []
     failures = [(a, RecordKind.DELAY) for a in temporary if a not in permanent]
     failures += [(a, RecordKind.BOUNCE) for a in permanent]
@@ -423,14 +448,14 @@ def parse_mail(raw: bytes, envelope_to: list[str] | None = None) -> ParsedMail:
     elif is_report and kind == "delivery-status":
         records, delivered = _delivery_status(mail)
         parsed = ParsedMail(Report.DELIVERED if delivered else Report.DSN, records)
-    elif isinstance(mail, _Mail) and is_auto_reply(mail.msg):
+    elif is_report:
+        parsed = ParsedMail(Report.NONE)  # a report of another type (disposition-notification, ...)
+    elif is_auto_reply(mail):
         parsed = ParsedMail(Report.AUTO_REPLY)
-    elif isinstance(mail, _Mail):
+    else:
         parsed = ParsedMail(Report.HEURISTIC, _heuristic(mail))
         if not parsed.records:
             parsed.report = Report.NONE
-    else:
-        parsed = ParsedMail(Report.NONE)  # a report of another type (disposition-notification, ...)
     _attribute(parsed, mail, envelope_to or [])
     message_id = mail.header("Message-ID").strip()
     parsed.report_id = message_id or hashlib.sha256(raw).hexdigest()

@@ -15,7 +15,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from schemas.bounce_rules import CODE_RULES, REPLY_CODE_RULES, TEXT_RULES
+from schemas.bounce_rules import ALWAYS_TRIED, CODE_RULES, LITERAL_INDEX, REPLY_CODE_RULES, TEXT_RULES
 
 
 class BounceClass(enum.StrEnum):
@@ -157,13 +157,12 @@ def _clean(text: str) -> str:
 @functools.lru_cache(maxsize=8192)
 def _by_text(cleaned: str) -> tuple[BounceReason, str] | None:
     # Receivers repeat the same few hundred wordings; the cache saves the rule scan for those.
-    for name, reason, pattern, literals in TEXT_RULES:
-        if literals is not None:
-            for literal in literals:
-                if literal in cleaned:
-                    break
-            else:
-                continue  # it cannot match: none of the words every match holds is there
+    candidates = set(ALWAYS_TRIED)
+    for _, owners in LITERAL_INDEX.iter(cleaned):
+        candidates.update(owners)
+    # In rule order; a rule none of whose words is in the text cannot match it.
+    for index in sorted(candidates):
+        name, reason, pattern, _ = TEXT_RULES[index]
         if pattern.search(cleaned):
             return BounceReason(reason), name
     return None

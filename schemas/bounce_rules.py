@@ -130,6 +130,7 @@ def _required(items: list[tuple[Any, Any]]) -> tuple[str, ...] | None:
         if op is _constants.LITERAL:
             run += chr(value)
             continue
+        prefix = run
         take((run,))
         run = ""
         if op is _constants.SUBPATTERN:
@@ -138,10 +139,22 @@ def _required(items: list[tuple[Any, Any]]) -> tuple[str, ...] | None:
             alternatives = [_required(list(alternative)) for alternative in value[1]]
             if all(alternatives):
                 take(tuple(literal for alternative in alternatives for literal in alternative or ()))
+            # The parser moves a prefix the alternatives share out of them ("[ts0|[bl" -> "[" + "ts0|bl"):
+            # each alternative still holds that prefix followed by its own leading literal.
+            take(tuple(prefix + _leading(list(alternative)) for alternative in value[1]))
         elif op in (_constants.MAX_REPEAT, _constants.MIN_REPEAT) and value[0] >= 1:
             take(_required(list(value[2])))
     take((run,))
     return best
+
+
+def _leading(items: list[tuple[Any, Any]]) -> str:
+    run = ""
+    for op, value in items:
+        if op is not _constants.LITERAL:
+            break
+        run += chr(value)
+    return run
 
 
 TEXT_RULES: tuple[tuple[str, str, re.Pattern[str], tuple[str, ...] | None], ...] = tuple(
@@ -204,3 +217,24 @@ REPLY_CODE_RULES: dict[str, str] = {
     "551": "address_moved",
     "552": "mailbox_full",
 }
+
+
+def _literal_index() -> Any:
+    """One Aho-Corasick automaton over every rule's words: a single pass over a text tells which rules
+    could match it (pyahocorasick, C). Value of each word: the indices of the rules holding it."""
+    import ahocorasick
+
+    owners: dict[str, list[int]] = {}
+    for index, (_, _, _, literals) in enumerate(TEXT_RULES):
+        for literal in literals or ():
+            owners.setdefault(literal, []).append(index)
+    automaton = ahocorasick.Automaton()
+    for literal, indices in owners.items():
+        automaton.add_word(literal, tuple(indices))
+    automaton.make_automaton()
+    return automaton
+
+
+LITERAL_INDEX = _literal_index()
+# Rules no word can rule out: tried on every text.
+ALWAYS_TRIED: frozenset[int] = frozenset(i for i, (_, _, _, literals) in enumerate(TEXT_RULES) if literals is None)
