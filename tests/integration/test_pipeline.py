@@ -354,12 +354,14 @@ def test_a_domain_rate_limit_spaces_its_mail_and_delivers_each_once(stack: Setti
     fast = sorted(datetime.fromisoformat(r["occurred_at"]) for r in rows if r["recipient"] in others)
     assert len(times) == 20 and len(fast) == 20
     # Never more than the bucket allows: 10 at once, then 4/s. Any run of k sends spans at least
-    # (k - 10) / 4 s (the 20 at least 2.5 s), less 0.3 s: these are the relay's answers, which come some
-    # time after the hand-off (a burst's first answer up to about 0.15 s after it on a busy machine).
+    # (k - 10) / 4 s (the 20 at least 2.5 s), less 0.5 s: these are the relay's answers, which come some
+    # time after the hand-off, and a late burst narrows the runs that start in it (on the CI machine the
+    # burst's answers once came about 0.4 s late: 12 answers within 0.106 s). Without the limiter the 20
+    # are answered within some 0.1 s, far inside this.
     for first in range(len(times)):
         for last in range(first + 10, len(times)):
             sends, span = last - first + 1, (times[last] - times[first]).total_seconds()
-            assert span >= (sends - 10) / 4 - 0.3, (sends, span)
+            assert span >= (sends - 10) / 4 - 0.5, (sends, span)
     assert (fast[-1] - fast[0]).total_seconds() < 2.0  # other domains are not held back
     for person in people:
         assert len(maildir_messages(stack, recipient=person, campaign=campaign)) == 1
