@@ -7,6 +7,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from producers.context import EdgeContext
 from producers.publisher import PublishError
 from producers.webhooks import mailgun, postmark, sendgrid, ses
-from producers.webhooks.common import SignatureError, WebhookError
+from producers.webhooks.common import SignatureError, VerificationUnavailable, WebhookError
 from schemas.events import AnyEvent
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ def _guarded(provider: str) -> Callable[[Callable[[Request, EdgeContext], Awaita
                 return JSONResponse({"error": str(exc)}, status_code=401)
             except WebhookError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
+            except VerificationUnavailable as exc:
+                log.warning("%s webhook could not be verified now: %s", provider, exc)
+                return JSONResponse(
+                    {"error": "temporarily unavailable"}, status_code=503, headers={"Retry-After": "30"}
+                )
 
         return endpoint
 
@@ -65,12 +71,16 @@ def _guarded(provider: str) -> Callable[[Callable[[Request, EdgeContext], Awaita
 
 @_guarded("ses")
 async def ses_webhook(request: Request, ctx: EdgeContext) -> Response:
+    # Off until the operator names the topics: any AWS account can sign SNS notifications from a topic of
+    # its own, and those would suppress whomever they name.
+    if not ctx.settings.sns_topic_arns:
+        return JSONResponse({"error": "SES webhook not configured (MAILPULSE_SNS_TOPIC_ARNS)"}, status_code=403)
     body = await request.body()
     message = ses.parse_envelope(body)
+    if message.get("TopicArn") not in ctx.settings.sns_topic_arns:
+        return JSONResponse({"error": "topic not allowed"}, status_code=403)  # before any certificate is fetched
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, ses.verify, message, ctx.sns_certificates)
-    if ctx.settings.sns_topic_arns and message.get("TopicArn") not in ctx.settings.sns_topic_arns:
-        return JSONResponse({"error": "topic not allowed"}, status_code=403)
     kind = message.get("Type")
     if kind == "SubscriptionConfirmation":
         url = str(message.get("SubscribeURL", ""))
@@ -114,7 +124,11 @@ async def mailgun_webhook(request: Request, ctx: EdgeContext) -> Response:
         ctx.settings.mailgun_signing_key, signature, ctx.mailgun_replays, ctx.settings.webhook_max_age_seconds
     )
     event = mailgun.normalize(data)
-    return await _publish_all(ctx, [event] if event else [])
+    answer = await _publish_all(ctx, [event] if event else [])
+    if answer.status_code == 200:
+        # Remembered only once published: the redelivery of a delivery that got 503 is no replay.
+        ctx.mailgun_replays.remember(str(signature.get("token", "")), time.time())
+    return answer
 
 
 @_guarded("postmark")

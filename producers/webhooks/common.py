@@ -27,6 +27,11 @@ class SignatureError(ValueError):
     """Missing or bad signature, or a replay; answered with 401/403, nothing published."""
 
 
+class VerificationUnavailable(RuntimeError):
+    """What the check needs cannot be had now (the signing certificate did not download); answered 503, so
+    the provider delivers again later."""
+
+
 def event_id(provider: str, provider_event_id: str, recipient: str | None, kind: str) -> str:
     # The same provider event delivered twice maps to the same event id: idempotent downstream.
     return uuid.uuid5(_NAMESPACE, f"{provider}\x00{provider_event_id}\x00{recipient or ''}\x00{kind}").hex

@@ -40,16 +40,20 @@ class ReplayGuard:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check_and_remember(self, token: str, now: float) -> bool:
+    def _expire(self, now: float) -> None:
+        while self._seen and (next(iter(self._seen.values())) < now - self.window or len(self._seen) > self.max_tokens):
+            self._seen.popitem(last=False)
+
+    def seen(self, token: str, now: float) -> bool:
         with self._lock:
-            while self._seen and (
-                next(iter(self._seen.values())) < now - self.window or len(self._seen) > self.max_tokens
-            ):
-                self._seen.popitem(last=False)
-            if token in self._seen:
-                return False
+            self._expire(now)
+            return token in self._seen
+
+    def remember(self, token: str, now: float) -> None:
+        """A token whose delivery was accepted (published): a second use of it is a replay."""
+        with self._lock:
+            self._expire(now)
             self._seen[token] = now
-            return True
 
 
 def verify(signing_key: str, signature: dict[str, Any], guard: ReplayGuard, max_age: int) -> None:
@@ -57,7 +61,8 @@ def verify(signing_key: str, signature: dict[str, Any], guard: ReplayGuard, max_
     if not (timestamp and token and digest):
         raise SignatureError("missing Mailgun signature")
     expected = hmac.new(signing_key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, digest):
+    # Bytes: compare_digest refuses str holding non-ASCII, and a signature is whatever the caller sent.
+    if not hmac.compare_digest(expected.encode(), digest.encode("utf-8", "surrogatepass")):
         raise SignatureError("Mailgun signature does not verify")
     try:
         sent_at = float(timestamp)
@@ -66,7 +71,7 @@ def verify(signing_key: str, signature: dict[str, Any], guard: ReplayGuard, max_
     now = time.time()
     if abs(now - sent_at) > max_age:
         raise SignatureError("Mailgun timestamp outside the allowed window")
-    if not guard.check_and_remember(token, now):
+    if guard.seen(token, now):
         raise SignatureError("replayed Mailgun token")
 
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from producers.webhooks.common import (
     SignatureError,
+    VerificationUnavailable,
     WebhookError,
     attribution,
     bounce,
@@ -98,7 +99,14 @@ def verify(message: dict[str, Any], fetch_certificate: CertificateFetcher) -> No
         signature = base64.b64decode(str(message.get("Signature", "")), validate=True)
     except ValueError:
         raise SignatureError("signature is not base64") from None
-    certificate = x509.load_pem_x509_certificate(fetch_certificate(cert_url))
+    try:
+        pem = fetch_certificate(cert_url)
+    except Exception as exc:  # the fetcher's network errors, whatever its client
+        raise VerificationUnavailable(f"SNS signing certificate not available: {exc}") from None
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise SignatureError("SNS signing certificate is not a PEM certificate") from None
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise SignatureError("SNS certificate is not RSA")

@@ -224,3 +224,59 @@ def test_ingest_mail_cli_reads_an_arf_report(stack: Settings, events: TopicReade
         timeout=60,
     )
     assert empty.returncode == 2 and "cannot read" in empty.stderr
+
+
+def test_ses_is_off_until_topics_are_allowed_and_certificate_trouble_is_no_500(stack: Settings) -> None:
+    """Issue 20 item 2: with no allow-list any AWS account's topic could suppress anyone; and a certificate
+    that cannot be fetched or read is SNS's retry (503) or a refusal (401), never a 500."""
+    import dataclasses
+
+    _, cert = sns_key_and_cert()
+    fetched: list[str] = []
+
+    def certificates(url: str) -> bytes:
+        fetched.append(url)
+        return cert
+
+    notification = {"notificationType": "Delivery", "mail": {"messageId": "x"}, "delivery": {"recipients": []}}
+    message = json.dumps(sns_message("Notification", notification))
+    unconfigured = create_public_app(dataclasses.replace(stack, sns_topic_arns=()), sns_certificates=certificates)
+    with TestClient(unconfigured) as client:
+        answer = client.post("/webhooks/ses", content=message)
+    assert answer.status_code == 403 and fetched == []
+
+    def unreachable(url: str) -> bytes:
+        raise httpx.ConnectError("connection refused")
+
+    with TestClient(create_public_app(stack, sns_certificates=unreachable), raise_server_exceptions=False) as client:
+        answer = client.post("/webhooks/ses", content=message)
+    assert answer.status_code == 503 and answer.headers.get("retry-after")
+    with TestClient(
+        create_public_app(stack, sns_certificates=lambda url: b"not a pem"), raise_server_exceptions=False
+    ) as client:
+        assert client.post("/webhooks/ses", content=message).status_code == 401
+    foreign = json.dumps(sns_message("Notification", notification, TopicArn="arn:aws:sns:eu-west-1:1:other"))
+    fetched.clear()
+    with TestClient(create_public_app(stack, sns_certificates=certificates)) as client:
+        assert client.post("/webhooks/ses", content=foreign).status_code == 403
+    assert fetched == []  # a topic not allowed is refused before any certificate is fetched
+
+
+def test_mailgun_redelivery_after_a_503_is_accepted_and_odd_signatures_are_401(stack: Settings) -> None:
+    """Issue 20 item 8: the replay guard remembered a token before the publish succeeded, so the identical
+    redelivery after a 503 got 401 and the event was lost; a non-ASCII signature gave 500."""
+    import dataclasses
+
+    data = {"event": "delivered", "id": unique("mg"), "timestamp": time.time(), "recipient": "a@example.org"}
+    body = {"signature": mailgun_signature(unique("tok")), "event-data": data}
+    # A broker nobody listens on: Kafka cannot acknowledge, the edge answers 503 and Mailgun retries.
+    down = create_public_app(dataclasses.replace(stack, kafka_bootstrap="127.0.0.1:9", publish_timeout_seconds=0.5))
+    back = create_public_app(stack)
+    back.state.edge.mailgun_replays = down.state.edge.mailgun_replays  # one edge process, its Kafka back
+    with TestClient(down, raise_server_exceptions=False) as client:
+        assert client.post("/webhooks/mailgun", json=body).status_code == 503
+    with TestClient(back, raise_server_exceptions=False) as client:
+        assert client.post("/webhooks/mailgun", json=body).status_code == 200  # the retry, published now
+        assert client.post("/webhooks/mailgun", json=body).status_code == 401  # a replay once it is in
+        odd = {"signature": {**mailgun_signature(unique("tok")), "signature": "é" * 64}, "event-data": data}
+        assert client.post("/webhooks/mailgun", json=odd).status_code == 401

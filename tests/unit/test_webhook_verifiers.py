@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from producers.webhooks import mailgun, postmark, sendgrid
@@ -65,13 +67,18 @@ def test_mailgun_replay_guard_and_window() -> None:
     guard = mailgun.ReplayGuard(window=600)
     signature = mailgun_signature("tok-1")
     mailgun.verify(MAILGUN_KEY, signature, guard, 600)
+    mailgun.verify(MAILGUN_KEY, signature, guard, 600)  # not accepted yet (its publish failed): no replay
+    guard.remember("tok-1", time.time())
     with pytest.raises(SignatureError, match="replayed"):
         mailgun.verify(MAILGUN_KEY, signature, guard, 600)
     with pytest.raises(SignatureError, match="window"):
         mailgun.verify(MAILGUN_KEY, mailgun_signature("tok-2", timestamp=1), guard, 600)
+    with pytest.raises(SignatureError, match="does not verify"):
+        mailgun.verify(MAILGUN_KEY, {**mailgun_signature("tok-3"), "signature": "é" * 64}, guard, 600)
     fresh = mailgun.ReplayGuard(window=600)
-    assert fresh.check_and_remember("old", 0.0) and not fresh.check_and_remember("old", 1.0)
-    assert fresh.check_and_remember("old", 10_000.0)  # forgotten once outside the window
+    fresh.remember("old", 0.0)
+    assert fresh.seen("old", 1.0)
+    assert not fresh.seen("old", 10_000.0)  # forgotten once outside the window
 
 
 def test_postmark_basic_auth() -> None:
