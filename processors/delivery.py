@@ -23,15 +23,14 @@ import msgspec
 from schemas.bounce_reasons import SmtpStage, Verdict, classify
 from schemas.events import (
     AnyEvent,
-    Bounce,
     Deferred,
     Failed,
     SendRequest,
     SendSkipped,
     Sent,
+    bounce_of,
     new_event_id,
 )
-from schemas.providers import mailbox_provider
 
 
 @dataclass(frozen=True)
@@ -128,17 +127,8 @@ def decide(
     failed = Failed(
         **common, reason=verdict.reason, attempt=request.attempt, smtp_code=outcome.code, smtp_reply=outcome.reply[:500]
     )
-    bounce = Bounce(
-        **_common(request, now),
-        # A 4xx to the last attempt is still the receiver saying "later": soft even for an address failure.
-        bounce_class=verdict.bounce_class,
-        reason=verdict.reason,
-        status=verdict.status,
-        diagnostic=f"smtp; {answer}"[:1000],
-        source="smtp",
-        mailbox_provider=mailbox_provider(request.recipient),
-    )
-    return Decision([failed, bounce])
+    # A 4xx to the last attempt is still the receiver saying "later": soft even for an address failure.
+    return Decision([failed, bounce_of(verdict, f"smtp; {answer}", "smtp", **_common(request, now))])
 
 
 def skipped(request: SendRequest, reasons: list[str], now: datetime) -> SendSkipped:

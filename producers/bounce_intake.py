@@ -25,9 +25,8 @@ from producers.publisher import Publisher, PublishError
 from schemas.attribution import UNATTRIBUTED
 from schemas.bounce_reasons import BounceReason
 from schemas.codec import encode
-from schemas.events import AnyEvent, Bounce, Complaint, Deferred, utcnow
+from schemas.events import AnyEvent, Complaint, Deferred, bounce_of, utcnow
 from schemas.keys import recipient_key
-from schemas.providers import mailbox_provider
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -60,17 +59,7 @@ def events_from_mail(parsed: ParsedMail, now: datetime) -> list[AnyEvent]:
                 events.append(Deferred(**common, smtp_reply=record.diagnostic[:500], reason=reason))
             case RecordKind.BOUNCE:
                 assert verdict is not None  # a bounce record always has its verdict
-                events.append(
-                    Bounce(
-                        **common,
-                        bounce_class=verdict.bounce_class,
-                        reason=verdict.reason,
-                        status=verdict.status,
-                        diagnostic=record.diagnostic[:1000],
-                        source=f"mail-{parsed.report}",
-                        mailbox_provider=mailbox_provider(record.recipient),
-                    )
-                )
+                events.append(bounce_of(verdict, record.diagnostic, f"mail-{parsed.report}", **common))
             case _:
                 assert_never(record.kind)
     return events

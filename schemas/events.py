@@ -11,10 +11,12 @@ import enum
 import os
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
-from schemas.bounce_reasons import BounceClass, BounceReason
+from schemas.bounce_reasons import BounceClass, BounceReason, Verdict
+from schemas.providers import mailbox_provider
 
 # 2: bounces carry a reason (and the class block), deferrals a reason, failures their SMTP answer.
 SCHEMA_VERSION = 2
@@ -122,6 +124,20 @@ class Bounce(Event, frozen=True, kw_only=True, tag="bounce"):
     source: str = "smtp"
     # gmail, outlook, yahoo, icloud or other (schemas.providers): reports group by it without addresses.
     mailbox_provider: str = ""
+
+
+def bounce_of(verdict: Verdict, diagnostic: str, source: str, **common: Any) -> Bounce:
+    """The bounce a classified refusal makes: its class, reason and status from the verdict, the
+    recipient's mailbox provider from its address (mail intake, sender and webhooks all make them so)."""
+    return Bounce(
+        **common,
+        bounce_class=verdict.bounce_class,
+        reason=verdict.reason,
+        status=verdict.status,
+        diagnostic=diagnostic[:1000],
+        source=source,
+        mailbox_provider=mailbox_provider(common.get("recipient")),
+    )
 
 
 class Complaint(Event, frozen=True, kw_only=True, tag="complaint"):

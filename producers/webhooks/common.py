@@ -9,9 +9,7 @@ from typing import Any
 
 from schemas.attribution import UNATTRIBUTED, message_id_from_header
 from schemas.bounce_reasons import BounceClass, BounceReason, Verdict, classify
-from schemas.events import Bounce
 from schemas.keys import normalize_address
-from schemas.providers import mailbox_provider
 
 CAMPAIGN_KEY = "mailpulse_campaign"
 MESSAGE_KEY = "mailpulse_message"
@@ -54,22 +52,11 @@ def provider_verdict(
     as mail and SMTP), else the provider's own classification (``default``). ``within``: the class the
     provider's classification fixes (a "blocked" bounce stays a block whatever the text adds)."""
     found = classify(text, status, code) if text or status or code else None
-    readable = found is not None and found.rule != "none" and found.reason is not BounceReason.UNDETERMINED
+    # No rule and no code that says more is an undetermined verdict: the provider's word then stands.
+    readable = found is not None and found.reason is not BounceReason.UNDETERMINED
     if found is not None and readable and (within is None or found.reason.bounce_class is within):
         return found
     return Verdict(default, found.status if found is not None else "", f"provider:{default}")
-
-
-def bounce(base: dict[str, Any], verdict: Verdict, diagnostic: str, source: str) -> Bounce:
-    return Bounce(
-        **base,
-        bounce_class=verdict.bounce_class,
-        reason=verdict.reason,
-        status=verdict.status,
-        diagnostic=diagnostic[:1000],
-        source=source,
-        mailbox_provider=mailbox_provider(base.get("recipient")),
-    )
 
 
 def recipient(value: Any) -> str | None:

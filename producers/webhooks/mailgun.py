@@ -14,14 +14,13 @@ from producers.webhooks.common import (
     SignatureError,
     WebhookError,
     attribution,
-    bounce,
     event_id,
     from_unix,
     provider_verdict,
     recipient,
 )
 from schemas.bounce_reasons import BounceReason, Verdict, classify
-from schemas.events import AnyEvent, Click, Complaint, Deferred, Delivered, Open, Unsubscribe
+from schemas.events import AnyEvent, Click, Complaint, Deferred, Delivered, Open, Unsubscribe, bounce_of
 
 # Mailgun's failure ``reason`` -> what it means when it names more than "the receiver refused".
 _REASONS = {
@@ -128,7 +127,7 @@ def normalize(data: dict[str, Any]) -> AnyEvent | None:
                     default=BounceReason.UNKNOWN_USER if reason == "bounce" else BounceReason.UNDETERMINED,
                 )
             )
-            return bounce(base, verdict, diagnostic, "mailgun")
+            return bounce_of(verdict, diagnostic, "mailgun", **base)
         return Deferred(
             **base,
             smtp_code=code,

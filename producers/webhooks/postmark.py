@@ -11,14 +11,13 @@ from producers.webhooks.common import (
     SignatureError,
     WebhookError,
     attribution,
-    bounce,
     event_id,
     from_iso,
     provider_verdict,
     recipient,
 )
 from schemas.bounce_reasons import BounceClass, BounceReason, Verdict
-from schemas.events import AnyEvent, Click, Complaint, Delivered, Open, Unsubscribe
+from schemas.events import AnyEvent, Click, Complaint, Delivered, Open, Unsubscribe, bounce_of
 
 # Postmark bounce Type -> (reason when the details say nothing more, the class Postmark's type fixes).
 _TYPES: dict[str, tuple[BounceReason, BounceClass | None]] = {
@@ -90,7 +89,7 @@ def normalize(record: dict[str, Any]) -> AnyEvent | None:
             return Unsubscribe(**base, method="webhook")
         details = str(record.get("Details") or "")
         verdict = postmark_verdict(bounce_type, details)
-        return bounce(base, verdict, details or str(record.get("Description") or ""), "postmark")
+        return bounce_of(verdict, details or str(record.get("Description") or ""), "postmark", **base)
     if kind == "SpamComplaint":
         return Complaint(**base, feedback_type="abuse", source="postmark")
     if kind == "Delivery":

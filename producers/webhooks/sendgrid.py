@@ -16,14 +16,13 @@ from producers.webhooks.common import (
     SignatureError,
     WebhookError,
     attribution,
-    bounce,
     event_id,
     from_unix,
     provider_verdict,
     recipient,
 )
 from schemas.bounce_reasons import BounceClass, BounceReason, Verdict, classify
-from schemas.events import AnyEvent, Click, Complaint, Deferred, Delivered, Open, Unsubscribe
+from schemas.events import AnyEvent, Click, Complaint, Deferred, Delivered, Open, Unsubscribe, bounce_of
 
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
@@ -101,7 +100,7 @@ def normalize(raw: dict[str, Any]) -> AnyEvent | None:
         **common,
     }
     if kind == "bounce":
-        return bounce(base, sendgrid_verdict(raw), str(raw.get("reason") or ""), "sendgrid")
+        return bounce_of(sendgrid_verdict(raw), str(raw.get("reason") or ""), "sendgrid", **base)
     if kind == "dropped":
         why = str(raw.get("reason") or "")
         if why.lower() == "unsubscribed address":
@@ -110,7 +109,7 @@ def normalize(raw: dict[str, Any]) -> AnyEvent | None:
             return Complaint(**base, feedback_type="abuse", source="sendgrid")
         # Anything else SendGrid drops is about the sending (a bad header, a rate), not the address.
         verdict = Verdict(_DROPPED.get(why.lower(), BounceReason.POLICY), "", f"sendgrid:dropped:{why}")
-        return bounce(base, verdict, why, "sendgrid")
+        return bounce_of(verdict, why, "sendgrid", **base)
     if kind == "deferred":
         response = str(raw.get("response") or "")
         return Deferred(

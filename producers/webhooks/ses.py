@@ -24,7 +24,6 @@ from producers.webhooks.common import (
     VerificationUnavailable,
     WebhookError,
     attribution,
-    bounce,
     event_id,
     from_iso,
     provider_verdict,
@@ -32,7 +31,7 @@ from producers.webhooks.common import (
 )
 from schemas.attribution import CAMPAIGN_HEADER, MESSAGE_HEADER
 from schemas.bounce_reasons import BounceReason, Verdict
-from schemas.events import AnyEvent, Click, Complaint, Delivered, Open
+from schemas.events import AnyEvent, Click, Complaint, Delivered, Open, bounce_of
 
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _SIGNED_FIELDS = {
@@ -166,7 +165,7 @@ def normalize(notification: dict[str, Any]) -> list[AnyEvent]:
                 "recipient": rcpt,
                 **common,
             }
-            events.append(bounce(base, verdict, diagnostic or f"{bounce_type}/{sub_type}", "ses"))
+            events.append(bounce_of(verdict, diagnostic or f"{bounce_type}/{sub_type}", "ses", **base))
     elif kind == "Complaint":
         complaint = notification.get("complaint") or {}
         when = from_iso(complaint.get("timestamp"))
