@@ -46,7 +46,6 @@ class BlockRate:
 
 @dataclass
 class _Bucket:
-    start: int
     attempts: int = 0
     blocked: int = 0
     diagnostics: Counter[str] = field(default_factory=Counter)
@@ -80,7 +79,7 @@ class BlockMonitor:
             del window.buckets[stale]
         if start < oldest:
             return None  # older than the window: it cannot change what the window says now
-        bucket = window.buckets.setdefault(start, _Bucket(start))
+        bucket = window.buckets.setdefault(start, _Bucket())
         bucket.attempts += attempt
         if isinstance(event, Bounce) and blocked:
             bucket.blocked += 1

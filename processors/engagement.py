@@ -20,7 +20,7 @@ import msgspec
 
 from schemas.events import AgentClass, AnyEvent, Bounce, Click, Deferred, Open
 from schemas.providers import MailboxProvider
-from schemas.report import breakdown, provider_count_key, reason_count_key, with_rates
+from schemas.report import PROVIDER_COUNT, REASON_COUNT, breakdown, provider_count_key, reason_count_key, with_rates
 
 Counts = dict[str, int]
 # Epoch hour -> counts of the events (or message facts) of that hour.
@@ -96,7 +96,7 @@ def hour_start(hour: int) -> datetime:
 
 
 # Per-message breakdown facts are flags too, named by the count key they add to.
-_BREAKDOWN_FLAG = ("reason:", "provider:")
+_BREAKDOWN_FLAG = (REASON_COUNT, PROVIDER_COUNT)
 
 
 def _flags(event: AnyEvent) -> tuple[str, ...]:

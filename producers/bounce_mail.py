@@ -11,7 +11,6 @@ the text next to each address. Every failure's reason comes from
 from __future__ import annotations
 
 import email
-import email.parser
 import email.policy
 import enum
 import hashlib
@@ -365,10 +364,14 @@ def is_auto_reply(mail: _View) -> bool:
     return marked or bool(_AUTO_SUBJECT.search(mail.header("Subject")))
 
 
-def _failure_window(text: str, address: str) -> str:
-    """The lines of a non-standard bounce about one address: from it to the next blank line."""
+def _before_copy(text: str) -> str:
+    """A non-standard bounce's own words, without the copy of the original message it may append."""
     copy = _COPY_MARKS.search(text)
-    text = text[: copy.start()] if copy else text
+    return text[: copy.start()] if copy else text
+
+
+def _failure_window(text: str, address: str) -> str:
+    """The lines of a bounce's own words (``_before_copy``) about one address: from it to the next blank line."""
     at = text.lower().find(address)
     if at < 0:
         return text[:1000]
@@ -380,8 +383,7 @@ def _failure_window(text: str, address: str) -> str:
 
 def _delay_warning(text: str) -> list[BounceRecord]:
     """A warning that delivery is still being tried: one delay record per address it lists."""
-    copy = _COPY_MARKS.search(text)
-    head = text[: copy.start()] if copy else text
+    head = _before_copy(text)
     found = _NOT_YET.search(head)
     if found is None:
         return []
@@ -389,7 +391,7 @@ def _delay_warning(text: str) -> list[BounceRecord]:
     for match in _ADDRESS_LINE.finditer(head, found.end()):
         address = match.group(1).lower()
         window = _failure_window(head, address)
-        verdict = classify(window.split("\n", 1)[-1])
+        verdict = classify(_after_address_line(window))
         records.append(BounceRecord(address, RecordKind.DELAY, verdict, " ".join(window.split())[:1000]))
     return records
 
@@ -425,15 +427,21 @@ def _heuristic(mail: _View) -> list[BounceRecord]:
     records = []
     failures = [(a, RecordKind.DELAY) for a in temporary if a not in permanent]
     failures += [(a, RecordKind.BOUNCE) for a in permanent]
+    own_words = _before_copy(text)
     for raw, kind in failures:
         address = raw.decode("utf-8", "replace").lower()
-        window = _failure_window(text, address)
-        # The address line itself names nobody's reason; the rest is the remote answer or the MTA's verdict.
-        diagnostic = " ".join(window.split("\n", 1)[1].split()) if "\n" in window else window
-        stage = _stage_near(window, None)
-        verdict = classify(window.split("\n", 1)[-1], stage=stage, gave_up=kind is RecordKind.BOUNCE)
+        window = _failure_window(own_words, address)
+        answer = _after_address_line(window)
+        verdict = classify(answer, stage=_stage_near(window, None), gave_up=kind is RecordKind.BOUNCE)
+        diagnostic = window if answer is window else " ".join(answer.split())
         records.append(BounceRecord(address, kind, verdict, diagnostic[:1000]))
     return records
+
+
+def _after_address_line(window: str) -> str:
+    """The address line itself names nobody's reason; what follows is the remote answer or the MTA's verdict."""
+    _, newline, rest = window.partition("\n")
+    return rest if newline else window
 
 
 def parse_mail(raw: bytes, envelope_to: list[str] | None = None) -> ParsedMail:

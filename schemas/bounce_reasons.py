@@ -119,10 +119,6 @@ class Verdict:
             return BounceClass.SOFT
         return self.reason.bounce_class
 
-    @property
-    def suppresses_at_once(self) -> bool:
-        return self.bounce_class is BounceClass.HARD
-
 
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 # A reply code opens the text, a line, or follows "said:", "reason:", "<<<" or a DSN type ("smtp;").
