@@ -14,6 +14,7 @@ from schemas.bounce_reasons import SmtpStage, classify
 from schemas.events import utcnow
 from schemas.settings import Settings
 from tests.bench.common import Row, median_of, print_table, say
+from tests.support.reply_corpus import reply_code, reply_text, smtp_replies
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 GOAL = 5_000.0
@@ -24,13 +25,7 @@ def _mails() -> list[bytes]:
 
 
 def _replies() -> list[tuple[str, int, SmtpStage]]:
-    rows = []
-    for line in (FIXTURES / "smtp_replies.tsv").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            stage, _, reply = line.split("\t", 2)
-            text = reply.replace("\\n", "\n")
-            rows.append((text, int(text[:3]) if text[:3].isdigit() else 0, SmtpStage(stage)))
-    return rows
+    return [(reply_text(reply), reply_code(reply), SmtpStage(stage)) for stage, _, reply in smtp_replies()]
 
 
 def _clear() -> None:

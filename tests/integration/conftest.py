@@ -18,25 +18,23 @@ from mailpulse.stack import Stack
 from schemas.settings import Settings
 from schemas.topics import Topics
 from tests.integration.helpers import TopicReader
+from tests.support.reply_corpus import smtp_replies
 from tests.support.webhook_signing import MAILGUN_KEY, POSTMARK_AUTH, TOPIC_ARN, dkim_keys, sendgrid_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 DKIM_KEY_FILE = ROOT / "var" / "test-keys" / "dkim.pem"
 # What the SMTP sink answers beside its built-in scripts: every reply of the corpus, and a blocked domain.
 SINK_REPLIES = ROOT / "var" / "test-keys" / "smtp-sink-replies.tsv"
-REPLY_CORPUS = ROOT / "tests" / "fixtures" / "smtp_replies.tsv"
 BLOCK_REPLY = "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org"
 
 
 def scripted_replies() -> list[tuple[str, str, str, str]]:
     """(recipient, stage, expected reason, reply) for each corpus reply the sink can give (at RCPT or DATA)."""
-    rows = []
-    lines = [ln for ln in REPLY_CORPUS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    for number, line in enumerate(lines):
-        stage, reason, reply = line.split("\t", 2)
-        if stage in ("rcpt", "data"):
-            rows.append((f"reply-{number:03d}@replies.example", stage, reason, reply))
-    return rows
+    return [
+        (f"reply-{number:03d}@replies.example", stage, reason, reply)
+        for number, (stage, reason, reply) in enumerate(smtp_replies())
+        if stage in ("rcpt", "data")
+    ]
 
 
 def write_sink_replies() -> None:

@@ -14,22 +14,11 @@ import pytest
 from producers.bounce_mail import RecordKind, parse_mail
 from schemas.bounce_reasons import BounceClass, BounceReason, SmtpStage, classify
 from schemas.bounce_rules import TEXT_RULES
+from tests.support.reply_corpus import reply_code, reply_text, smtp_replies
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPECTED = json.loads((FIXTURES / "bounces" / "expected.json").read_text())
-REPLIES = [
-    line.split("\t", 2)
-    for line in (FIXTURES / "smtp_replies.tsv").read_text().splitlines()
-    if line.strip() and not line.startswith("#")
-]
-
-
-def reply_text(reply: str) -> str:
-    return reply.replace("\\n", "\n")
-
-
-def reply_code(reply: str) -> int:
-    return int(reply[:3]) if reply[:3].isdigit() else 0
+REPLIES = smtp_replies()
 
 
 def labelled() -> list[tuple[str, str, str]]:
