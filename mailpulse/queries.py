@@ -46,9 +46,9 @@ def _via_sink_or_store(settings: Settings, http_call: Any, direct_call: Any) -> 
             return _check(http_call(_require_key(settings)))
         except httpx.ConnectError:
             pass  # the sink just stopped: nobody owns the data path, open it here
-    from sinks.store import EventStore
+    from sinks.store import open_store
 
-    return direct_call(EventStore(settings.clickhouse_url))
+    return direct_call(open_store(settings))
 
 
 def fetch_report(settings: Settings, campaign: str, by_hour: bool = False) -> Any:
@@ -75,12 +75,17 @@ def fetch_sql(settings: Settings, statement: str) -> dict[str, Any]:
         return httpx.post(f"{_sink_api(settings)}/sql", content=statement.encode(), headers=headers, timeout=120)
 
     def direct_call(store: Any) -> Any:
-        from sinks.query_api import ReadOnlyError, run_read_only
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        from sinks.analyst_sql import RefusedStatement
+        from sinks.query_api import run_read_only, sql_error
 
         try:
             return run_read_only(store, statement)
-        except ReadOnlyError as exc:
+        except RefusedStatement as exc:
             raise CliError(str(exc), status=2) from None
+        except ClickHouseError as exc:
+            raise CliError(sql_error(exc), status=2) from None
 
     result: dict[str, Any] = _via_sink_or_store(settings, http_call, direct_call)
     return result

@@ -81,6 +81,10 @@ class Settings:
     replication_factor: int = 1
     events_retention_ms: int = 30 * 24 * 3600 * 1000
     clickhouse_url: str = ""
+    clickhouse_analyst_url: str = ""
+    sql_max_seconds: float = 30.0
+    sql_max_rows: int = 10_000
+    sql_max_memory_mb: int = 1024
     smtp_url: str = "smtp://127.0.0.1:2525"
     smtp_sink_port: int = 2525
     edge_host: str = "127.0.0.1"
@@ -155,6 +159,10 @@ class Settings:
             replication_factor=_int(env, "MAILPULSE_REPLICATION_FACTOR", 1, 1),
             events_retention_ms=_int(env, "MAILPULSE_EVENTS_RETENTION_MS", 30 * 24 * 3600 * 1000, -1),
             clickhouse_url=env.get("MAILPULSE_CLICKHOUSE_URL") or f"chdb://{var_dir / 'clickhouse'}",
+            clickhouse_analyst_url=env.get("MAILPULSE_CLICKHOUSE_ANALYST_URL", "").strip(),
+            sql_max_seconds=_float(env, "MAILPULSE_SQL_MAX_SECONDS", 30.0),
+            sql_max_rows=_int(env, "MAILPULSE_SQL_MAX_ROWS", 10_000, 1),
+            sql_max_memory_mb=_int(env, "MAILPULSE_SQL_MAX_MEMORY_MB", 1024, 16),
             smtp_url=env.get("MAILPULSE_SMTP_URL") or "smtp://127.0.0.1:2525",
             smtp_sink_port=_int(env, "MAILPULSE_SMTP_SINK_PORT", 2525, 1),
             edge_host=edge_host,
@@ -205,6 +213,9 @@ class Settings:
             log_level=(env.get("MAILPULSE_LOG_LEVEL") or "INFO").upper(),
             log_format=log_format,
         )
+        if settings.sql_max_seconds <= 0:
+            # ClickHouse reads 0 as "no limit": an analyst's statement must always have one.
+            raise SettingsError("MAILPULSE_SQL_MAX_SECONDS must be above 0")
         return settings
 
     @property

@@ -1,19 +1,20 @@
 """Operator query API served by the sink process, which owns the embedded store.
 
 Routes (API key required, ``/healthz`` excepted): ``GET /reports/{campaign}``
-(``?by=hour`` for hourly rows) and ``POST /sql`` (read-only statements only).
+(``?by=hour`` for hourly rows) and ``POST /sql`` (analysts' reads, in the sandbox of
+:mod:`sinks.analyst_sql`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -21,29 +22,13 @@ from starlette.routing import Route
 
 from schemas.auth import ApiKeyMiddleware
 from schemas.settings import Settings
+from sinks.analyst_sql import RefusedStatement
 from sinks.replay import ReplayError, ReplayJobs, parse_time
 from sinks.report_page import render_report_page
 from sinks.reports import campaign_hourly, campaign_report
-from sinks.store import EventStore
+from sinks.store import AnalystBusy, EventStore
 
-_READ_ONLY_START = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
 MAX_SQL_BYTES = 64 * 1024
-
-
-class ReadOnlyError(ValueError):
-    pass
-
-
-def check_read_only(sql: str) -> str:
-    """The statement if it reads only; ReadOnlyError otherwise (ClickHouse's readonly=2 enforces it too)."""
-    stripped = sql.strip().rstrip(";").strip()
-    if not stripped:
-        raise ReadOnlyError("empty statement")
-    if ";" in stripped:
-        raise ReadOnlyError("one statement at a time")
-    if not _READ_ONLY_START.match(stripped):
-        raise ReadOnlyError("only SELECT, WITH, SHOW, DESCRIBE, EXPLAIN and EXISTS are allowed")
-    return stripped
 
 
 def jsonable(value: Any) -> Any:
@@ -58,12 +43,21 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def run_read_only(store: EventStore, sql: str, limit: int = 10_000) -> dict[str, Any]:
-    statement = check_read_only(sql)
-    columns, rows = store.query(
-        statement, settings={"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"}
-    )
-    return {"columns": columns, "rows": [[jsonable(v) for v in row] for row in rows[:limit]]}
+def run_read_only(store: EventStore, sql: str) -> dict[str, Any]:
+    """An analyst's statement in the sandbox (RefusedStatement, AnalystBusy or ClickHouseError otherwise)."""
+    columns, rows = store.analyst_query(sql)
+    limit = store.limits.max_rows
+    return {
+        "columns": columns,
+        "rows": [[jsonable(v) for v in row] for row in rows[:limit]],
+        # The session breaks off at max_result_rows (it may overshoot by a block): say so.
+        "truncated": len(rows) >= limit,
+    }
+
+
+def sql_error(exc: ClickHouseError) -> str:
+    """ClickHouse's own first line: it names the limit a statement ran into."""
+    return str(exc).strip().splitlines()[0][:500]
 
 
 def _replay_request(body: Any) -> tuple[str, datetime | None, int | None, datetime | None]:
@@ -86,21 +80,26 @@ def create_query_app(store: EventStore, settings: Settings) -> Starlette:
     async def report(request: Request) -> Response:
         campaign = request.path_params["campaign"]
         if request.query_params.get("by") == "hour":
-            return JSONResponse({"campaign_id": campaign, "hours": campaign_hourly(store, campaign)})
-        return JSONResponse(campaign_report(store, campaign))
+            hours = await run_in_threadpool(campaign_hourly, store, campaign)
+            return JSONResponse({"campaign_id": campaign, "hours": hours})
+        return JSONResponse(await run_in_threadpool(campaign_report, store, campaign))
 
     async def sql(request: Request) -> Response:
         body = await request.body()
         if len(body) > MAX_SQL_BYTES:
             return JSONResponse({"error": "statement too long"}, status_code=413)
         try:
-            result = run_read_only(store, body.decode("utf-8"))
+            # In a thread: a statement may run for the whole time limit, and health, reports
+            # and other requests must not wait for it.
+            result = await run_in_threadpool(run_read_only, store, body.decode("utf-8"))
         except UnicodeDecodeError:
             return JSONResponse({"error": "statement must be UTF-8"}, status_code=400)
-        except ReadOnlyError as exc:
+        except RefusedStatement as exc:
             return JSONResponse({"error": str(exc)}, status_code=403)
+        except AnalystBusy as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
         except ClickHouseError as exc:
-            return JSONResponse({"error": str(exc).splitlines()[0][:500]}, status_code=400)
+            return JSONResponse({"error": sql_error(exc)}, status_code=400)
         return JSONResponse(result)
 
     async def page(request: Request) -> Response:

@@ -16,13 +16,13 @@ from schemas.settings import Settings
 from sinks.consumer import TableSink, build_sinks, tune_gc_for_batches
 from sinks.migrate import migrate
 from sinks.query_api import create_query_app
-from sinks.store import EventStore
+from sinks.store import open_store
 
 log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings) -> None:
-    store = EventStore(settings.clickhouse_url)
+    store = open_store(settings)
     migrate(store)
     sinks = build_sinks(settings, store)
     tune_gc_for_batches()

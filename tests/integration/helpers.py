@@ -8,16 +8,20 @@ import mailbox
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
 import httpx
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from schemas.auth import auth_headers
-from schemas.codec import decode_event
-from schemas.events import AnyEvent
+from schemas.codec import decode_event, encode
+from schemas.events import AgentClass, AnyEvent, Click, Open, Sent, new_event_id
+from schemas.kafka_config import producer_config
+from schemas.keys import recipient_key
 from schemas.settings import Settings
+from schemas.topics import Topics
 
 T = TypeVar("T")
 
@@ -201,3 +205,34 @@ def cli(settings: Settings, *args: str) -> Any:
     return subprocess.run(
         [sys.executable, "-m", "mailpulse", *args], capture_output=True, text=True, timeout=120, env=dict(os.environ)
     )
+
+
+def produce(settings: Settings, events: list[AnyEvent]) -> None:
+    """Straight onto the events topic, acknowledged by the broker."""
+    producer = Producer(producer_config(settings))
+    topic = Topics.for_prefix(settings.topic_prefix).events
+    for event in events:
+        producer.produce(topic, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
+        if len(producer) > 50_000:
+            producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def campaign_events(campaign: str, people: int, at: datetime) -> list[AnyEvent]:
+    events: list[AnyEvent] = []
+    for i in range(people):
+        base = {
+            "occurred_at": at + timedelta(minutes=(i * 7) % 300),
+            "campaign_id": campaign,
+            "message_id": f"{campaign}-{i}",
+            "recipient": f"p{i}@{campaign}.example",
+            "list_id": "news",
+        }
+        events.append(Sent(event_id=new_event_id(), **base))  # type: ignore[arg-type]
+        if i % 2 == 0:
+            events.append(Open(event_id=new_event_id(), **base))  # type: ignore[arg-type]
+        if i % 5 == 0:
+            events.append(Open(event_id=new_event_id(), agent_class=AgentClass.APPLE_MPP, **base))  # type: ignore[arg-type]
+        if i % 4 == 0:
+            events.append(Click(event_id=new_event_id(), url="https://example.com/", **base))  # type: ignore[arg-type]
+    return events

@@ -11,10 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Producer
 
 from mailpulse.stack import Stack
-from schemas.codec import encode
 from schemas.events import (
     AgentClass,
     AnyEvent,
@@ -32,41 +30,8 @@ from schemas.events import (
     UnsubscribeScope,
     new_event_id,
 )
-from schemas.kafka_config import producer_config
-from schemas.keys import recipient_key
 from schemas.settings import Settings
-from schemas.topics import Topics
-from tests.integration.helpers import operator_headers, report, sql, unique, wait_until
-
-
-def produce(settings: Settings, events: list[AnyEvent]) -> None:
-    producer = Producer(producer_config(settings))
-    topic = Topics.for_prefix(settings.topic_prefix).events
-    for event in events:
-        producer.produce(topic, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
-        if len(producer) > 50_000:
-            producer.poll(0.1)
-    assert producer.flush(60) == 0
-
-
-def campaign_events(campaign: str, people: int, at: datetime) -> list[AnyEvent]:
-    events: list[AnyEvent] = []
-    for i in range(people):
-        base = {
-            "occurred_at": at + timedelta(minutes=(i * 7) % 300),
-            "campaign_id": campaign,
-            "message_id": f"{campaign}-{i}",
-            "recipient": f"p{i}@{campaign}.example",
-            "list_id": "news",
-        }
-        events.append(Sent(event_id=new_event_id(), **base))  # type: ignore[arg-type]
-        if i % 2 == 0:
-            events.append(Open(event_id=new_event_id(), **base))  # type: ignore[arg-type]
-        if i % 5 == 0:
-            events.append(Open(event_id=new_event_id(), agent_class=AgentClass.APPLE_MPP, **base))  # type: ignore[arg-type]
-        if i % 4 == 0:
-            events.append(Click(event_id=new_event_id(), url="https://example.com/", **base))  # type: ignore[arg-type]
-    return events
+from tests.integration.helpers import campaign_events, operator_headers, produce, report, sql, unique, wait_until
 
 
 def test_every_event_kind_lands_with_its_columns(stack: Settings) -> None:

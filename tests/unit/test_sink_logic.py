@@ -2,11 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from schemas.events import Click, Open, new_event_id
 from schemas.report import REPORT_KEYS, with_rates
-from sinks.query_api import ReadOnlyError, check_read_only
 from sinks.rows import COLUMNS, event_to_row
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -46,26 +43,3 @@ def test_rates_derive_from_counts() -> None:
     assert report["open_rate"] == 0.5 and report["click_rate"] == 0.25
     assert report["bounce_rate"] == 0.2 and report["complaint_rate"] == 0.125
     assert with_rates({}, attempted=0)["open_rate"] == 0.0
-
-
-@pytest.mark.parametrize(
-    "sql", ["SELECT 1", "with x as (select 1) select * from x", "  show tables;", "EXPLAIN SELECT 1"]
-)
-def test_read_only_statements_pass(sql: str) -> None:
-    assert check_read_only(sql)
-
-
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "DROP TABLE events",
-        "insert into events values (1)",
-        "SELECT 1; DROP TABLE x",
-        "",
-        "OPTIMIZE TABLE events",
-        "ALTER TABLE events DELETE WHERE 1",
-    ],
-)
-def test_writing_statements_are_refused(sql: str) -> None:
-    with pytest.raises(ReadOnlyError):
-        check_read_only(sql)
