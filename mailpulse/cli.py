@@ -39,8 +39,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.service import serve
 
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 def cmd_smtp_sink(args: argparse.Namespace, settings: Settings) -> int:

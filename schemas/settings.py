@@ -132,6 +132,8 @@ class Settings:
     webhook_max_age_seconds: int = 600
     sink_batch_size: int = 50_000
     sink_batch_seconds: float = 0.5
+    sink_insert_attempts: int = 6
+    sink_stuck_seconds: float = 120.0
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -210,6 +212,8 @@ class Settings:
             webhook_max_age_seconds=_int(env, "MAILPULSE_WEBHOOK_MAX_AGE_SECONDS", 600, 1),
             sink_batch_size=_int(env, "MAILPULSE_SINK_BATCH_SIZE", 50_000, 1),
             sink_batch_seconds=_float(env, "MAILPULSE_SINK_BATCH_SECONDS", 0.5),
+            sink_insert_attempts=_int(env, "MAILPULSE_SINK_INSERT_ATTEMPTS", 6, 1),
+            sink_stuck_seconds=_float(env, "MAILPULSE_SINK_STUCK_SECONDS", 120.0),
             log_level=(env.get("MAILPULSE_LOG_LEVEL") or "INFO").upper(),
             log_format=log_format,
         )

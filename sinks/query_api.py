@@ -8,6 +8,7 @@ Routes (API key required, ``/healthz`` excepted): ``GET /reports/{campaign}``
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -71,10 +72,15 @@ def _replay_request(body: Any) -> tuple[str, datetime | None, int | None, dateti
     return body["topic"], from_time, from_offset, to_time
 
 
-def create_query_app(store: EventStore, settings: Settings) -> Starlette:
+def create_query_app(
+    store: EventStore, settings: Settings, health: Callable[[], str | None] = lambda: None
+) -> Starlette:
     jobs = ReplayJobs(settings, store)
 
     async def healthz(request: Request) -> Response:
+        problem = health()
+        if problem is not None:
+            return PlainTextResponse(f"unhealthy: {problem}\n", status_code=503)
         return PlainTextResponse("ok\n")
 
     async def report(request: Request) -> Response:

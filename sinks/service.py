@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import threading
 from collections.abc import AsyncIterator
 
@@ -21,24 +19,35 @@ from sinks.store import open_store
 log = logging.getLogger(__name__)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
+    """Run until stopped; the exit status is 1 when a consumer stopped on an error it could not get past."""
     store = open_store(settings)
     migrate(store)
     sinks = build_sinks(settings, store)
     tune_gc_for_batches()
+    crashed = threading.Event()
 
     def consume(sink: TableSink) -> None:
         try:
             sink.run()
         except Exception:
-            # A sink that stopped consuming must not look healthy: end the process.
+            # A sink that stopped consuming must not look healthy, nor stay up: end the process
+            # with a failure status, for its supervisor to restart it.
             log.exception("sink consumer crashed; stopping the sink")
-            os.kill(os.getpid(), signal.SIGTERM)
+            crashed.set()
+            server.should_exit = True
+
+    def health() -> str | None:
+        reasons = [reason for sink in sinks if (reason := sink.health()) is not None]
+        return "; ".join(reasons) or None
 
     consumers = [
         threading.Thread(target=consume, args=(sink,), name=f"sink-{sink.mapping.table}", daemon=True) for sink in sinks
     ]
-    app = create_query_app(store, settings)
+    app = create_query_app(store, settings, health)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=settings.sink_api_port, log_level="warning", access_log=False)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -57,4 +66,5 @@ def serve(settings: Settings) -> None:
             log.info("sink stopped")
 
     app.router.lifespan_context = lifespan
-    uvicorn.run(app, host="127.0.0.1", port=settings.sink_api_port, log_level="warning", access_log=False)
+    server.run()
+    return 1 if crashed.is_set() else 0

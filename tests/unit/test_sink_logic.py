@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from schemas.events import Click, Open, new_event_id
 from schemas.report import REPORT_KEYS, with_rates
+from sinks.consumer import WriteFailed, with_retries
 from sinks.rows import COLUMNS, event_to_row
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -43,3 +46,28 @@ def test_rates_derive_from_counts() -> None:
     assert report["open_rate"] == 0.5 and report["click_rate"] == 0.25
     assert report["bounce_rate"] == 0.2 and report["complaint_rate"] == 0.125
     assert with_rates({}, attempted=0)["open_rate"] == 0.0
+
+
+def test_inserts_are_retried_with_doubling_waits_until_they_succeed() -> None:
+    outcomes = [RuntimeError("refused"), RuntimeError("refused"), None]
+    waits: list[float] = []
+    failures: list[int] = []
+
+    def insert() -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    with_retries(insert, 5, lambda attempt, exc: failures.append(attempt), waits.append)
+    assert failures == [1, 2] and waits == [0.5, 1.0] and not outcomes
+
+
+def test_an_insert_that_keeps_failing_raises_after_the_last_attempt_without_waiting_after_it() -> None:
+    waits: list[float] = []
+
+    def insert() -> None:
+        raise RuntimeError("Code: 469. Constraint violated")
+
+    with pytest.raises(WriteFailed, match="failed 8 times: Code: 469"):
+        with_retries(insert, 8, lambda attempt, exc: None, waits.append)
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
