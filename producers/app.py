@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,19 +34,21 @@ from schemas.topics import Topics
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit, whether declared by Content-Length or streamed."""
+    """413 for bodies over the route's limit (``limits`` by path, else ``max_bytes``), declared or streamed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, limits: Mapping[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_bytes = max_bytes
+        self.limits = dict(limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # GET and HEAD handlers never read a body, so there is nothing to bound (and the pixel stays lean).
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limits.get(scope["path"], self.default_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
             await PlainTextResponse("request body too large\n", status_code=413)(scope, receive, send)
             return
         received = 0
@@ -56,7 +58,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise _TooLarge
             return message
 
@@ -162,6 +164,7 @@ def _build(
     publisher_factory: PublisherFactory,
     spec: dict[str, Any],
     offload_pixels: bool = False,
+    body_limits: Mapping[str, int] | None = None,
 ) -> Starlette:
     metrics = EdgeMetrics.create()
     ctx = EdgeContext(
@@ -192,7 +195,7 @@ def _build(
         routes=routes + _ops_routes(spec),
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, limits=body_limits),
             *middleware,
         ],
         lifespan=lifespan,
@@ -214,6 +217,7 @@ def create_public_app(
         publisher_factory,
         public_spec(),
         offload_pixels=True,
+        body_limits=webhook_routes.BODY_LIMITS,
     )
     ctx: EdgeContext = app.state.edge
     ctx.sns_certificates = functools.lru_cache(maxsize=32)(sns_certificates or webhook_routes.fetch_sns_certificate)

@@ -140,6 +140,18 @@ async def postmark_webhook(request: Request, ctx: EdgeContext) -> Response:
     return await _publish_all(ctx, [event] if event else [])
 
 
+# Each provider's largest documented post, with room for JSON escaping; every other public route keeps
+# MAILPULSE_MAX_BODY_BYTES. SendGrid posts a batch once it reaches 768 KB (or every 30 s) and retries a
+# 413 until it drops the batch; an SNS message is at most 256 KiB, escaped once more inside the
+# notification; a Mailgun post is one event with the message's headers; a Postmark bounce can carry
+# the bounced message itself ("Include message content", messages up to 10 MB).
+BODY_LIMITS: dict[str, int] = {
+    "/webhooks/sendgrid": 2 << 20,
+    "/webhooks/ses": 1 << 20,
+    "/webhooks/mailgun": 1 << 20,
+    "/webhooks/postmark": 16 << 20,
+}
+
 routes = [
     Route("/webhooks/ses", ses_webhook, methods=["POST"], name="webhook_ses"),
     Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"], name="webhook_sendgrid"),

@@ -75,6 +75,41 @@ def test_sendgrid_batch_is_verified_and_normalized(stack: Settings, events: Topi
     assert state["reasons"] == ["hard_bounce"]
 
 
+def test_sendgrid_batch_of_its_full_documented_size_is_accepted(stack: Settings, events: TopicReader) -> None:
+    # SendGrid posts once a batch reaches 768 KB and retries a 413 until it drops the batch.
+    campaign = unique("sgbig")
+    now = int(time.time())
+    batch = []
+    for i in range(1700):
+        batch.append(
+            {
+                "email": f"reader{i}@example.org",
+                "timestamp": now,
+                "smtp-id": f"<{campaign}.{i}@ismtpd0001p1iad2.sendgrid.net>",
+                "event": "open" if i % 2 else "delivered",
+                "category": ["newsletter", "december"],
+                "sg_event_id": f"{campaign}-{i}-ZGVsaXZlcmVkLTAtMjQ5NzE2MDctNnE",
+                "sg_message_id": f"14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.{i}",
+                "useragent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)",
+                "ip": "255.255.255.255",
+                "response": "250 2.0.0 OK 1700000000 d2si1234567qkb.123 - gsmtp",
+                "mailpulse_campaign": campaign,
+                "mailpulse_message": f"m-{i}",
+            }
+        )
+    body = json.dumps(batch).encode()
+    assert 768_000 < len(body) < 2 << 20, len(body)
+    url = f"{edge(stack)}/webhooks/sendgrid"
+    answer = httpx.post(url, content=body, headers=sendgrid_headers(body), timeout=60)
+    assert answer.status_code == 200 and answer.json() == {"accepted": len(batch)}, answer.text[:200]
+    assert len(arrived(events, campaign, len(batch), seconds=60)) == len(batch)
+    # The route's limit still holds above it, and every other route keeps the small default.
+    huge = b"[" + b'{"event":"open"},' * 200_000 + b"{}]"
+    assert httpx.post(url, content=huge, headers=sendgrid_headers(huge), timeout=60).status_code == 413
+    big = b"List-Unsubscribe=One-Click&pad=" + b"x" * (stack.max_body_bytes + 1)
+    assert httpx.post(f"{edge(stack)}/u/token", content=big, timeout=30).status_code == 413
+
+
 def test_mailgun_signature_window_and_replay(stack: Settings, events: TopicReader) -> None:
     campaign = unique("mg")
     who = f"{unique('mg')}@example.org"
