@@ -6,6 +6,9 @@ MP := $(PY) -m mailpulse
 # Operator routes always need a key; the local stack gets this development one
 # unless you set your own.
 export MAILPULSE_API_KEYS ?= dev-only-api-key
+# The edge and the worker refuse the published development secret unless told this is a
+# development stack; set MAILPULSE_SECRET_KEYS (and MAILPULSE_ENV=production) for real use.
+export MAILPULSE_ENV ?= development
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps bench-deps kafka demo run up down status test unit integration bench lint typecheck fmt clean

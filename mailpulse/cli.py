@@ -94,6 +94,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from mailpulse.stack import Stack
 
+    settings.refuse_development_secret()  # before any service starts, not in the edge's log
     Stack(settings, say).up()
     return 0
 
@@ -109,6 +110,7 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from mailpulse.stack import Stack
 
+    settings.refuse_development_secret()
     stack = Stack(settings, say)
     try:
         stack.up()
@@ -310,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"mailpulse {args.command}: {exc}", file=sys.stderr)
         return exc.status
+    except SettingsError as exc:
+        print(f"mailpulse {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line for the user; the traceback is not the interface

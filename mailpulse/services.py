@@ -9,6 +9,7 @@ import uvicorn
 
 from producers.app import create_operator_app, create_public_app
 from producers.bounce_intake import BounceMailHandler, Keeper, start_receiver
+from producers.metrics import EdgeMetrics
 from producers.publisher import KafkaPublisher
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -18,14 +19,17 @@ log = logging.getLogger(__name__)
 
 def serve_edge(settings: Settings) -> None:
     """Public edge and operator edge, one process, two ports: the routes never share a router."""
+    settings.refuse_development_secret()
     if settings.uses_dev_secret:
-        log.warning("MAILPULSE_SECRET_KEYS is not set: using the development secret; links are forgeable")
+        log.warning("MAILPULSE_ENV=development: using the development secret; links are forgeable")
     if not settings.api_keys:
         log.warning("MAILPULSE_API_KEYS is not set: every operator route answers 401")
+    # One set of metrics for both apps, served on the operator port only.
+    metrics = EdgeMetrics.create()
     servers = [
         uvicorn.Server(
             uvicorn.Config(
-                create_public_app(settings),
+                create_public_app(settings, metrics=metrics),
                 host=settings.edge_host,
                 port=settings.edge_port,
                 log_level="warning",
@@ -35,7 +39,7 @@ def serve_edge(settings: Settings) -> None:
         ),
         uvicorn.Server(
             uvicorn.Config(
-                create_operator_app(settings),
+                create_operator_app(settings, metrics=metrics),
                 host="127.0.0.1",
                 port=settings.operator_port,
                 log_level="warning",
@@ -73,6 +77,8 @@ def serve_worker(settings: Settings) -> None:
 
     from processors.app import create_app
 
+    # The worker mints the links: with the published key anyone could forge them.
+    settings.refuse_development_secret()
     app = create_app(settings)
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
     # No terminal spinner: at WARNING and above faust keeps it and, to spin on every record, sets the root

@@ -42,7 +42,7 @@ from processors.render import RenderContext, RenderedMessage, RenderError, rende
 from schemas.bounce_reasons import SmtpStage
 from schemas.events import SendRequest, utcnow
 from schemas.settings import Settings
-from schemas.tokens import TokenCodec
+from schemas.tokens import token_codec
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Delivered:
 
 def render_context(settings: Settings) -> RenderContext:
     return RenderContext(
-        tokens=TokenCodec(settings.secret_keys),
+        tokens=token_codec(settings),
         public_base_url=settings.public_base_url,
         unsubscribe_mailto=settings.unsubscribe_mailto,
         bounce_domain=settings.bounce_domain,

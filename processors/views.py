@@ -7,6 +7,7 @@ there, so every worker answers for every key.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,14 +16,14 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processors import engagement as eng
+from processors.forwarding import HEADER as FORWARDED
+from processors.forwarding import forward_headers, is_forwarded
 from processors.metrics import WorkerMetrics
 from processors.routing import is_local, owner_url, partition_for
 from processors.suppression import decode_entry, suppression_reasons
 from schemas.auth import key_is_valid, presented_key
 from schemas.keys import normalize_address
 from schemas.settings import Settings
-
-FORWARDED = "x-mailpulse-forwarded"
 
 
 def register_views(
@@ -39,12 +40,15 @@ def register_views(
     stops mail from the moment its batch applied it, and the event behind it was acknowledged before
     its 200, so a crash applies it again."""
 
+    def forwarded(request: Request) -> bool:
+        return is_forwarded(settings.secret_keys, request.headers.get(FORWARDED), request.url.path_qs, time.time())
+
     def authorized(request: Request) -> bool:
-        return key_is_valid(presented_key(dict(request.headers)), settings.api_keys)
+        return key_is_valid(presented_key(dict(request.headers)), settings.api_keys) or forwarded(request)
 
     async def from_owner(view: View, request: Request, table: Any, key: str) -> Response | None:
         """The owner's answer when another worker holds ``key``; None when this worker should answer."""
-        if request.headers.get(FORWARDED):
+        if forwarded(request):
             return None  # answer with what we hold: no forwarding loops during a rebalance
         owner = owner_url(app, table, partition_for(key.encode(), settings.topic_partitions))
         if owner is None:
@@ -52,7 +56,8 @@ def register_views(
         if is_local(app, owner):
             return None
         url = request.url.with_host(owner.host or "127.0.0.1").with_port(owner.port)
-        headers = {**dict(request.headers), FORWARDED: "1"}
+        # Signed for this path alone: the caller's API key never leaves this worker.
+        headers = forward_headers(settings.secret_keys, url.path_qs, time.time())
         async with app.http_client.get(url, headers=headers) as answer:
             return view.text(await answer.text(), content_type=answer.content_type, status=answer.status)
 

@@ -29,7 +29,7 @@ from producers.pixel_offload import PixelOffload
 from producers.publisher import KafkaPublisher, Publisher
 from schemas.auth import ApiKeyMiddleware
 from schemas.settings import Settings
-from schemas.tokens import TokenCodec
+from schemas.tokens import token_codec
 from schemas.topics import Topics
 
 
@@ -120,7 +120,7 @@ class PublicEdge(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _ops_routes(spec: dict[str, Any]) -> list[BaseRoute]:
+def _ops_routes(spec: dict[str, Any], with_metrics: bool) -> list[BaseRoute]:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -138,12 +138,14 @@ def _ops_routes(spec: dict[str, Any]) -> list[BaseRoute]:
     async def openapi(request: Request) -> Response:
         return JSONResponse(spec)
 
-    return [
+    routes: list[BaseRoute] = [
         Route("/openapi.json", openapi, name="openapi"),
         Route("/healthz", healthz, name="healthz"),
         Route("/readyz", readyz, name="readyz"),
-        Route("/metrics", metrics, name="metrics"),
     ]
+    if with_metrics:
+        routes.append(Route("/metrics", metrics, name="metrics"))
+    return routes
 
 
 PublisherFactory = Callable[[Settings, EdgeMetrics], Publisher]
@@ -165,11 +167,13 @@ def _build(
     spec: dict[str, Any],
     offload_pixels: bool = False,
     body_limits: Mapping[str, int] | None = None,
+    metrics: EdgeMetrics | None = None,
+    serve_metrics: bool = False,
 ) -> Starlette:
-    metrics = EdgeMetrics.create()
+    metrics = metrics or EdgeMetrics.create()
     ctx = EdgeContext(
         settings=settings,
-        tokens=TokenCodec(settings.secret_keys),
+        tokens=token_codec(settings),
         topics=Topics.for_prefix(settings.topic_prefix),
         metrics=metrics,
     )
@@ -192,7 +196,7 @@ def _build(
             ctx.publisher = None
 
     app = (PublicEdge if offload_pixels else Starlette)(
-        routes=routes + _ops_routes(spec),
+        routes=routes + _ops_routes(spec, with_metrics=serve_metrics),
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, limits=body_limits),
@@ -209,7 +213,9 @@ def create_public_app(
     publisher_factory: PublisherFactory = _kafka_publisher,
     sns_certificates: Callable[[str], bytes] | None = None,
     sns_confirm: Callable[[str], None] | None = None,
+    metrics: EdgeMetrics | None = None,
 ) -> Starlette:
+    """The public edge; its metrics are served by the operator edge (pass both apps the same ``metrics``)."""
     app = _build(
         settings,
         [*tracking_routes.routes, *webhook_routes.routes],
@@ -218,6 +224,7 @@ def create_public_app(
         public_spec(),
         offload_pixels=True,
         body_limits=webhook_routes.BODY_LIMITS,
+        metrics=metrics,
     )
     ctx: EdgeContext = app.state.edge
     ctx.sns_certificates = functools.lru_cache(maxsize=32)(sns_certificates or webhook_routes.fetch_sns_certificate)
@@ -225,7 +232,10 @@ def create_public_app(
     return app
 
 
-def create_operator_app(settings: Settings, publisher_factory: PublisherFactory = _kafka_publisher) -> Starlette:
+def create_operator_app(
+    settings: Settings, publisher_factory: PublisherFactory = _kafka_publisher, metrics: EdgeMetrics | None = None
+) -> Starlette:
+    """The operator edge, API key required; ``/metrics`` covers the public edge too when given its ``metrics``."""
     open_paths = frozenset({"/healthz", "/readyz", "/openapi.json"})
     return _build(
         settings,
@@ -233,4 +243,6 @@ def create_operator_app(settings: Settings, publisher_factory: PublisherFactory 
         [Middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=open_paths)],
         publisher_factory,
         operator_spec(),
+        metrics=metrics,
+        serve_metrics=True,
     )

@@ -37,8 +37,15 @@ _OPS = {
             },
         }
     },
+}
+# Only on the operator edge, behind its key: counts of tokens refused and events published say too
+# much to the public.
+_METRICS = {
     "/metrics": {
-        "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics", **_TEXT_ERROR}}}
+        "get": {
+            "summary": "Prometheus metrics of both edges",
+            "responses": {"200": {"description": "metrics", **_TEXT_ERROR}},
+        }
     },
 }
 
@@ -169,5 +176,6 @@ def operator_spec() -> dict[str, Any]:
                 }
             },
             **_OPS,
+            **_METRICS,
         },
     }

@@ -31,7 +31,7 @@ from schemas.codec import encode
 from schemas.events import Open
 from schemas.keys import recipient_key
 from schemas.settings import Settings
-from schemas.tokens import Authenticated, LinkKind, TokenCodec, TokenError
+from schemas.tokens import Authenticated, LinkKind, TokenCodec, TokenError, token_codec
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _helper_main(
     settings: Settings, conn: Connection, published: Synchronized[int], refused: Synchronized[int]
 ) -> None:
     _yield_to_requests()
-    codec = TokenCodec(settings.secret_keys)
+    codec = token_codec(settings)
     topic = Topics.for_prefix(settings.topic_prefix).events
     publisher = KafkaPublisher(settings)
     try:

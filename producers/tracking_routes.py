@@ -15,7 +15,7 @@ from producers.context import EdgeContext
 from producers.publisher import PublishError
 from producers.visits import click_event, open_event
 from schemas.events import Unsubscribe, UnsubscribeScope, new_event_id, utcnow
-from schemas.tokens import LinkKind, TokenClaims, TokenError
+from schemas.tokens import LinkKind, TokenClaims, TokenError, TokenExpired
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ def _claims(request: Request, kind: LinkKind, route: str) -> TokenClaims | Respo
     ctx = _ctx(request)
     try:
         return ctx.tokens.read(request.path_params["token"], kind)
+    except TokenExpired as exc:
+        ctx.metrics.rejected_tokens.labels(route).inc()
+        return PlainTextResponse(f"{exc}\n", status_code=410, headers=NO_STORE)
     except TokenError as exc:
         ctx.metrics.rejected_tokens.labels(route).inc()
         return PlainTextResponse(f"{exc}\n", status_code=404, headers=NO_STORE)

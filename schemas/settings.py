@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEV_SECRET_KEY = "mailpulse-dev-only-secret-change-me"
+MIN_UNSUBSCRIBE_DAYS = 30
 
 
 class SettingsError(ValueError):
@@ -95,6 +96,9 @@ class Settings:
     public_base_url: str = ""
     secret_keys: tuple[str, ...] = (DEV_SECRET_KEY,)
     api_keys: tuple[str, ...] = ()
+    environment: str = "production"
+    click_token_max_age_days: int = 0
+    unsubscribe_token_max_age_days: int = 0
     from_address: str = "Mailpulse Demo <news@example.com>"
     bounce_domain: str = "bounces.example.com"
     unsubscribe_mailto: str = "unsubscribe@example.com"
@@ -175,6 +179,9 @@ class Settings:
             public_base_url=(env.get("MAILPULSE_PUBLIC_BASE_URL") or f"http://{edge_host}:{edge_port}").rstrip("/"),
             secret_keys=secrets,
             api_keys=_list(env, "MAILPULSE_API_KEYS"),
+            environment=(env.get("MAILPULSE_ENV") or "production").strip().lower(),
+            click_token_max_age_days=_int(env, "MAILPULSE_CLICK_TOKEN_MAX_AGE_DAYS", 0),
+            unsubscribe_token_max_age_days=_int(env, "MAILPULSE_UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS", 0),
             from_address=env.get("MAILPULSE_FROM_ADDRESS") or "Mailpulse Demo <news@example.com>",
             bounce_domain=env.get("MAILPULSE_BOUNCE_DOMAIN") or "bounces.example.com",
             unsubscribe_mailto=env.get("MAILPULSE_UNSUBSCRIBE_MAILTO") or "unsubscribe@example.com",
@@ -217,6 +224,13 @@ class Settings:
             log_level=(env.get("MAILPULSE_LOG_LEVEL") or "INFO").upper(),
             log_format=log_format,
         )
+        if settings.environment not in ("production", "development"):
+            raise SettingsError(f"MAILPULSE_ENV must be production or development, got {settings.environment!r}")
+        if 0 < settings.unsubscribe_token_max_age_days < MIN_UNSUBSCRIBE_DAYS:
+            # CAN-SPAM: an unsubscribe link must work for at least 30 days after the message was sent.
+            raise SettingsError(
+                f"MAILPULSE_UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS must be 0 (no limit) or >= {MIN_UNSUBSCRIBE_DAYS}"
+            )
         if settings.sql_max_seconds <= 0:
             # ClickHouse reads 0 as "no limit": an analyst's statement must always have one.
             raise SettingsError("MAILPULSE_SQL_MAX_SECONDS must be above 0")
@@ -236,4 +250,16 @@ class Settings:
 
     @property
     def uses_dev_secret(self) -> bool:
-        return self.secret_keys == (DEV_SECRET_KEY,)
+        return DEV_SECRET_KEY in self.secret_keys
+
+    def refuse_development_secret(self) -> None:
+        """SettingsError unless the secrets are the operator's own, or this is a development stack.
+
+        With the published development key anyone can mint unsubscribe and click tokens.
+        """
+        if self.uses_dev_secret and self.environment != "development":
+            raise SettingsError(
+                "MAILPULSE_SECRET_KEYS is unset or holds the published development key, so anyone "
+                "could forge unsubscribe and click links; set your own secret (or MAILPULSE_ENV=development "
+                "for a local stack)"
+            )

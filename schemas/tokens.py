@@ -22,6 +22,12 @@ Minting is Fernet's too, without its new cipher context per token (3.3 us of its
 first block is XORed with the encryptor's last ciphertext block as well as with
 the token's own random IV, which cancels the chaining, so the token is exactly
 AES-CBC under its IV. A message mints three tokens (4.4 us each instead of 8.1).
+
+Keys: each secret's Fernet key (signing half, encryption half) is derived with HKDF for link
+tokens alone (:mod:`schemas.key_derivation`). Tokens minted before that (the secret's SHA-256)
+are still read, after every HKDF key, so links already in mailboxes keep working; nothing is
+minted with them any more. A maximum age per link kind (``max_age``) refuses older tokens with
+:class:`TokenExpired`, by the time Fernet records in each token.
 """
 
 from __future__ import annotations
@@ -35,13 +41,15 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import msgspec
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from schemas.events import TrackingMode
+from schemas.key_derivation import Purpose, derive_key
+from schemas.settings import Settings
 
 
 class LinkKind(enum.StrEnum):
@@ -66,6 +74,10 @@ class TokenError(ValueError):
     """The token is tampered, truncated, signed by an unknown key, or of the wrong kind."""
 
 
+class TokenExpired(TokenError):
+    """An authentic token older than its kind's maximum age."""
+
+
 class Authenticated(NamedTuple):
     """A token's bytes whose HMAC-SHA256 one of our keys (``key``, an index) verified; still encrypted."""
 
@@ -84,7 +96,12 @@ _claims_encoder = msgspec.msgpack.Encoder()
 
 
 def _fernet_key(secret: str) -> bytes:
-    # Operators supply free-form secrets; Fernet needs 32 url-safe base64 bytes.
+    """The Fernet key (32 url-safe base64 bytes) link tokens are minted with, from a free-form secret."""
+    return base64.urlsafe_b64encode(derive_key(secret, Purpose.LINK_TOKENS))
+
+
+def _legacy_fernet_key(secret: str) -> bytes:
+    """The key of tokens minted before keys were derived per purpose: read, never minted with."""
     return base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest())
 
 
@@ -105,11 +122,14 @@ class _Chained:
 
 
 class TokenCodec:
-    def __init__(self, secrets: Sequence[str]) -> None:
+    def __init__(self, secrets: Sequence[str], max_age: Mapping[LinkKind, int] | None = None) -> None:
         if not secrets:
             raise ValueError("at least one secret key is required")
         # A Fernet key is the signing key followed by the encryption key (see the Fernet spec).
+        # The first is the one tokens are minted with; the legacy keys come after every current one.
         keys = [base64.urlsafe_b64decode(_fernet_key(s)) for s in secrets]
+        keys += [base64.urlsafe_b64decode(_legacy_fernet_key(s)) for s in secrets]
+        self._max_age = {kind: seconds for kind, seconds in (max_age or {}).items() if seconds > 0}
         # Keyed once: a copy of a keyed HMAC costs 1.0 us where hmac.digest, keying anew, costs 1.7.
         self._signers = [hmac.new(key[:16], digestmod=hashlib.sha256) for key in keys]
         self._encryption_keys = [algorithms.AES(key[16:]) for key in keys]
@@ -169,6 +189,9 @@ class TokenCodec:
             raise TokenError("token payload unreadable") from None
         if claims.kind is not expected:
             raise TokenError("token is not valid for this link")
+        max_age = self._max_age.get(expected)
+        if max_age is not None and time.time() - _HEADER.unpack_from(data)[1] > max_age:
+            raise TokenExpired("this link has expired")
         return claims
 
     def _encryptor(self) -> _Chained:
@@ -201,3 +224,17 @@ class TokenCodec:
         if found is None:
             raise TokenError("invalid or tampered token")
         return self.open(found, expected)
+
+
+DAY_SECONDS = 86_400
+
+
+def token_codec(settings: Settings) -> TokenCodec:
+    """The codec the edge and the sender share: the operator's secrets and maximum ages (0: none)."""
+    return TokenCodec(
+        settings.secret_keys,
+        max_age={
+            LinkKind.CLICK: settings.click_token_max_age_days * DAY_SECONDS,
+            LinkKind.UNSUBSCRIBE: settings.unsubscribe_token_max_age_days * DAY_SECONDS,
+        },
+    )

@@ -18,6 +18,8 @@ from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_ENV = {
+    # A throwaway stack on the development secret.
+    "MAILPULSE_ENV": "development",
     "MAILPULSE_VAR_DIR": str(ROOT / "var" / "bench"),
     "MAILPULSE_LOCAL_KAFKA_PORT": "29092",
     "MAILPULSE_TOPIC_PREFIX": "bench",

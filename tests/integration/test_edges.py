@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 from schemas.topics import Topics
-from tests.integration.helpers import TopicReader, unique
+from tests.integration.helpers import TopicReader, operator_headers, unique
 
 
 def edge(settings: Settings) -> str:
@@ -55,7 +57,10 @@ def test_rejected_tokens_publish_nothing(stack: Settings, events: TopicReader) -
     mine = [e for e in arrived if e.campaign_id == campaign]
     assert len(mine) == 1 and mine[0].kind == "open"
 
-    metrics = httpx.get(f"{edge(stack)}/metrics").text
+    # The public edge does not publish its counts; the operator edge does, behind the key.
+    assert httpx.get(f"{edge(stack)}/metrics").status_code == 404
+    assert httpx.get(f"{operator(stack)}/metrics").status_code == 401
+    metrics = httpx.get(f"{operator(stack)}/metrics", headers=operator_headers(stack)).text
     assert 'mailpulse_edge_rejected_tokens_total{route="open"}' in metrics
     # Pixels are answered ahead of the middleware stack and still counted like every route.
     for status in ("200", "404"):
@@ -182,6 +187,35 @@ def test_unsubscribe_answers_503_with_retry_after_when_kafka_cannot_acknowledge(
         assert client.get(f"/o/{TokenCodec(['k']).mint(_claims(LinkKind.OPEN, 'dead'))}.gif").status_code == 200
 
 
+def test_links_past_their_maximum_age_get_410_and_publish_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    from producers.app import create_public_app
+    from schemas import tokens
+
+    settings = Settings.from_env(
+        {
+            "MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+            "MAILPULSE_PUBLISH_TIMEOUT_SECONDS": "1",
+            "MAILPULSE_SECRET_KEYS": "k",
+            "MAILPULSE_CLICK_TOKEN_MAX_AGE_DAYS": "90",
+        }
+    )
+    codec = tokens.token_codec(settings)
+    fresh_click = codec.mint(_claims(LinkKind.CLICK, "aged", url="https://example.com/"))
+    real_time = time.time
+    monkeypatch.setattr(tokens.time, "time", lambda: real_time() - 91 * 86_400)
+    old_click = codec.mint(_claims(LinkKind.CLICK, "aged", url="https://example.com/"))
+    # Unsubscribe links have no maximum age unless one is set: years later they still work.
+    old_unsubscribe = codec.mint(_claims(LinkKind.UNSUBSCRIBE, "aged"))
+    monkeypatch.setattr(tokens.time, "time", real_time)
+    with TestClient(create_public_app(settings)) as client:
+        assert client.get(f"/c/{fresh_click}", follow_redirects=False).status_code == 302
+        expired = client.get(f"/c/{old_click}", follow_redirects=False)
+        assert expired.status_code == 410 and "expired" in expired.text
+        assert client.get(f"/u/{old_unsubscribe}").status_code == 200
+
+
 def test_openapi_describes_every_route(stack: Settings) -> None:
     public = httpx.get(f"{edge(stack)}/openapi.json").json()
     assert {
@@ -194,7 +228,8 @@ def test_openapi_describes_every_route(stack: Settings) -> None:
         "/webhooks/postmark",
         "/healthz",
         "/readyz",
-        "/metrics",
     } <= set(public["paths"])
+    assert "/metrics" not in public["paths"]
     operator_spec = httpx.get(f"{operator(stack)}/openapi.json").json()
     assert "/campaigns" in operator_spec["paths"] and operator_spec["security"] == [{"bearer": []}]
+    assert "/metrics" in operator_spec["paths"]

@@ -27,6 +27,9 @@ def test_defaults_and_parsing() -> None:
         {"MAILPULSE_TOPIC_PARTITIONS": "0"},
         {"MAILPULSE_KEEP_FULL_IP": "maybe"},
         {"MAILPULSE_LOG_FORMAT": "xml"},
+        {"MAILPULSE_ENV": "staging"},
+        {"MAILPULSE_UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS": "7"},
+        {"MAILPULSE_SQL_MAX_SECONDS": "0"},
     ],
 )
 def test_bad_settings_are_refused(env: dict[str, str]) -> None:
@@ -40,6 +43,21 @@ def test_cli_reports_bad_settings_with_exit_2(
     monkeypatch.setenv("MAILPULSE_EDGE_PORT", "eighty")
     assert main(["status"]) == 2
     assert "MAILPULSE_EDGE_PORT must be a whole number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["edge", "worker", "up", "run"])
+def test_services_refuse_the_development_secret_outside_development(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    monkeypatch.delenv("MAILPULSE_SECRET_KEYS", raising=False)
+    monkeypatch.delenv("MAILPULSE_ENV", raising=False)
+    assert main([command]) == 2
+    assert "published development key" in capsys.readouterr().err
+    # With the operator's own secret there is nothing to refuse, and a development stack may use it.
+    assert not Settings.from_env({"MAILPULSE_SECRET_KEYS": "mine"}).uses_dev_secret
+    Settings.from_env({"MAILPULSE_ENV": "development"}).refuse_development_secret()
+    with pytest.raises(SettingsError):
+        Settings.from_env({"MAILPULSE_SECRET_KEYS": f"mine,{DEV_SECRET_KEY}"}).refuse_development_secret()
 
 
 def test_cli_send_refuses_a_missing_audience_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,12 +4,12 @@ import base64
 
 import msgspec
 import pytest
-from cryptography.fernet import Fernet, MultiFernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import TrackingMode
-from schemas.tokens import Authenticated, LinkKind, TokenClaims, TokenCodec, TokenError, _fernet_key
+from schemas.tokens import Authenticated, LinkKind, TokenClaims, TokenCodec, TokenError, TokenExpired, _fernet_key
 
 CLAIMS = TokenClaims(LinkKind.OPEN, "m" * 32, "spring-2026", "news", "Alice.Person@example.org")
 
@@ -145,3 +145,39 @@ def test_successive_tokens_are_each_fernet_with_their_own_iv() -> None:
         ivs.add(data[9:25])
         assert fernet.decrypt(base64.urlsafe_b64encode(data)) == msgspec.msgpack.encode(claims)
     assert len(ivs) == 180  # a fresh random IV per token
+
+
+def test_tokens_are_minted_under_a_key_derived_for_links_alone_and_legacy_tokens_still_read() -> None:
+    from schemas.key_derivation import Purpose, derive_key
+    from schemas.tokens import _legacy_fernet_key
+
+    token = TokenCodec(["s3cret"]).mint(CLAIMS)
+    padded = (token + "=" * (-len(token) % 4)).encode()
+    # Exactly Fernet under the HKDF key of the link-token purpose, and under no other.
+    link_key = base64.urlsafe_b64encode(derive_key("s3cret", Purpose.LINK_TOKENS))
+    assert msgspec.msgpack.decode(Fernet(link_key).decrypt(padded), type=TokenClaims) == CLAIMS
+    other = base64.urlsafe_b64encode(derive_key("s3cret", Purpose.WORKER_FORWARDING))
+    with pytest.raises(InvalidToken):
+        Fernet(other).decrypt(padded)
+    with pytest.raises(InvalidToken):
+        Fernet(_legacy_fernet_key("s3cret")).decrypt(padded)
+    # A link minted before the change (the secret's SHA-256 as the Fernet key) still opens.
+    legacy = Fernet(_legacy_fernet_key("s3cret")).encrypt(msgspec.msgpack.encode(CLAIMS)).decode().rstrip("=")
+    assert TokenCodec(["s3cret"]).read(legacy, LinkKind.OPEN) == CLAIMS
+
+
+def test_a_maximum_age_refuses_older_links_of_that_kind_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemas import tokens
+
+    codec = TokenCodec(["k"], max_age={LinkKind.CLICK: 3600})
+    click = TokenClaims(LinkKind.CLICK, "m", "c", "news", "a@example.org", url="https://example.com/")
+    real_time = tokens.time.time
+    monkeypatch.setattr(tokens.time, "time", lambda: real_time() - 7200)
+    old_click, old_open = codec.mint(click), codec.mint(CLAIMS)
+    monkeypatch.setattr(tokens.time, "time", real_time)
+    with pytest.raises(TokenExpired, match="expired"):
+        codec.read(old_click, LinkKind.CLICK)
+    assert codec.read(old_open, LinkKind.OPEN) == CLAIMS
+    assert codec.read(codec.mint(click), LinkKind.CLICK) == click
+    # No maximum: any age is accepted.
+    assert TokenCodec(["k"]).read(old_click, LinkKind.CLICK) == click
