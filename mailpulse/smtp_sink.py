@@ -2,7 +2,9 @@
 answers with scripted failures for demo and test recipients.
 
 Local parts starting with ``hardbounce`` get ``550 5.1.1``, ``softbounce``
-``452 4.2.2``, and ``retryonce`` ``451 4.3.0`` on the first attempt only.
+``452 4.2.2``, and ``retryonce`` ``451 4.3.0`` on the first attempt only;
+``hangup`` messages are stored and the connection closed before the answer
+to their content, as a relay that loses the connection after taking a message.
 ``MAILPULSE_SMTP_SINK_REPLIES`` names a file of further answers, one a line:
 ``pattern<TAB>stage<TAB>reply``, the pattern matched (fnmatch) against the
 recipient, the stage ``rcpt`` or ``data`` (when to refuse), ``\n`` between the
@@ -104,6 +106,9 @@ class MaildirHandler:
             trace = f"Return-Path: <{envelope.mail_from}>\r\nDelivered-To: {rcpt}\r\n".encode()
             self.maildir.add(trace + content)
             self.stored += 1
+        if any(rcpt.split("@", 1)[0].lower().startswith("hangup") for rcpt in envelope.rcpt_tos):
+            assert server.transport is not None
+            server.transport.close()  # stored, and gone before the answer: the sender cannot know
         return "250 2.0.0 Message accepted for delivery"
 
 

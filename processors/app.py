@@ -451,6 +451,11 @@ def create_app(settings: Settings) -> faust.App:
                 output.write(sent_log, request.message_id, "", source)
                 return
             decision = decide(request, outcome, answered_at, retry_policy)
+            if decision.possible_duplicate:
+                metrics.sends.labels("possible_duplicate").inc()
+                log.warning(
+                    "message %s: connection lost after its content was sent; it may arrive twice", request.message_id
+                )
             if decision.delivered:
                 output.write(sent_log, request.message_id, sent_log_value(answered_at), source)
                 metrics.sends.labels("sent").inc()

@@ -75,6 +75,7 @@ class Outcome(msgspec.Struct, array_like=True):
     reply: str
     answered_at: float  # unix time
     stage: str = ""  # SmtpStage: the command answered
+    after_content: bool = False  # the content went out unanswered: the relay may have it
 
 
 class CourierError(RuntimeError):
@@ -192,7 +193,9 @@ async def _serve(settings: Settings, conn: Connection) -> None:
                     await mailer.close()
                 outcome = SmtpOutcome(0, f"delivery failed: {exc}", SmtpStage.CONNECT)
             # When the relay answered.
-            frames.put(Outcome(job.seq, outcome.code, outcome.reply, time.time(), str(outcome.stage)))
+            frames.put(
+                Outcome(job.seq, outcome.code, outcome.reply, time.time(), str(outcome.stage), outcome.after_content)
+            )
 
     mailers = smtp_mailers(settings)
     senders = [asyncio.create_task(sender(mailer)) for mailer in mailers for _ in range(SENDERS_PER_CONNECTION)]
@@ -292,7 +295,7 @@ class Courier:
             self._waiting[self._seq] = future
             frames.put(Job(self._seq, rendered.envelope_from, rendered.recipient, rendered.data))
             outcome = await future
-        answer = SmtpOutcome(outcome.code, outcome.reply, SmtpStage(outcome.stage))
+        answer = SmtpOutcome(outcome.code, outcome.reply, SmtpStage(outcome.stage), outcome.after_content)
         return Delivered(answer, datetime.fromtimestamp(outcome.answered_at, UTC))
 
     def in_flight(self) -> int:

@@ -36,11 +36,19 @@ from schemas.events import (
 @dataclass(frozen=True)
 class SmtpOutcome:
     """``code`` 0 means no SMTP answer at all (connection refused, timeout); ``stage`` is the command
-    the relay answered (a refusal at MAIL FROM is never about the recipient)."""
+    the relay answered (a refusal at MAIL FROM is never about the recipient). ``after_content``: the
+    message's content went out and the connection was lost before its answer, so the relay may have
+    taken it; the retry is then a possible duplicate."""
 
     code: int
     reply: str
     stage: SmtpStage = SmtpStage.UNKNOWN
+    after_content: bool = False
+
+
+def lost_after_content(detail: str) -> SmtpOutcome:
+    """No answer to a message's content: retried like any lost connection, counted as a possible duplicate."""
+    return SmtpOutcome(0, f"connection lost after the message was sent: {detail}", SmtpStage.DATA, after_content=True)
 
 
 @dataclass(frozen=True)
@@ -55,10 +63,13 @@ class Decision:
     events: list[AnyEvent]
     retry: SendRequest | None = None
     delivered: bool = False
+    # The relay may have the message already (its content went out unanswered).
+    possible_duplicate: bool = False
 
 
 def verdict_of(outcome: SmtpOutcome) -> Verdict:
     """The reason of a refusal (``outcome.code`` >= 300, or 0 for no answer)."""
+    # No answer is our side's connection, whatever command it was lost at: never the recipient's fault.
     stage = SmtpStage.CONNECT if outcome.code == 0 else outcome.stage
     return classify(outcome.reply, code=outcome.code, stage=stage)
 
@@ -123,12 +134,15 @@ def decide(
             retry_at=retry_at,
             reason=verdict.reason,
         )
-        return Decision([deferred], retry=retry)
+        return Decision([deferred], retry=retry, possible_duplicate=outcome.after_content)
     failed = Failed(
         **common, reason=verdict.reason, attempt=request.attempt, smtp_code=outcome.code, smtp_reply=outcome.reply[:500]
     )
     # A 4xx to the last attempt is still the receiver saying "later": soft even for an address failure.
-    return Decision([failed, bounce_of(verdict, f"smtp; {answer}", "smtp", **_common(request, now))])
+    return Decision(
+        [failed, bounce_of(verdict, f"smtp; {answer}", "smtp", **_common(request, now))],
+        possible_duplicate=outcome.after_content,
+    )
 
 
 def skipped(request: SendRequest, reasons: list[str], now: datetime) -> SendSkipped:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import aiosmtplib
 import dkim
 
-from processors.delivery import SmtpOutcome
+from processors.delivery import SmtpOutcome, lost_after_content
 from processors.dkim_signing import DkimSigner
 from processors.render import RenderedMessage
 from processors.smtp_pipelining import PipelinedSession, unquotable
@@ -22,6 +22,17 @@ log = logging.getLogger(__name__)
 
 # aiosmtplib's client (one command at a time) or, when the relay offers PIPELINING, the session over its transport.
 Connection = aiosmtplib.SMTP | PipelinedSession
+
+
+class _ContentTracking(aiosmtplib.SMTP):
+    """aiosmtplib's client, noting when a transaction reached DATA: a connection lost from then on may
+    have left the message with the relay (its answer never came)."""
+
+    content_sent = False
+
+    async def data(self, *args: Any, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        self.content_sent = True
+        return await super().data(*args, **kwargs)
 
 
 class Mailer(Protocol):
@@ -61,7 +72,7 @@ class SmtpMailer:
             if self._connection is not None and self._connection.is_connected:
                 return self._connection
             self._connection = None
-            client = aiosmtplib.SMTP(
+            client = _ContentTracking(
                 hostname=self.host,
                 port=self.port,
                 use_tls=self.use_tls,
@@ -98,16 +109,23 @@ class SmtpMailer:
         try:
             connection = await self._connected()
             if isinstance(connection, PipelinedSession):
-                return await connection.send(rendered.envelope_from, rendered.recipient, data)
+                outcome = await connection.send(rendered.envelope_from, rendered.recipient, data)
+                if outcome.after_content:
+                    self._drop(connection)  # the session closed itself; the next message reconnects
+                return outcome
             async with self._one_at_a_time:
                 return await self._send_alone(connection, rendered.envelope_from, rendered.recipient, data)
         except (aiosmtplib.SMTPException, OSError) as exc:
             log.warning("SMTP connection to %s:%d failed: %s", self.host, self.port, exc)
             self._drop(connection)
+            if isinstance(connection, _ContentTracking) and connection.content_sent:
+                return lost_after_content(str(exc))
             return SmtpOutcome(0, f"connection failed: {exc}", SmtpStage.CONNECT)
 
     @staticmethod
     async def _send_alone(client: aiosmtplib.SMTP, envelope_from: str, recipient: str, data: bytes) -> SmtpOutcome:
+        if isinstance(client, _ContentTracking):
+            client.content_sent = False
         try:
             _, reply = await client.sendmail(envelope_from, [recipient], data)
             return SmtpOutcome(250, reply, SmtpStage.DATA)

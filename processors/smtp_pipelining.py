@@ -21,7 +21,7 @@ import aiosmtplib
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
-from processors.delivery import SmtpOutcome
+from processors.delivery import SmtpOutcome, lost_after_content
 from schemas.bounce_reasons import SmtpStage
 
 # Longest reply accepted, as aiosmtplib bounds it: a relay cannot make the sender buffer without end.
@@ -194,6 +194,7 @@ class PipelinedSession:
         if utf8:
             mail += b" SMTPUTF8"
         envelope = _Envelope(mail + b"\r\nRCPT TO:" + rcpt + b"\r\nDATA\r\n")
+        content_sent = False  # from then on a lost connection may have left the message with the relay
         try:
             async with asyncio.timeout(self.timeout):
                 self._next.append(envelope)  # the transaction before may write it along with its content
@@ -210,11 +211,19 @@ class PipelinedSession:
                 if isinstance(answered, SmtpOutcome):
                     outcome = answered
                 else:
+                    content_sent = True
                     ((code, text),) = await answered
                     outcome = SmtpOutcome(code, text, SmtpStage.DATA)
         except TimeoutError:
             self.close()
+            if content_sent:
+                return lost_after_content("timed out waiting for the relay's answer to it")
             raise aiosmtplib.SMTPReadTimeoutError("timed out waiting for the relay's reply") from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            if not content_sent:
+                raise
+            self.close()
+            return lost_after_content(str(exc))
         if outcome.code == 421:  # the relay is closing this connection
             self.close()
         return outcome

@@ -20,6 +20,7 @@ from tests.integration.helpers import (
     unique,
     wait_until,
 )
+from tests.support.worker_process import metric_value
 
 
 def edge(settings: Settings) -> str:
@@ -130,6 +131,29 @@ def test_retryonce_is_deferred_then_delivered_exactly_once(stack: Settings) -> N
     assert totals["deferred"] == 1
     assert totals["delivered"] == 1
     assert len(maildir_messages(stack, recipient=recipient, campaign=campaign)) == 1
+
+
+def test_a_relay_lost_after_taking_the_content_is_retried_and_every_possible_duplicate_counted(
+    stack: Settings,
+) -> None:
+    # The sink stores hangup@ messages and drops the connection before answering: every attempt reaches
+    # the mailbox, and the sender cannot know. Each retry is counted as a possible duplicate; nobody is
+    # suppressed for it (our side's connection is no bounce of the recipient).
+    recipient = f"hangup-{unique('h')}@example.org"
+    campaign = unique("hangup")
+
+    def possible_duplicates() -> float:
+        text = httpx.get(f"http://127.0.0.1:{stack.worker_web_port}/metrics", timeout=10).text
+        return metric_value(text, 'mailpulse_worker_sends_total{outcome="possible_duplicate"}')
+
+    before = possible_duplicates()
+    assert post_campaign(stack, campaign, [recipient]).status_code == 202
+    totals = wait_until(lambda: (r := report(stack, campaign)) and r["failed"] == 1 and r, timeout=90, what="failed")
+    copies = maildir_messages(stack, recipient=recipient, campaign=campaign)
+    assert len(copies) == stack.max_send_attempts  # mailed on every attempt
+    assert totals["deferred"] == stack.max_send_attempts - 1 and totals["bounced_hard"] == 0
+    assert possible_duplicates() - before == stack.max_send_attempts
+    assert not suppression(stack, recipient)["suppressed"]
 
 
 def test_mail_carries_rfc8058_headers_and_working_links(stack: Settings) -> None:

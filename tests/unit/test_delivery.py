@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from processors.delivery import RetryPolicy, SmtpOutcome, backoff_delay, decide
+from processors.delivery import RetryPolicy, SmtpOutcome, backoff_delay, decide, lost_after_content
 from schemas.bounce_reasons import SmtpStage
 from schemas.events import Bounce, Deferred, Failed, SendRequest, Sent
 
@@ -83,3 +83,15 @@ def test_backoff_grows_exponentially_with_jitter_and_a_ceiling() -> None:
     for attempt, delay in enumerate(delays, start=1):
         ceiling = min(10.0, 2 ** (attempt - 1))
         assert ceiling / 2 <= delay <= ceiling
+
+
+def test_a_connection_lost_after_the_content_is_retried_as_a_possible_duplicate_and_never_a_bounce() -> None:
+    lost = lost_after_content("Connection lost")
+    first = decide(REQUEST, lost, NOW, POLICY)
+    assert isinstance(first.events[0], Deferred) and first.retry is not None and first.possible_duplicate
+    last = decide(msgspec.structs.replace(REQUEST, attempt=POLICY.max_attempts), lost, NOW, POLICY)
+    bounce = last.events[1]
+    assert isinstance(bounce, Bounce) and bounce.bounce_class == "block" and last.possible_duplicate
+    # A connection that failed before anything went out is no possible duplicate.
+    refused = decide(REQUEST, SmtpOutcome(0, "connection failed: refused", SmtpStage.CONNECT), NOW, POLICY)
+    assert refused.retry is not None and not refused.possible_duplicate
