@@ -15,7 +15,7 @@ import dkim
 from processors.delivery import SmtpOutcome, lost_after_content
 from processors.dkim_signing import DkimSigner
 from processors.render import RenderedMessage
-from processors.smtp_pipelining import PipelinedSession, unquotable
+from processors.smtp_pipelining import PipelinedSession, unquotable, without_smtputf8
 from schemas.bounce_reasons import SmtpStage
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,14 @@ class SmtpMailer:
     async def _send_alone(client: aiosmtplib.SMTP, envelope_from: str, recipient: str, data: bytes) -> SmtpOutcome:
         if isinstance(client, _ContentTracking):
             client.content_sent = False
+        options: list[str] = []
+        if not (envelope_from + recipient).isascii():
+            # aiosmtplib would refuse the address as unquotable, a "bad address" that is only our relay's.
+            if not client.supports_extension("smtputf8"):
+                return without_smtputf8()
+            options.append("SMTPUTF8")
         try:
-            _, reply = await client.sendmail(envelope_from, [recipient], data)
+            _, reply = await client.sendmail(envelope_from, [recipient], data, mail_options=options)
             return SmtpOutcome(250, reply, SmtpStage.DATA)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]

@@ -42,6 +42,12 @@ def _address(address: str, encoding: str) -> bytes:
     return quoted.encode(encoding)
 
 
+def without_smtputf8() -> SmtpOutcome:
+    """The answer for an internationalized address when the relay cannot carry it: our relay's limit,
+    refused as at MAIL FROM, so it never counts against the recipient."""
+    return SmtpOutcome(553, "5.6.7 the relay does not offer SMTPUTF8, which this address needs", SmtpStage.MAIL)
+
+
 def unquotable(exc: ValueError) -> SmtpOutcome:
     """The answer for an address SMTP cannot carry: permanent, as a relay would refuse its syntax."""
     return SmtpOutcome(553, f"5.1.3 {exc}", SmtpStage.RCPT)
@@ -181,7 +187,7 @@ class PipelinedSession:
         """
         utf8 = not (envelope_from + recipient).isascii()
         if utf8 and not self._utf8:
-            return SmtpOutcome(553, "5.6.7 the relay does not offer SMTPUTF8, which this address needs", SmtpStage.MAIL)
+            return without_smtputf8()
         encoding = "utf-8" if utf8 else "ascii"
         try:
             sender, rcpt = _address(envelope_from, encoding), _address(recipient, encoding)

@@ -340,3 +340,22 @@ def test_pipelined_transactions_run_inside_tls_after_auth(
     assert [o.code for o in outcomes] == [250, 550, 250], outcomes
     assert pipelined
     assert sorted(m["Delivered-To"] for m in stored(maildir)) == ["last@example.org", "reader@example.org"]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_an_internationalized_address_goes_where_the_relay_offers_smtputf8_and_is_never_a_bad_address(
+    maildir: Path, pipelining: bool
+) -> None:
+    from processors.delivery import verdict_of
+    from schemas.bounce_reasons import BounceClass
+
+    handler = MaildirHandler(maildir) if pipelining else OneAtATimeHandler(maildir)
+    for url in serve(handler, enable_SMTPUTF8=False):
+        outcomes, _ = send_all(SmtpMailer(url, pipelining=pipelining), ["jörg@bücher.example", "reader@example.org"])
+        assert outcomes[0].code == 553 and outcomes[0].stage == "mail", outcomes[0]
+        assert verdict_of(outcomes[0]).reason.bounce_class is BounceClass.BLOCK  # our relay's limit: nobody suppressed
+        assert outcomes[1].code == 250
+    for url in serve(handler, enable_SMTPUTF8=True):
+        outcomes, _ = send_all(SmtpMailer(url, pipelining=pipelining), ["jörg@bücher.example"])
+        assert outcomes[0].code == 250, outcomes[0]
+    assert sorted(m["Delivered-To"] for m in stored(maildir)) == ["jörg@bücher.example", "reader@example.org"]
