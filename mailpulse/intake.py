@@ -80,7 +80,7 @@ def ingest_mail(path: str, settings: Settings, say: Callable[[str], None]) -> in
     import asyncio
     import sys
 
-    from producers.bounce_intake import Keeper, ingest
+    from producers.bounce_intake import Attribution, Keeper, ingest
     from producers.publisher import PublishError
 
     try:
@@ -90,10 +90,12 @@ def ingest_mail(path: str, settings: Settings, say: Callable[[str], None]) -> in
     if not raw.strip():
         raise CliError("the message is empty", status=2)
     publisher = KafkaPublisher(settings)
-    keeper = Keeper(settings.var_dir / "bounces" / "unparsed")
+    keeper = Keeper.from_settings(settings)
     topics = Topics.for_prefix(settings.topic_prefix)
     try:
-        result = asyncio.run(ingest(raw, [], publisher, topics, keeper, settings.publish_timeout_seconds))
+        # The envelope recipient reaches a pipe as the report's Delivered-To or X-Original-To, read there.
+        attribution = Attribution.from_settings(settings)
+        result = asyncio.run(ingest(raw, [], publisher, topics, keeper, settings.publish_timeout_seconds, attribution))
     except PublishError as exc:
         raise CliError(f"Kafka did not acknowledge ({exc}); deliver again later", status=75) from None
     finally:
@@ -106,4 +108,9 @@ def ingest_mail(path: str, settings: Settings, say: Callable[[str], None]) -> in
         say(f"no bounce or complaint found ({result.report}); kept for inspection at {result.kept}")
     else:
         say(f"{result.report}: nothing to record")
+    if result.unattributed:
+        say(
+            f"{result.unattributed} of them name no message sent to that recipient: recorded, suppressing nobody"
+            " (MAILPULSE_TRUST_UNATTRIBUTED_BOUNCES)"
+        )
     return 0

@@ -8,7 +8,7 @@ import logging
 import uvicorn
 
 from producers.app import create_operator_app, create_public_app
-from producers.bounce_intake import BounceMailHandler, Keeper, start_receiver
+from producers.bounce_intake import Attribution, BounceMailHandler, Keeper, start_receiver
 from producers.metrics import EdgeMetrics
 from producers.publisher import KafkaPublisher
 from schemas.settings import Settings
@@ -55,10 +55,13 @@ def serve_edge(settings: Settings) -> None:
         handler = BounceMailHandler(
             KafkaPublisher(settings),
             Topics.for_prefix(settings.topic_prefix),
-            Keeper(settings.var_dir / "bounces" / "unparsed"),
+            Keeper.from_settings(settings),
             settings.publish_timeout_seconds,
+            Attribution.from_settings(settings),
+            settings.bounce_domain,
+            metrics,
         )
-        receiver = start_receiver(handler, settings.edge_host, settings.bounce_smtp_port)
+        receiver = start_receiver(handler, settings.edge_host, settings.bounce_smtp_port, settings.bounce_max_bytes)
         log.info("bounce-mail receiver on %s:%d", settings.edge_host, settings.bounce_smtp_port)
 
     async def serve_all() -> None:

@@ -107,7 +107,11 @@ def create_app(settings: Settings) -> faust.App:
     # Per campaign (on the campaign's partition): every source partition's counts, and per campaign-hour.
     campaign_totals = table("campaign-totals")
 
-    policy = Policy(settings.soft_bounce_threshold, timedelta(days=settings.soft_bounce_window_days))
+    policy = Policy(
+        settings.soft_bounce_threshold,
+        timedelta(days=settings.soft_bounce_window_days),
+        trust_unattributed=settings.trust_unattributed_bounces,
+    )
     alert_policy = eng.AlertPolicy(
         settings.complaint_warning_rate, settings.complaint_critical_rate, settings.complaint_alert_min_delivered
     )

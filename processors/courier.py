@@ -39,6 +39,7 @@ from processors.delivery import SmtpOutcome
 from processors.dkim_signing import DkimSigner
 from processors.mailer import Mailer, SmtpMailer
 from processors.render import RenderContext, RenderedMessage, RenderError, render_message
+from schemas.attribution import BounceAddresses
 from schemas.bounce_reasons import SmtpStage
 from schemas.events import SendRequest, utcnow
 from schemas.settings import Settings
@@ -96,6 +97,7 @@ def render_context(settings: Settings) -> RenderContext:
         public_base_url=settings.public_base_url,
         unsubscribe_mailto=settings.unsubscribe_mailto,
         bounce_domain=settings.bounce_domain,
+        bounce_addresses=BounceAddresses(settings.secret_keys),
     )
 
 

@@ -26,7 +26,7 @@ from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 
-from schemas.attribution import CAMPAIGN_HEADER, MESSAGE_HEADER, verp_address
+from schemas.attribution import CAMPAIGN_HEADER, MESSAGE_HEADER, BounceAddresses
 from schemas.events import SendRequest, TrackingMode
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 
@@ -41,6 +41,7 @@ class RenderContext:
     public_base_url: str
     unsubscribe_mailto: str
     bounce_domain: str
+    bounce_addresses: BounceAddresses
 
 
 class RenderError(ValueError):
@@ -140,7 +141,7 @@ def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
         body_html = _with_unsubscribe(body_html, unsubscribe_url, is_html=True)
 
     from_header, domain = _sender(request.from_address)
-    envelope_from = verp_address(request.message_id, ctx.bounce_domain)
+    envelope_from = ctx.bounce_addresses.address(request.message_id, request.recipient, ctx.bounce_domain)
     # The VERP address is the envelope sender; the receiving server records it as Return-Path.
     boundary = f"=_mp_{request.message_id}_{request.attempt}"  # "=_" never occurs in quoted-printable
     headers = [

@@ -61,6 +61,9 @@ class SuppressionEntry(msgspec.Struct, frozen=True, kw_only=True):
 class Policy:
     soft_bounce_threshold: int = 3
     soft_bounce_window: timedelta = timedelta(days=7)
+    # Bounce and complaint reports by mail that name no message we sent to that recipient: anyone can
+    # write one, so they suppress nobody unless the operator says otherwise.
+    trust_unattributed: bool = False
 
 
 EMPTY = SuppressionEntry()
@@ -141,6 +144,8 @@ def apply_event(entry: SuppressionEntry, event: AnyEvent, policy: Policy) -> Sup
         return _add_reason(entry, Reason.MANUAL, event)
     if isinstance(event, Unsubscribe):
         return _add_reason(entry, Reason.UNSUBSCRIBED, event)
+    if isinstance(event, Complaint | Bounce) and not (event.attributed or policy.trust_unattributed):
+        return entry
     if isinstance(event, Complaint):
         return _add_reason(entry, Reason.COMPLAINT, event)
     if isinstance(event, Bounce):

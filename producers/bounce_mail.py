@@ -25,8 +25,9 @@ from flufl.bounce import all_failures
 from schemas.attribution import (
     CAMPAIGN_HEADER,
     MESSAGE_HEADER,
+    VerpMark,
     message_id_from_header,
-    message_id_from_verp,
+    verp_mark,
 )
 from schemas.bounce_reasons import BounceClass, BounceReason, SmtpStage, Verdict, classify
 
@@ -69,6 +70,10 @@ class ParsedMail:
     campaign_id: str | None = None
     # What identifies this report, the same on every redelivery of it: its Message-ID, else its bytes.
     report_id: str = ""
+    # What may prove the report is about a message we sent (checked in producers.bounce_intake): the
+    # bounce addresses it was sent to or quotes, and the unsubscribe tokens of the returned message.
+    marks: list[VerpMark] = field(default_factory=list)
+    unsubscribe_tokens: list[str] = field(default_factory=list)
 
     @property
     def is_bounce(self) -> bool:
@@ -246,8 +251,12 @@ def _read(raw: bytes) -> _View:
 
 
 _ORIGINAL_FIELDS = re.compile(
-    rf"^({CAMPAIGN_HEADER}|{MESSAGE_HEADER}|Message-ID|To):[ \t]*(.*(?:\r?\n[ \t]+.*)*)", re.I | re.M
+    rf"^({CAMPAIGN_HEADER}|{MESSAGE_HEADER}|Message-ID|To|Return-Path|List-Unsubscribe):[ \t]*(.*(?:\r?\n[ \t]+.*)*)",
+    re.I | re.M,
 )
+# The token of our one-click unsubscribe link (schemas.tokens: url-safe base64, unpadded).
+_UNSUBSCRIBE_TOKEN = re.compile(r"/u/([A-Za-z0-9_-]{40,4096})")
+_ANY_VERP = re.compile(r"\bbounces\+[0-9a-f]{32}(?:\.[0-9a-f]{20})?@", re.I)
 
 
 def _original_headers(mail: _View) -> dict[str, str] | None:
@@ -265,10 +274,15 @@ def _original_headers(mail: _View) -> dict[str, str] | None:
 
 def _attribute(parsed: ParsedMail, mail: _View, envelope_to: list[str]) -> None:
     for address in [*envelope_to, *mail.headers("Delivered-To"), *mail.headers("X-Original-To"), mail.header("To")]:
-        found = message_id_from_verp(str(address))
-        if found:
-            parsed.message_id = found
-            break
+        mark = verp_mark(str(address))
+        if mark is not None:
+            parsed.marks.append(mark)
+    feedback = mail.part_text("message/feedback-report")
+    if feedback is not None:
+        # ARF (RFC 5965): Original-Mail-From is our envelope sender, the bounce address.
+        parsed.marks += [m for a in _ANY_VERP.findall(feedback) if (m := verp_mark(a)) is not None][:4]
+    if parsed.marks:
+        parsed.message_id = parsed.marks[0].message_id
     original = _original_headers(mail)
     if original is not None:
         parsed.campaign_id = original.get(CAMPAIGN_HEADER.lower(), "").strip() or None
@@ -277,13 +291,22 @@ def _attribute(parsed: ParsedMail, mail: _View, envelope_to: list[str]) -> None:
             or (original.get(MESSAGE_HEADER.lower(), "").strip() or None)
             or (message_id_from_header(original.get("message-id", "")))
         )
-    if parsed.message_id is None or parsed.campaign_id is None:
+        # The receiving server wrote our envelope sender as the Return-Path of what it returns or reports.
+        returned = verp_mark(original.get("return-path", ""))
+        if returned is not None:
+            parsed.marks.append(returned)
+        parsed.unsubscribe_tokens += _UNSUBSCRIBE_TOKEN.findall(original.get("list-unsubscribe", ""))
+    if parsed.message_id is None or parsed.campaign_id is None or not (parsed.marks or parsed.unsubscribe_tokens):
         # Non-standard bounces quote the original message as text; our marker headers are in it.
         text = mail.text
         quoted = _QUOTED_MESSAGE.search(text)
         parsed.message_id = parsed.message_id or (quoted.group(1).lower() if quoted else None)
         campaign = _QUOTED_CAMPAIGN.search(text)
         parsed.campaign_id = parsed.campaign_id or (campaign.group(1) if campaign else None)
+        if not parsed.marks:
+            parsed.marks += [m for a in _ANY_VERP.findall(text) if (m := verp_mark(a)) is not None][:4]
+        if not parsed.unsubscribe_tokens:
+            parsed.unsubscribe_tokens += _UNSUBSCRIBE_TOKEN.findall(text)[:4]
 
 
 def _stage_near(text: str, recipient: str | None) -> SmtpStage:

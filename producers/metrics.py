@@ -68,6 +68,7 @@ class EdgeMetrics:
     published: Counter
     rejected_tokens: Counter
     publish_failures: Counter
+    bounce_mail: Counter
 
     @classmethod
     def create(cls) -> EdgeMetrics:
@@ -83,6 +84,12 @@ class EdgeMetrics:
             ),
             publish_failures=Counter(
                 "mailpulse_edge_publish_failures", "Records Kafka did not acknowledge", registry=registry
+            ),
+            bounce_mail=Counter(
+                "mailpulse_edge_bounce_mail",
+                "Bounce-mail receiver: reports recorded, unattributed, kept or not kept, mail refused, retries asked",
+                ["outcome"],
+                registry=registry,
             ),
         )
 

@@ -124,6 +124,9 @@ class Bounce(Event, frozen=True, kw_only=True, tag="bounce"):
     source: str = "smtp"
     # gmail, outlook, yahoo, icloud or other (schemas.providers): reports group by it without addresses.
     mailbox_provider: str = ""
+    # False for a report by mail that could not be tied to a message we sent to this recipient
+    # (schemas.attribution): recorded, and it suppresses nobody unless the operator trusts such reports.
+    attributed: bool = True
 
 
 def bounce_of(verdict: Verdict, diagnostic: str, source: str, **common: Any) -> Bounce:
@@ -143,6 +146,7 @@ def bounce_of(verdict: Verdict, diagnostic: str, source: str, **common: Any) -> 
 class Complaint(Event, frozen=True, kw_only=True, tag="complaint"):
     feedback_type: str = "abuse"
     source: str = "arf"
+    attributed: bool = True  # as Bounce.attributed
 
 
 class SendSkipped(Event, frozen=True, kw_only=True, tag="send.skipped"):

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 class Purpose(enum.StrEnum):
     LINK_TOKENS = "mailpulse/link-tokens/v1"
     WORKER_FORWARDING = "mailpulse/worker-forwarding/v1"
+    BOUNCE_ADDRESS = "mailpulse/bounce-address/v1"
 
 
 @functools.lru_cache(maxsize=64)

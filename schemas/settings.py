@@ -129,6 +129,10 @@ class Settings:
     dkim_domain: str = ""
     dkim_private_key_file: str = ""
     bounce_smtp_port: int = 2526
+    trust_unattributed_bounces: bool = False
+    bounce_max_bytes: int = 10 * 1024 * 1024
+    bounce_keep_per_hour: int = 100
+    bounce_keep_max_mb: int = 100
     sns_topic_arns: tuple[str, ...] = ()
     sendgrid_public_key: str = ""
     mailgun_signing_key: str = ""
@@ -212,6 +216,10 @@ class Settings:
             dkim_domain=env.get("MAILPULSE_DKIM_DOMAIN", "").strip(),
             dkim_private_key_file=env.get("MAILPULSE_DKIM_PRIVATE_KEY_FILE", "").strip(),
             bounce_smtp_port=_int(env, "MAILPULSE_BOUNCE_SMTP_PORT", 2526, 0),
+            trust_unattributed_bounces=_bool(env, "MAILPULSE_TRUST_UNATTRIBUTED_BOUNCES", False),
+            bounce_max_bytes=_int(env, "MAILPULSE_BOUNCE_MAX_BYTES", 10 * 1024 * 1024, 1024),
+            bounce_keep_per_hour=_int(env, "MAILPULSE_BOUNCE_KEEP_PER_HOUR", 100),
+            bounce_keep_max_mb=_int(env, "MAILPULSE_BOUNCE_KEEP_MAX_MB", 100),
             sns_topic_arns=_list(env, "MAILPULSE_SNS_TOPIC_ARNS"),
             sendgrid_public_key=env.get("MAILPULSE_SENDGRID_PUBLIC_KEY", "").strip(),
             mailgun_signing_key=env.get("MAILPULSE_MAILGUN_SIGNING_KEY", "").strip(),

@@ -7,7 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from sinks.migrations import m0001_events, m0002_suppression_changes, m0003_hourly_rollup, m0004_bounce_reasons
+from sinks.migrations import (
+    m0001_events,
+    m0002_suppression_changes,
+    m0003_hourly_rollup,
+    m0004_bounce_reasons,
+    m0005_attribution,
+)
 from sinks.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _from(2, m0002_suppression_changes),
     _from(3, m0003_hourly_rollup),
     _from(4, m0004_bounce_reasons),
+    _from(5, m0005_attribution),
 )
 
 _LEDGER = """CREATE TABLE IF NOT EXISTS mailpulse_migrations (

@@ -36,6 +36,7 @@ COLUMNS: tuple[str, ...] = (
     "reason",
     "feedback_type",
     "mailbox_provider",
+    "attributed",
     "schema_version",
     "kafka_partition",
     "kafka_offset",
@@ -64,6 +65,7 @@ KIND_DEFAULTS: dict[str, Any] = {
     "reason": "",
     "feedback_type": "",
     "mailbox_provider": "",
+    "attributed": True,
 }
 
 

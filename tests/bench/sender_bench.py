@@ -18,6 +18,7 @@ import aiosmtplib
 from confluent_kafka import Producer
 
 from processors.render import RenderContext, render_message
+from schemas.attribution import BounceAddresses
 from schemas.codec import encode
 from schemas.events import SendRequest, SuppressionAdded, Unsubscribe, UnsubscribeScope, message_id_for, utcnow
 from schemas.kafka_config import producer_config
@@ -79,7 +80,13 @@ def requests(campaign: str, count: int) -> list[SendRequest]:
 
 def bare_loop(settings: Settings, batch: list[SendRequest], connections: int) -> float:
     """aiosmtplib alone: the same rendered messages over ``connections`` reused connections."""
-    ctx = RenderContext(TokenCodec(settings.secret_keys), settings.public_base_url, "u@example.com", "b.example.com")
+    ctx = RenderContext(
+        TokenCodec(settings.secret_keys),
+        settings.public_base_url,
+        "u@example.com",
+        "b.example.com",
+        BounceAddresses(settings.secret_keys),
+    )
     rendered = [render_message(r, ctx) for r in batch]
 
     async def run() -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.bounce_mail import RecordKind, parse_mail
+from schemas.attribution import BounceAddresses
 from schemas.bounce_reasons import BounceReason
 from schemas.codec import decode_block_alert
 from schemas.events import AnyEvent, Bounce, Deferred
@@ -31,16 +32,20 @@ def crlf(data: bytes) -> bytes:
 def test_the_bounce_corpus_suppresses_exactly_the_failed_addresses(stack: Settings) -> None:
     run = unique("c").replace("-", "")
     labelled: dict[str, str] = {}  # this run's address -> the reason it is labelled with
+    addresses = BounceAddresses(stack.secret_keys)
     with smtplib.SMTP("127.0.0.1", stack.bounce_smtp_port, timeout=30) as smtp:
         for index, (name, expected) in enumerate(sorted(EXPECTED.items())):
             raw = (FIXTURES / "bounces" / name).read_bytes()
+            address = "nobody@example.org"
             for record in expected["records"]:
                 local, _, domain = record["recipient"].partition("@")
                 address = f"{local}+{run}{index}@{domain}"
                 raw = raw.replace(record["recipient"].encode(), address.encode())
                 if record["reason"] != "delayed":
                     labelled[address] = record["reason"]
-            smtp.sendmail("", [f"bounces+{expected['message_id']}@bounces.example.com"], crlf(raw))
+            # As the receiving MTAs return it: to the bounce address the sender made for that recipient.
+            message = expected["message_id"] or "0" * 32
+            smtp.sendmail("", [addresses.address(message, address, stack.bounce_domain)], crlf(raw))
     should = {a for a, reason in labelled.items() if reason in SUPPRESSING}
     should_not = set(labelled) - should
 

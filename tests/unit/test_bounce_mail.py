@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from producers.bounce_intake import events_from_mail
+from producers.bounce_intake import Attribution, events_from_mail
 from producers.bounce_mail import RecordKind, Report, parse_mail
 from schemas.events import Bounce, Deferred, utcnow
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
 EXPECTED = json.loads((SAMPLES / "expected.json").read_text())
+ATTRIBUTION = Attribution(["k"])
 
 
 def labels(name: str) -> list[dict[str, str | None]]:
@@ -56,18 +57,18 @@ def test_envelope_recipient_attributes_a_bounce_without_headers() -> None:
 
 def test_a_redelivered_report_is_the_same_event() -> None:
     raw = (SAMPLES / "postfix_gmail_01.eml").read_bytes()
-    first, again = (events_from_mail(parse_mail(raw), utcnow()) for _ in range(2))
+    first, again = (events_from_mail(parse_mail(raw), utcnow(), ATTRIBUTION) for _ in range(2))
     assert [e.event_id for e in first] == [e.event_id for e in again] and len(first) == 1
     other = (SAMPLES / "postfix_gmail_02.eml").read_bytes()
-    assert events_from_mail(parse_mail(other), utcnow())[0].event_id != first[0].event_id
+    assert events_from_mail(parse_mail(other), utcnow(), ATTRIBUTION)[0].event_id != first[0].event_id
 
 
 def test_events_carry_reason_class_and_provider() -> None:
-    (bounce,) = events_from_mail(parse_mail((SAMPLES / "postfix_office365_02.eml").read_bytes()), utcnow())
+    (bounce,) = events_from_mail(parse_mail((SAMPLES / "postfix_office365_02.eml").read_bytes()), utcnow(), ATTRIBUTION)
     assert isinstance(bounce, Bounce) and (bounce.reason, bounce.bounce_class) == ("blocked", "block")
-    (delay,) = events_from_mail(parse_mail((SAMPLES / "postfix_delay_01.eml").read_bytes()), utcnow())
+    (delay,) = events_from_mail(parse_mail((SAMPLES / "postfix_delay_01.eml").read_bytes()), utcnow(), ATTRIBUTION)
     assert isinstance(delay, Deferred) and delay.reason == "network_error"
-    (gmail,) = events_from_mail(parse_mail((SAMPLES / "postfix_gmail_01.eml").read_bytes()), utcnow())
+    (gmail,) = events_from_mail(parse_mail((SAMPLES / "postfix_gmail_01.eml").read_bytes()), utcnow(), ATTRIBUTION)
     assert isinstance(gmail, Bounce) and gmail.mailbox_provider == "gmail" and gmail.bounce_class == "hard"
 
 

@@ -8,6 +8,7 @@ import dkim
 
 from processors.dkim_signing import DkimSigner
 from processors.render import RenderContext, render_message
+from schemas.attribution import BounceAddresses
 from schemas.events import SendRequest
 from schemas.tokens import TokenCodec
 from tests.support.webhook_signing import dkim_keys
@@ -27,7 +28,10 @@ def test_signed_message_verifies_and_covers_the_unsubscribe_headers() -> None:
         enqueued_at=datetime(2026, 11, 26, tzinfo=UTC),
     )
     rendered = render_message(
-        request, RenderContext(TokenCodec(["k"]), "https://t.example", "u@example.com", "bounces.example.com")
+        request,
+        RenderContext(
+            TokenCodec(["k"]), "https://t.example", "u@example.com", "bounces.example.com", BounceAddresses(["k"])
+        ),
     )
     signer = DkimSigner("s2026", "example.com", private)
     signed = signer.sign(rendered.data)

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from datetime import UTC, datetime
 
 import msgspec
 
 from processors.render import RenderContext, render_message
+from schemas.attribution import BounceAddresses, verp_mark
 from schemas.events import SendRequest, TrackingMode
 from schemas.tokens import LinkKind, TokenCodec
 
 CODEC = TokenCodec(["k"])
-CTX = RenderContext(CODEC, "https://t.example.net", "unsub@example.com", "bounces.example.com")
+CTX = RenderContext(CODEC, "https://t.example.net", "unsub@example.com", "bounces.example.com", BounceAddresses(["k"]))
 REQUEST = SendRequest(
     message_id="0123456789abcdef0123456789abcdef",
     campaign_id="autumn",
@@ -37,7 +39,14 @@ def test_headers_required_by_rfc8058_and_bulk_sender_rules() -> None:
     assert https_link.startswith("https://t.example.net/u/") and mailto.startswith("mailto:unsub@example.com")
     claims = CODEC.read(https_link.rsplit("/", 1)[1], LinkKind.UNSUBSCRIBE)
     assert claims.recipient == "reader@example.org" and claims.list_id == "news"
-    assert render_message(REQUEST, CTX).envelope_from == "bounces+0123456789abcdef0123456789abcdef@bounces.example.com"
+    envelope_from = render_message(REQUEST, CTX).envelope_from
+    # The bounce address names the message and carries a mac of it and its recipient (no address).
+    assert re.fullmatch(r"bounces\+0123456789abcdef0123456789abcdef\.[0-9a-f]{20}@bounces\.example\.com", envelope_from)
+    assert len(envelope_from.split("@")[0]) <= 64 and REQUEST.recipient not in envelope_from
+    mark = verp_mark(envelope_from)
+    assert mark is not None and BounceAddresses(["k"]).verifies(mark, REQUEST.recipient.upper())
+    assert not BounceAddresses(["k"]).verifies(mark, "someone.else@example.org")
+    assert not BounceAddresses(["other"]).verifies(mark, REQUEST.recipient)
     assert msg["Return-Path"] is None  # the receiving server adds it from the envelope
     assert msg["Message-ID"].endswith("@example.com>")
     assert msg.get_content_type() == "multipart/alternative"

@@ -119,3 +119,15 @@ def test_removing_one_list_keeps_global_reasons() -> None:
     entry = run([unsub, complaint, manual(SuppressionRemoved, T0 + timedelta(hours=1), list_id="news")])
     assert suppression_reasons(entry, "news") == ["complaint"]
     assert entry.lists == ()
+
+
+def test_unattributed_reports_suppress_nobody_unless_the_operator_trusts_them() -> None:
+    forged = [
+        Bounce(**common(), bounce_class=BounceClass.HARD, status="5.1.1", attributed=False),  # type: ignore[arg-type]
+        Complaint(**common(), attributed=False),  # type: ignore[arg-type]
+    ]
+    for event in forged:
+        assert apply_event(EMPTY, event, POLICY) is EMPTY
+    trusting = Policy(soft_bounce_threshold=3, soft_bounce_window=timedelta(days=7), trust_unattributed=True)
+    assert suppression_reasons(apply_event(EMPTY, forged[0], trusting)) == [Reason.HARD_BOUNCE]
+    assert suppression_reasons(apply_event(EMPTY, forged[1], trusting)) == [Reason.COMPLAINT]
