@@ -40,7 +40,14 @@ from processors.output import Output
 from processors.partition_feed import FeedMessage, FeedRecord, Handler, PartitionFeed, ResumeFrom
 from processors.ratelimit import DomainLimits, RateLimiter, recipient_domain
 from processors.routing import partition_for
-from processors.suppression import Policy, apply_event, decode_entry, encode_entry, suppression_reasons
+from processors.suppression import (
+    Policy,
+    SuppressionEntry,
+    apply_event,
+    decode_entry,
+    encode_entry,
+    suppression_reasons,
+)
 from processors.views import register_views
 from schemas.codec import DecodeError, decode_campaign_partial, decode_event, decode_send_request, encode
 from schemas.events import (
@@ -147,22 +154,32 @@ def create_app(settings: Settings) -> faust.App:
         before = decode_entry(output.read(suppression, address, source))
         after = apply_event(before, event, policy)
         if after is before:
-            return None
+            # Applied before (a batch read again): its audit record is made again, since it may be the
+            # record Kafka refused; the audit topic and history table keep one per change.
+            return audit(address, before, event) if before.changed_by == event.event_id else None
+        changed = suppression_reasons(after) != suppression_reasons(before)
+        if changed:
+            after = msgspec.structs.replace(after, changed_by=event.event_id)
         output.write(suppression, address, encode_entry(after).decode(), source)
-        reasons = suppression_reasons(after)
-        if reasons == suppression_reasons(before):
+        if not changed:
             return None
+        reasons = suppression_reasons(after)
         # Debug: at campaign volume one line per change drowns the log; the audit topic and the metric keep them.
         log.debug("suppression changed for a recipient: %s", ",".join(reasons) or "cleared")
         metrics.suppression_changes.labels("suppressed" if reasons else "cleared").inc()
+        return audit(address, after, event)
+
+    def audit(address: str, entry: SuppressionEntry, event: AnyEvent) -> SuppressionChange:
+        reasons = suppression_reasons(entry)
         return SuppressionChange(
             recipient=address,
             suppressed=bool(reasons),
             reasons=reasons,
-            lists=list(after.lists),
-            since=after.since,
+            lists=list(entry.lists),
+            since=entry.since,
             caused_by=event.event_id,
-            changed_at=utcnow(),
+            # The event's time, not ours: the same change made again is the same record.
+            changed_at=event.occurred_at,
         )
 
     class EngagementBatch:
@@ -278,8 +295,8 @@ def create_app(settings: Settings) -> faust.App:
     def in_order(topic: str, table: Any, mark_prefix: str, apply: Apply) -> tuple[Handler, ResumeFrom]:
         """A feed handler applying ``topic``'s batches to ``table``, and where each partition resumes.
 
-        The table marks, per source partition, the next offset it expects: written after the batch's
-        other writes, into the same changelog partition, so the mark is durable exactly when they are,
+        The table marks, per source partition, the next offset it expects: written once every other
+        record of the batch is acknowledged, so a durable mark stands only for what is durable,
         and a worker taking the partition reads on from there (no committed offset can promise that).
         """
 
@@ -291,10 +308,15 @@ def create_app(settings: Settings) -> faust.App:
         async def handle(feed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
             since = output.begin()
             apply(records)
+            # Every record of the batch (each table's changelog, the audit and output topics) is
+            # acknowledged before its mark is written: a mark durable beside a refused record would
+            # let a restarted worker resume past what that record stood for (an unsubscribe, say).
+            await output.flush(since)
+            since = output.begin()
             last = {record.message.partition: record for record in records}
             for partition, record in last.items():
                 output.write(table, f"{mark_prefix}{partition}", str(record.message.offset + 1), record)
-            await output.flush(since)  # acknowledged, marks included, before the next batch
+            await output.flush(since)  # the marks acknowledged before the next batch
             return {partition: record.message.offset + 1 for partition, record in last.items()}
 
         return handle, resume_from

@@ -51,6 +51,9 @@ class SuppressionEntry(msgspec.Struct, frozen=True, kw_only=True):
     soft_bounces: tuple[tuple[str, datetime], ...] = ()
     # Scope ("*" for everything, else a list id) -> when an operator lifted it: older events are spent.
     cleared: dict[str, datetime] = msgspec.field(default_factory=dict)
+    # The event whose change of reasons is the latest: applied again, it makes its audit record again
+    # (that record may be the one Kafka refused when the change itself was kept).
+    changed_by: str = ""
 
     @property
     def is_empty(self) -> bool:

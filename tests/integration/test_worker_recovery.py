@@ -168,3 +168,83 @@ def test_a_second_worker_takes_over_partitions_and_totals_stay_right(isolated: t
     assert_state_matches_the_model(settings, b, events)
     shares = [int(w.get("/healthz").json()["partitions"]) for w in (a, b)]
     assert all(share > 0 for share in shares)  # both really hold partitions
+
+
+def _limit_record_size(settings: Settings, topic: str, max_bytes: int | None) -> None:
+    """Make the broker refuse every record of ``topic`` (MESSAGE_TOO_LARGE), or take them again (None)."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    entry = (
+        ConfigEntry("max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET)
+        if max_bytes is not None
+        else ConfigEntry("max.message.bytes", "", incremental_operation=AlterConfigOpType.DELETE)
+    )
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
+def _audited(settings: Settings, address: str) -> list[Any]:
+    from schemas.codec import decode_suppression_change
+
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap_servers, "group.id": unique("audit"), "auto.offset.reset": "earliest"}
+    )
+    topic = Topics.for_prefix(settings.topic_prefix).suppression
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+    found, deadline = [], time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for message in consumer.consume(500, timeout=0.5):
+            if message.error() is None and message.key() == address.encode():
+                found.append(decode_suppression_change(message.value() or b""))
+    consumer.close()
+    return found
+
+
+@pytest.mark.parametrize("refusing", ["suppression changelog", "audit topic"])
+def test_a_suppression_record_kafka_refused_is_applied_and_audited_after_a_restart(
+    isolated: tuple[Settings, Any], refusing: str
+) -> None:
+    """Issue 20 item 4: the events mark was acknowledged beside a refused suppression record, so a
+    restarted worker resumed past the unsubscribe (never applied), or found the change in its state
+    and never made the audit record again."""
+    from datetime import UTC, datetime
+
+    from schemas.events import Unsubscribe, UnsubscribeScope, new_event_id
+
+    settings, worker = isolated
+    names = Topics.for_prefix(settings.topic_prefix)
+    topic = names.suppression_changelog if refusing == "suppression changelog" else names.suppression
+    address = f"{unique('refused')}@example.org"
+    first = worker("w1", 16175)
+    wait_until(first.ready, timeout=90, what="worker ready")
+    _limit_record_size(settings, topic, 64)
+    try:
+        event = Unsubscribe(
+            event_id=new_event_id(),
+            occurred_at=datetime.now(UTC),
+            campaign_id="launch",
+            message_id="m-refused",
+            recipient=address,
+            list_id="news",
+            scope=UnsubscribeScope.ALL,
+        )
+        publish_events(settings, [event])
+        # Applied, refused by the broker, read again and refused again: the worker is stuck on it.
+        wait_until(lambda: first.events_read() >= 2, timeout=60, what="the batch applied and refused")
+        time.sleep(1.0)
+        first.kill()
+    finally:
+        _limit_record_size(settings, topic, None)
+    restarted = worker("w1", 16175)
+    wait_until(restarted.ready, timeout=90, what="worker ready after the restart")
+
+    def suppressed() -> bool:
+        answer = restarted.get(f"/suppression/{address}")
+        return answer is not None and answer.status_code == 200 and answer.json()["reasons"] == ["unsubscribed"]
+
+    wait_until(suppressed, timeout=60, what="the unsubscribe applied after the restart")
+    changes = wait_until(lambda: _audited(settings, address), timeout=30, what="its audit record")
+    assert any(change.suppressed and change.caused_by == event.event_id for change in changes)
