@@ -156,7 +156,7 @@ def _kafka_publisher(settings: Settings, metrics: EdgeMetrics) -> Publisher:
         if not ok:
             metrics.publish_failures.inc()
 
-    return KafkaPublisher(settings, on_delivery)
+    return KafkaPublisher(settings, on_delivery, on_shed=metrics.shed.inc, shed_when_full=True)
 
 
 def _build(

@@ -69,6 +69,7 @@ class EdgeMetrics:
     rejected_tokens: Counter
     publish_failures: Counter
     bounce_mail: Counter
+    shed: Counter
 
     @classmethod
     def create(cls) -> EdgeMetrics:
@@ -84,6 +85,11 @@ class EdgeMetrics:
             ),
             publish_failures=Counter(
                 "mailpulse_edge_publish_failures", "Records Kafka did not acknowledge", registry=registry
+            ),
+            shed=Counter(
+                "mailpulse_edge_events_shed",
+                "Fire-and-forget events dropped because the queue to Kafka was full (broker unreachable)",
+                registry=registry,
             ),
             bounce_mail=Counter(
                 "mailpulse_edge_bounce_mail",
@@ -115,4 +121,12 @@ class _PixelCollector(Collector):
         published.add_metric([], values["published"])
         refused = CounterMetricFamily("mailpulse_edge_pixel_tokens_refused", "Authentic tokens of another link kind")
         refused.add_metric([], values["refused"])
-        return [published, refused]
+        shed = CounterMetricFamily(
+            "mailpulse_edge_pixel_opens_shed", "Opens dropped: the helper or its queue to Kafka was full"
+        )
+        shed.add_metric([], values["shed"])
+        lost = CounterMetricFamily(
+            "mailpulse_edge_pixel_opens_lost", "Opens Kafka did not acknowledge within the delivery timeout"
+        )
+        lost.add_metric([], values["lost"])
+        return [published, refused, shed, lost]

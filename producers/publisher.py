@@ -3,6 +3,12 @@
 ``publish`` is fire-and-forget (the pixel never waits); ``publish_confirmed``
 resolves only once the broker acknowledged the record with ``acks=all`` and
 raises :class:`PublishError` when it cannot within the timeout.
+
+Neither ever blocks an event loop. When librdkafka's bounded queue is full (the
+broker has been unreachable for a while), ``publish_confirmed`` raises at once
+(the client is told 503 and retries) and ``publish`` on an edge sheds the record
+and counts it (``on_shed``); a command-line publisher (``shed_when_full=False``)
+waits for room instead, since nothing else runs on its thread.
 """
 
 from __future__ import annotations
@@ -39,21 +45,36 @@ class Publisher(Protocol):
 
 
 DeliveryHook = Callable[[bool], None]
+ShedHook = Callable[[], None]
 
 
 class KafkaPublisher:
-    def __init__(self, settings: Settings, on_delivery: DeliveryHook | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_delivery: DeliveryHook | None = None,
+        on_shed: ShedHook | None = None,
+        shed_when_full: bool = False,
+    ) -> None:
         # Two clients: fire-and-forget records report back only on failure (a callback per pixel
         # costs GIL time under load); confirmed records report every outcome to their caller.
         # Their requests were answered already, so fire-and-forget records can wait to fill larger
         # batches: fewer produce requests cost the broker (on the same small machine) less per event.
+        bounds = {
+            "queue.buffering.max.messages": settings.edge_queue_max_messages,
+            "message.timeout.ms": int(settings.edge_delivery_timeout_seconds * 1000),
+        }
         self._fast = Producer(
             producer_config(
-                settings, **{"delivery.report.only.error": True, "on_delivery": self._report, "linger.ms": 20}
+                settings,
+                **{"delivery.report.only.error": True, "on_delivery": self._report, "linger.ms": 20, **bounds},
             )
         )
-        self._producer = Producer(producer_config(settings))
+        self._producer = Producer(producer_config(settings, **bounds))
         self._on_delivery = on_delivery or (lambda ok: None)
+        self._on_shed = on_shed or (lambda: None)
+        self._shed_when_full = shed_when_full
+        self._last_shed_log = 0.0
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
@@ -71,22 +92,32 @@ class KafkaPublisher:
     @staticmethod
     def _produce(
         producer: Producer, topic: str, key: bytes, value: bytes, on_delivery: Callable[[Any, Any], None] | None = None
-    ) -> None:
-        while True:
-            try:
-                if on_delivery is None:
-                    producer.produce(topic, value=value, key=key)
-                else:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                return
-            except BufferError:
-                # Local queue full: wait for deliveries instead of dropping the event.
-                producer.poll(0.05)
+    ) -> bool:
+        """Hand the record to librdkafka; False when its queue is full."""
+        try:
+            if on_delivery is None:
+                producer.produce(topic, value=value, key=key)
+            else:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        except BufferError:
+            return False
+        return True
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
         # No per-record callback: failures still reach _report through the producer-wide one
         # (delivery.report.only.error), and a callback per pixel costs GIL time under load.
-        self._produce(self._fast, topic, key, value)
+        while not self._produce(self._fast, topic, key, value):
+            if self._shed_when_full:
+                self._shed(topic)
+                return
+            self._fast.poll(0.05)  # a command's own thread: wait for deliveries instead of dropping
+
+    def _shed(self, topic: str) -> None:
+        self._on_shed()
+        now = time.monotonic()
+        if now - self._last_shed_log > 5.0:  # one line every few seconds, not one per request
+            self._last_shed_log = now
+            log.error("the queue to Kafka is full (broker unreachable?): shedding events for %s", topic)
 
     async def publish_confirmed(self, topic: str, key: bytes, value: bytes, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -105,7 +136,9 @@ class KafkaPublisher:
 
             loop.call_soon_threadsafe(resolve)
 
-        self._produce(self._producer, topic, key, value, on_delivery=settle)
+        if not self._produce(self._producer, topic, key, value, on_delivery=settle):
+            # Never wait on the event loop for room: the client is told to retry.
+            raise PublishError("the queue to Kafka is full (broker unreachable?)")
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

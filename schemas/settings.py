@@ -125,6 +125,8 @@ class Settings:
     pixel_offload: bool = True
     max_body_bytes: int = 64 * 1024
     publish_timeout_seconds: float = 5.0
+    edge_queue_max_messages: int = 100_000
+    edge_delivery_timeout_seconds: float = 300.0
     dkim_selector: str = ""
     dkim_domain: str = ""
     dkim_private_key_file: str = ""
@@ -212,6 +214,8 @@ class Settings:
             pixel_offload=_bool(env, "MAILPULSE_PIXEL_OFFLOAD", True),
             max_body_bytes=_int(env, "MAILPULSE_MAX_BODY_BYTES", 64 * 1024, 1024),
             publish_timeout_seconds=_float(env, "MAILPULSE_PUBLISH_TIMEOUT_SECONDS", 5.0),
+            edge_queue_max_messages=_int(env, "MAILPULSE_EDGE_QUEUE_MAX_MESSAGES", 100_000, 1),
+            edge_delivery_timeout_seconds=_float(env, "MAILPULSE_EDGE_DELIVERY_TIMEOUT_SECONDS", 300.0),
             dkim_selector=env.get("MAILPULSE_DKIM_SELECTOR", "").strip(),
             dkim_domain=env.get("MAILPULSE_DKIM_DOMAIN", "").strip(),
             dkim_private_key_file=env.get("MAILPULSE_DKIM_PRIVATE_KEY_FILE", "").strip(),
