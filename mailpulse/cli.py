@@ -143,7 +143,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest_mail(args: argparse.Namespace, settings: Settings) -> int:
     from mailpulse.intake import ingest_mail
 
-    return ingest_mail(args.file, settings, say)
+    return ingest_mail(args.file, settings, say, args.recipient)
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -245,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and publish its events; for mailbox pipes (exit 75: retry later)",
     )
     ingest.add_argument("file", nargs="?", default="-", help="the message file, or - for standard input (default)")
+    ingest.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        help="the envelope recipient the MTA delivered it to (Postfix pipe: ${recipient}); it may be the"
+        " bounce address that ties the report to its message. Repeatable",
+    )
 
     report = add("report", cmd_report, "print a campaign report from ClickHouse")
     report.add_argument("--campaign", required=True)

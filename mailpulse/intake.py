@@ -74,7 +74,7 @@ def enqueue_campaign(args: argparse.Namespace, settings: Settings, say: Callable
     return 0
 
 
-def ingest_mail(path: str, settings: Settings, say: Callable[[str], None]) -> int:
+def ingest_mail(path: str, settings: Settings, say: Callable[[str], None], recipients: list[str] | None = None) -> int:
     """`mailpulse ingest-mail [FILE|-]`, for mailbox pipes: exit 0 once recorded (or kept), 75 to make the
     delivering MTA retry when Kafka cannot acknowledge."""
     import asyncio
@@ -93,9 +93,12 @@ def ingest_mail(path: str, settings: Settings, say: Callable[[str], None]) -> in
     keeper = Keeper.from_settings(settings)
     topics = Topics.for_prefix(settings.topic_prefix)
     try:
-        # The envelope recipient reaches a pipe as the report's Delivered-To or X-Original-To, read there.
+        # The envelope recipient comes as --recipient, or as the report's Delivered-To / X-Original-To.
         attribution = Attribution.from_settings(settings)
-        result = asyncio.run(ingest(raw, [], publisher, topics, keeper, settings.publish_timeout_seconds, attribution))
+        envelope = list(recipients or [])
+        result = asyncio.run(
+            ingest(raw, envelope, publisher, topics, keeper, settings.publish_timeout_seconds, attribution)
+        )
     except PublishError as exc:
         raise CliError(f"Kafka did not acknowledge ({exc}); deliver again later", status=75) from None
     finally:

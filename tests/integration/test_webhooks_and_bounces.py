@@ -292,6 +292,21 @@ def test_ingest_mail_cli_reads_an_arf_report(stack: Settings, events: TopicReade
     assert b"suppressing nobody" in done.stdout
     got = arrived(events, campaign, 1)
     assert [(e.kind, e.recipient) for e in got] == [("complaint", "angry.reader@example.com")]
+    assert not got[0].attributed  # type: ignore[union-attr]
+    # A pipe that passes the envelope recipient (the bounce address made for that message and recipient).
+    verp = BounceAddresses(stack.secret_keys).address(
+        "cafebabecafebabecafebabecafebabe", "angry.reader@example.com", stack.bounce_domain
+    )
+    proven = sample.replace(b"Subject: complaint", b"Message-ID: <other-report@hotmail.example>\nSubject: complaint")
+    done = subprocess.run(
+        [sys.executable, "-m", "mailpulse", "ingest-mail", "--recipient", verp, "-"],
+        input=proven,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and b"suppressing nobody" not in done.stdout, done.stdout
+    got = arrived(events, campaign, 1)
+    assert [(e.kind, e.attributed) for e in got] == [("complaint", True)]  # type: ignore[union-attr]
     empty = subprocess.run(
         [sys.executable, "-m", "mailpulse", "ingest-mail", str(tmp_path / "missing.eml")],
         capture_output=True,
