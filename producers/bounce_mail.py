@@ -28,6 +28,7 @@ from schemas.attribution import (
     VerpMark,
     message_id_from_header,
     verp_mark,
+    verp_marks,
 )
 from schemas.bounce_reasons import BounceClass, BounceReason, SmtpStage, Verdict, classify
 
@@ -256,7 +257,6 @@ _ORIGINAL_FIELDS = re.compile(
 )
 # The token of our one-click unsubscribe link (schemas.tokens: url-safe base64, unpadded).
 _UNSUBSCRIBE_TOKEN = re.compile(r"/u/([A-Za-z0-9_-]{40,4096})")
-_ANY_VERP = re.compile(r"\bbounces\+[0-9a-f]{32}(?:\.[0-9a-f]{20})?@", re.I)
 
 
 def _original_headers(mail: _View) -> dict[str, str] | None:
@@ -280,7 +280,7 @@ def _attribute(parsed: ParsedMail, mail: _View, envelope_to: list[str]) -> None:
     feedback = mail.part_text("message/feedback-report")
     if feedback is not None:
         # ARF (RFC 5965): Original-Mail-From is our envelope sender, the bounce address.
-        parsed.marks += [m for a in _ANY_VERP.findall(feedback) if (m := verp_mark(a)) is not None][:4]
+        parsed.marks += verp_marks(feedback)
     if parsed.marks:
         parsed.message_id = parsed.marks[0].message_id
     original = _original_headers(mail)
@@ -304,7 +304,7 @@ def _attribute(parsed: ParsedMail, mail: _View, envelope_to: list[str]) -> None:
         campaign = _QUOTED_CAMPAIGN.search(text)
         parsed.campaign_id = parsed.campaign_id or (campaign.group(1) if campaign else None)
         if not parsed.marks:
-            parsed.marks += [m for a in _ANY_VERP.findall(text) if (m := verp_mark(a)) is not None][:4]
+            parsed.marks += verp_marks(text)
         if not parsed.unsubscribe_tokens:
             parsed.unsubscribe_tokens += _UNSUBSCRIBE_TOKEN.findall(text)[:4]
 

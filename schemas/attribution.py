@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +72,14 @@ def verp_mark(address: str) -> VerpMark | None:
     if match is None:
         return None
     return VerpMark(match.group(1).lower(), match.group(2).lower() if match.group(2) else None)
+
+
+def verp_marks(text: str, limit: int = 4) -> list[VerpMark]:
+    """Every bounce address in ``text`` (a quoted message, a feedback report), the first ``limit`` of them."""
+    return [
+        VerpMark(m.group(1).lower(), m.group(2).lower() if m.group(2) else None)
+        for m in itertools.islice(_VERP.finditer(text), limit)
+    ]
 
 
 def message_id_from_verp(address: str) -> str | None:

@@ -47,3 +47,9 @@ def drop_table(table: str, cluster: str | None) -> list[str]:
     if cluster:
         statements.append(f"DROP TABLE IF EXISTS {storage_name(table, cluster)}{on_cluster(cluster)}")
     return statements
+
+
+def events_tables(cluster: str | None) -> list[str]:
+    """The tables a column of ``events`` is added to: on a cluster the Distributed table's columns
+    change with the local table's."""
+    return [storage_name("events", cluster), *(["events"] if cluster else [])]

@@ -7,26 +7,21 @@ event was trusted then.
 
 from __future__ import annotations
 
-from sinks.migrations.engines import on_cluster, storage_name
+from sinks.migrations.engines import events_tables, on_cluster
 
 NAME = "attribution"
-
-
-def _tables(cluster: str | None) -> list[str]:
-    # On a cluster the Distributed table's columns change with the local table's.
-    return [storage_name("events", cluster), *(["events"] if cluster else [])]
 
 
 def forwards(cluster: str | None) -> list[str]:
     return [
         f"ALTER TABLE {table}{on_cluster(cluster)} ADD COLUMN IF NOT EXISTS "
         "attributed Bool DEFAULT true AFTER mailbox_provider"
-        for table in _tables(cluster)
+        for table in events_tables(cluster)
     ]
 
 
 def backwards(cluster: str | None) -> list[str]:
     return [
         f"ALTER TABLE {table}{on_cluster(cluster)} DROP COLUMN IF EXISTS attributed"
-        for table in reversed(_tables(cluster))
+        for table in reversed(events_tables(cluster))
     ]
