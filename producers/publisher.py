@@ -160,8 +160,14 @@ class KafkaPublisher:
         return remaining
 
     def close(self, timeout: float = 30.0) -> None:
+        """Flush, then destroy both clients; the publisher is unusable afterwards."""
         remaining = self.flush(timeout)
         if remaining:
             log.error("%d events still undelivered at shutdown", remaining)
         self._closed.set()
         self._poller.join(timeout=2)
+        # librdkafka destroys a client only with its last reference: one kept (by an app object that outlives
+        # its lifespan) reconnects to an unreachable broker, and logs each attempt, as long as the process runs.
+        for producer in (self._fast, self._producer):
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+        del self._fast, self._producer

@@ -320,8 +320,12 @@ def test_a_long_broker_outage_never_freezes_the_edge_and_every_shed_or_lost_even
             pixel = codec.mint(_claims(LinkKind.OPEN, "outage"))
             for _ in range(600):
                 assert client.get(f"{base}/c/{click}", follow_redirects=False).status_code == 302
-            for _ in range(8000):
+            # Past the delivery timeout, and long enough for several unsubscribes to be probed meanwhile
+            # (each waits out the 1 s publish timeout: 8,000 pixels alone once took under 5 s).
+            started, sent = time.monotonic(), 0
+            while sent < 8000 or time.monotonic() - started < 8.0:
                 assert client.get(f"{base}/o/{pixel}.gif").status_code == 200
+                sent += 1
         stop.set()
         prober.join()
         os.kill(helpers[0], signal.SIGCONT)

@@ -107,8 +107,10 @@ def test_sender_killed_mid_campaign_loses_nothing_and_counts_duplicates(
     counts, counted, skipped_as_sent, exposition = restart_until_every_mail(stack, env, campaign, AUDIENCE)
     duplicates = sum(n - 1 for n in counts.values())
     assert set(counts) == set(recipients)  # nothing lost
-    assert duplicates <= int(settings.send_batch_size)  # bounded by the batch in flight at the kill
-    assert duplicates <= counted  # and every real duplicate was counted as possible
+    # Every real duplicate was counted as possible, and the possible ones are at most the two batches the
+    # sender holds (the next one is gated while this one's last messages go out): under load about 70
+    # pending marks were found and up to 57 of them had been mailed, with batches of 50.
+    assert duplicates <= counted <= 2 * int(settings.send_batch_size)
     assert counted + skipped_as_sent > 0  # the restart really re-read requests the first worker had taken
     # The new worker's delivery process: nothing left in it, and it never died.
     assert exposition is not None
