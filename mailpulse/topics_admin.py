@@ -1,4 +1,5 @@
-"""Creates the project's topics from :func:`schemas.topics.topic_specs` with the admin client."""
+"""Creates the project's topics (:func:`schemas.topics.topic_specs`) and the worker's state topics
+(:func:`processors.faust_store.state_topic_specs`) with the admin client."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from processors.faust_store import state_topic_specs
 from schemas.settings import Settings
 from schemas.topics import topic_specs
 
@@ -17,7 +19,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created. Existing topics are left as they are."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [spec for spec in topic_specs(settings) if spec.name not in existing]
+    wanted = [spec for spec in [*topic_specs(settings), *state_topic_specs(settings)] if spec.name not in existing]
     if not wanted:
         return []
     futures = admin.create_topics(

@@ -22,21 +22,18 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import socket
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
-from processors.delivery import SmtpOutcome
+from processors.delivery import DeliveryResult, SmtpOutcome
 from processors.dkim_signing import DkimSigner
+from processors.frames import Frames, stream_pair
 from processors.mailer import Mailer, SmtpMailer
 from processors.render import RenderContext, RenderedMessage, RenderError, render_message
 from schemas.attribution import BounceAddresses
@@ -60,17 +57,16 @@ SENDERS_PER_CONNECTION = 2
 # The delivery process holds finished outcomes this long for others to share their frame.
 OUTCOME_LINGER_SECONDS = 0.001
 QUIT_SECONDS = 2.0
-_LENGTH = struct.Struct("!I")
 
 
-class Job(msgspec.Struct, array_like=True):
+class JobFrame(msgspec.Struct, array_like=True):
     seq: int
     envelope_from: str
     recipient: str
     data: bytes
 
 
-class Outcome(msgspec.Struct, array_like=True):
+class AnswerFrame(msgspec.Struct, array_like=True):
     seq: int
     code: int  # the SMTP answer; 0 when none came (connection failed)
     reply: str
@@ -81,14 +77,6 @@ class Outcome(msgspec.Struct, array_like=True):
 
 class CourierError(RuntimeError):
     """The delivery process went away with requests in it; whether they were mailed is unknown."""
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """What happened to one request: an SMTP outcome, or the reasons it was not sent."""
-
-    outcome: SmtpOutcome | list[str]
-    at: datetime
 
 
 def render_context(settings: Settings) -> RenderContext:
@@ -113,57 +101,6 @@ def smtp_mailers(settings: Settings) -> list[Mailer]:
     ]
 
 
-class _Frames:
-    """Length-prefixed msgpack frames over a stream. Items put within ``linger`` seconds (or one loop
-    turn) go as one frame: each write is a system call and a wake-up of the other side, which on a
-    busy machine cost more than the items do."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        decode: Callable[[bytes], list[Any]],
-        linger: float = 0.0,
-        most: int = 1 << 30,
-    ) -> None:
-        self.reader, self.writer, self._decode = reader, writer, decode
-        self._linger, self._most = linger, most
-        self._pending: list[msgspec.Struct] = []
-        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._encoder = msgspec.msgpack.Encoder()
-
-    def put(self, item: msgspec.Struct) -> None:
-        self._pending.append(item)
-        if len(self._pending) >= self._most:
-            self.flush()
-        elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._linger, self.flush) if self._linger else loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
-            return
-        if self.writer.is_closing():
-            self._pending.clear()
-            return
-        frame = self._encoder.encode(self._pending)
-        self._pending = []
-        self.writer.write(_LENGTH.pack(len(frame)) + frame)
-
-    async def read(self) -> list[Any]:
-        (size,) = _LENGTH.unpack(await self.reader.readexactly(_LENGTH.size))
-        return self._decode(await self.reader.readexactly(size))
-
-
-async def _streams(conn: Connection) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    sock = socket.socket(fileno=os.dup(conn.fileno()))
-    conn.close()
-    return await asyncio.open_connection(sock=sock)
-
-
 def _process_main(settings: Settings, conn: Connection) -> None:
     loop = asyncio.new_event_loop()
     try:
@@ -177,12 +114,16 @@ def _process_main(settings: Settings, conn: Connection) -> None:
 
 async def _serve(settings: Settings, conn: Connection) -> None:
     """The delivery process: senders on each SMTP connection, each taking the next job, until the worker goes."""
-    reader, writer = await _streams(conn)
+    reader, writer = await stream_pair(conn)
     # Answers wait up to a millisecond for company (the worker queued enough to cover it).
-    frames = _Frames(
-        reader, writer, msgspec.msgpack.Decoder(list[Job]).decode, OUTCOME_LINGER_SECONDS, settings.smtp_connections
+    frames = Frames(
+        reader,
+        writer,
+        msgspec.msgpack.Decoder(list[JobFrame]).decode,
+        OUTCOME_LINGER_SECONDS,
+        settings.smtp_connections,
     )
-    jobs: asyncio.Queue[Job] = asyncio.Queue()
+    jobs: asyncio.Queue[JobFrame] = asyncio.Queue()
 
     async def sender(mailer: Mailer) -> None:
         while True:
@@ -196,7 +137,9 @@ async def _serve(settings: Settings, conn: Connection) -> None:
                 outcome = SmtpOutcome(0, f"delivery failed: {exc}", SmtpStage.CONNECT)
             # When the relay answered.
             frames.put(
-                Outcome(job.seq, outcome.code, outcome.reply, time.time(), str(outcome.stage), outcome.after_content)
+                AnswerFrame(
+                    job.seq, outcome.code, outcome.reply, time.time(), str(outcome.stage), outcome.after_content
+                )
             )
 
     mailers = smtp_mailers(settings)
@@ -228,18 +171,18 @@ class Courier:
         self._context = multiprocessing.get_context("spawn")
         self._window = asyncio.Semaphore(settings.smtp_connections * QUEUED_PER_CONNECTION)
         self._process: SpawnProcess | None = None
-        self._frames: _Frames | None = None
+        self._frames: Frames | None = None
         self._reading: asyncio.Task[None] | None = None
-        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self._waiting: dict[int, asyncio.Future[AnswerFrame]] = {}
         self._seq = 0
         self._starting = asyncio.Lock()
 
-    def _running(self) -> _Frames | None:
+    def _running(self) -> Frames | None:
         if self._frames is not None and self._reading is not None and not self._reading.done():
             return self._frames
         return None
 
-    async def _started(self) -> _Frames:
+    async def _started(self) -> Frames:
         async with self._starting:
             running = self._running()
             if running is not None:
@@ -250,15 +193,15 @@ class Courier:
             )
             process.start()
             theirs.close()
-            reader, writer = await _streams(ours)
+            reader, writer = await stream_pair(ours)
             self._process = process
-            self._frames = _Frames(reader, writer, msgspec.msgpack.Decoder(list[Outcome]).decode)
+            self._frames = Frames(reader, writer, msgspec.msgpack.Decoder(list[AnswerFrame]).decode)
             self._reading = asyncio.create_task(self._read(self._frames))
             connections = self.settings.smtp_connections
             log.info("delivery process %d started with %d SMTP connections", process.pid, connections)
             return self._frames
 
-    async def _read(self, frames: _Frames) -> None:
+    async def _read(self, frames: Frames) -> None:
         try:
             while True:
                 for outcome in await frames.read():
@@ -281,24 +224,24 @@ class Courier:
         """Spawn the delivery process now (the first request would otherwise)."""
         await self._started()
 
-    async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> Delivered:
+    async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> DeliveryResult:
         """Send ``request`` unless ``still_barred()``, asked once there is room, names a reason not to."""
         async with self._window:
             frames = self._running() or await self._started()
             barred = still_barred()
             if barred:
-                return Delivered(barred, utcnow())
+                return DeliveryResult(barred, utcnow())
             try:
                 rendered = render_message(request, self._render)
             except RenderError as exc:  # refused at intake; a request from elsewhere is skipped, not fatal
-                return Delivered([f"unrenderable: {exc}"], utcnow())
+                return DeliveryResult([f"unrenderable: {exc}"], utcnow())
             self._seq += 1
-            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[AnswerFrame] = asyncio.get_running_loop().create_future()
             self._waiting[self._seq] = future
-            frames.put(Job(self._seq, rendered.envelope_from, rendered.recipient, rendered.data))
+            frames.put(JobFrame(self._seq, rendered.envelope_from, rendered.recipient, rendered.data))
             outcome = await future
         answer = SmtpOutcome(outcome.code, outcome.reply, SmtpStage(outcome.stage), outcome.after_content)
-        return Delivered(answer, datetime.fromtimestamp(outcome.answered_at, UTC))
+        return DeliveryResult(answer, datetime.fromtimestamp(outcome.answered_at, UTC))
 
     def in_flight(self) -> int:
         """Messages handed over whose outcome has not come back."""

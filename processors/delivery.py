@@ -13,9 +13,10 @@ bounce mail and webhooks), and its reason decides what it does, not the class of
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
 import msgspec
@@ -49,6 +50,15 @@ class SmtpOutcome:
 def lost_after_content(detail: str) -> SmtpOutcome:
     """No answer to a message's content: retried like any lost connection, counted as a possible duplicate."""
     return SmtpOutcome(0, f"connection lost after the message was sent: {detail}", SmtpStage.DATA, after_content=True)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What became of one request handed to the delivery process: its SMTP outcome, or the reasons it was
+    not sent after all (suppressed meanwhile, unrenderable)."""
+
+    outcome: SmtpOutcome | list[str]
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -149,18 +159,28 @@ def skipped(request: SendRequest, reasons: list[str], now: datetime) -> SendSkip
     return SendSkipped(**_common(request, now), reason=",".join(reasons))
 
 
-# Sent-log values: a message is "pending" from just before its SMTP transaction until the answer is
-# recorded. A redelivered request still pending may have been mailed before a crash: it is sent again
-# (nothing lost) and counted as a possible duplicate, so duplicates stay bounded by one batch and visible.
-SENT_LOG_PENDING = "pending"
+class SentState(enum.StrEnum):
+    """A message's entry in the sent-log.
+
+    ``PENDING`` from just before its SMTP transaction until the answer is recorded: a redelivered request
+    still pending may have been mailed before a crash, so it is sent again (nothing lost) and counted as
+    a possible duplicate; duplicates stay bounded by the batches in hand, and visible. ``NEVER``: never
+    mailed, or not mailed after all (refused, skipped): a retry of it is no duplicate.
+    """
+
+    NEVER = ""
+    PENDING = "pending"
+    SENT = "sent"
 
 
-def sent_log_value(sent_at: datetime) -> str:
-    return f"sent:{sent_at.isoformat()}"
+def sent_log_value(state: SentState, sent_at: datetime | None = None) -> str:
+    """The sent-log's value for ``state``; a sent message keeps when it was sent."""
+    if state is SentState.SENT:
+        return f"sent:{(sent_at or datetime.now(UTC)).isoformat()}"
+    return str(state)
 
 
-def sent_log_state(value: str | None) -> str:
-    """``""`` (never sent), ``"pending"`` or ``"sent"``."""
+def sent_log_state(value: str | None) -> SentState:
     if not value:
-        return ""
-    return SENT_LOG_PENDING if value == SENT_LOG_PENDING else "sent"
+        return SentState.NEVER
+    return SentState.PENDING if value == SentState.PENDING else SentState.SENT

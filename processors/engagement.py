@@ -11,16 +11,29 @@ and an update adds ``contribution(after) - contribution(before)``. Kinds counted
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import assert_never
 
 import msgspec
 
-from schemas.events import AgentClass, AnyEvent, Bounce, Click, Deferred, Open
+from schemas.events import (
+    AgentClass,
+    AnyEvent,
+    Bounce,
+    Click,
+    Complaint,
+    Deferred,
+    Delivered,
+    Failed,
+    Open,
+    SendSkipped,
+    Sent,
+    SuppressionAdded,
+    SuppressionRemoved,
+    Unsubscribe,
+)
 from schemas.providers import MailboxProvider
-from schemas.report import PROVIDER_COUNT, REASON_COUNT, breakdown, provider_count_key, reason_count_key, with_rates
+from schemas.report import PROVIDER_COUNT, REASON_COUNT, provider_count_key, reason_count_key
 
 Counts = dict[str, int]
 # Epoch hour -> counts of the events (or message facts) of that hour.
@@ -30,13 +43,6 @@ HourlyCounts = dict[int, Counts]
 # them again. Real messages are opened a handful of times; the bound keeps abuse from growing state.
 MAX_SEEN_EVENTS = 256
 
-_FLAG_OF_KIND = {
-    "sent": "sent",
-    "delivered": "delivered",
-    "failed": "failed",
-    "complaint": "complaint",
-    "unsubscribe": "unsubscribe",
-}
 # Message facts counted once per message, at the hour the fact became known.
 _COUNTED_FLAGS = (
     ("sent", "sent"),
@@ -67,28 +73,8 @@ class Accumulator(msgspec.Struct, frozen=True, kw_only=True):
     counts: Counts = msgspec.field(default_factory=dict)
 
 
-class Rollup(msgspec.Struct, frozen=True, kw_only=True):
-    """A campaign's (or campaign-hour's) counts from every source partition."""
-
-    partials: dict[int, Accumulator] = msgspec.field(default_factory=dict)
-    hours: tuple[int, ...] = ()
-    alert_level: str = ""
-
-
-@dataclass(frozen=True)
-class AlertPolicy:
-    warning_rate: float = 0.001
-    critical_rate: float = 0.003
-    min_delivered: int = 1000
-
-
 def epoch_hour(moment: datetime) -> int:
     return int(moment.timestamp()) // 3600
-
-
-def hour_key(campaign: str, hour: int) -> str:
-    """The rollup key of one campaign-hour (the campaign's own rollup is keyed by the bare id)."""
-    return f"{campaign}\x1f{hour}"
 
 
 def hour_start(hour: int) -> datetime:
@@ -100,29 +86,58 @@ _BREAKDOWN_FLAG = (REASON_COUNT, PROVIDER_COUNT)
 
 
 def _flags(event: AnyEvent) -> tuple[str, ...]:
-    if isinstance(event, Bounce):
-        provider = event.mailbox_provider or MailboxProvider.OTHER
-        return (
-            str(event.bounce_class),
-            reason_count_key(event.reason),
-            provider_count_key(provider, event.bounce_class),
-        )
-    if isinstance(event, Open):
-        return ("human_open",) if event.agent_class is AgentClass.HUMAN else ()
-    if isinstance(event, Click):
-        return ("click",)
-    flag = _FLAG_OF_KIND.get(event.kind)
-    return (flag,) if flag is not None else ()
+    """The facts an event makes known about its message (each counted once, at its earliest hour)."""
+    match event:
+        case Open():
+            return ("human_open",) if event.agent_class is AgentClass.HUMAN else ()
+        case Click():
+            return ("click",)
+        case Sent():
+            return ("sent",)
+        case Delivered():
+            return ("delivered",)
+        case Bounce():
+            provider = event.mailbox_provider or MailboxProvider.OTHER
+            return (
+                str(event.bounce_class),
+                reason_count_key(event.reason),
+                provider_count_key(provider, event.bounce_class),
+            )
+        case Failed():
+            return ("failed",)
+        case Complaint():
+            return ("complaint",)
+        case Unsubscribe():
+            return ("unsubscribe",)
+        case Deferred() | SendSkipped() | SuppressionAdded() | SuppressionRemoved():
+            return ()
+        case _:
+            assert_never(event)
 
 
 def _per_event_keys(event: AnyEvent) -> tuple[str, ...]:
-    if isinstance(event, Open):
-        return ("opens_total",) if event.agent_class is AgentClass.HUMAN else ("opens_total", "opens_machine")
-    if isinstance(event, Click):
-        return ("clicks_total",)
-    if isinstance(event, Deferred):
-        return ("deferred",)
-    return ()
+    """The counts an event adds to by itself (once per event id, however often its message had one)."""
+    match event:
+        case Open():
+            return ("opens_total",) if event.agent_class is AgentClass.HUMAN else ("opens_total", "opens_machine")
+        case Click():
+            return ("clicks_total",)
+        case Deferred():
+            return ("deferred",)
+        case (
+            Sent()
+            | Delivered()
+            | Bounce()
+            | Failed()
+            | Complaint()
+            | Unsubscribe()
+            | SendSkipped()
+            | SuppressionAdded()
+            | SuppressionRemoved()
+        ):
+            return ()
+        case _:
+            assert_never(event)
 
 
 def contribution(state: MessageState) -> HourlyCounts:
@@ -228,60 +243,11 @@ class Tally:
         return Accumulator(offset=self.offset, counts={key: value for key, value in self.counts.items() if value})
 
 
-def merge_partial(rollup: Rollup, partition: int, partial: Accumulator) -> Rollup:
-    """The rollup with ``partition``'s latest counts; the same object when ``partial`` is not newer."""
-    held = rollup.partials.get(partition)
-    if held is not None and held.offset >= partial.offset:
-        return rollup
-    return msgspec.structs.replace(rollup, partials={**rollup.partials, partition: partial})
-
-
-def with_hour(rollup: Rollup, hour: int) -> Rollup:
-    if hour in rollup.hours:
-        return rollup
-    return msgspec.structs.replace(rollup, hours=tuple(sorted((*rollup.hours, hour))))
-
-
-def total(partials: Iterable[Accumulator]) -> Counts:
-    out: Counts = {}
-    for partial in partials:
-        out = add_counts(out, partial.counts)
-    return out
-
-
-def report(counts: Counts) -> dict[str, Any]:
-    """The campaign report (the keys of :data:`schemas.report.REPORT_KEYS` and the breakdown) from
-    rolled-up counts."""
-    return {**with_rates(counts, attempted=counts.get("attempted", 0)), **breakdown(counts)}
-
-
-def alert_level(counts: Counts, policy: AlertPolicy) -> str:
-    """``critical``, ``warning`` or ``""`` for the complaint rate over delivered mail."""
-    delivered = counts.get("delivered", 0)
-    if delivered < policy.min_delivered:
-        return ""
-    rate = counts.get("complaints", 0) / delivered
-    if rate > policy.critical_rate:
-        return "critical"
-    if rate > policy.warning_rate:
-        return "warning"
-    return ""
-
-
-_LEVEL_ORDER = {"": 0, "warning": 1, "critical": 2}
-
-
-def is_escalation(before: str, after: str) -> bool:
-    return _LEVEL_ORDER[after] > _LEVEL_ORDER[before]
-
-
 _message_encoder = msgspec.json.Encoder()
 _message_decoder = msgspec.json.Decoder(MessageState)
 _acc_decoder = msgspec.json.Decoder(Accumulator)
-_rollup_decoder = msgspec.json.Decoder(Rollup)
 EMPTY_MESSAGE = MessageState()
 EMPTY_ACCUMULATOR = Accumulator()
-EMPTY_ROLLUP = Rollup()
 
 
 def encode_state(value: msgspec.Struct) -> str:
@@ -294,7 +260,3 @@ def decode_message(data: str | None) -> MessageState:
 
 def decode_accumulator(data: str | None) -> Accumulator:
     return _acc_decoder.decode(data) if data else EMPTY_ACCUMULATOR
-
-
-def decode_rollup(data: str | None) -> Rollup:
-    return _rollup_decoder.decode(data) if data else EMPTY_ROLLUP

@@ -10,8 +10,9 @@ about as much as the suppression and engagement work itself (`make bench`, proce
 faust runs no agent; it holds the tables.
 
 The partitions follow faust's active assignment of a table changelog (every topic of the worker is
-co-partitioned): a worker reads partition *p* only while it holds partition *p* of the tables, and
-only once faust has recovered them. A rebalance waits for the batches in hand.
+co-partitioned), as the :class:`FeedHost` tells it: a worker reads partition *p* only while it holds
+partition *p* of the tables, and only once faust has recovered them. A rebalance waits for the batches
+in hand.
 
 Offsets are committed (group ``<app>-<name>``, manual assignment) only after a batch's handler
 returned, so a crash re-reads what was not finished: at-least-once. A feed whose tables record how
@@ -26,61 +27,24 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple, cast
+from typing import Any
 
-import faust
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
+from processors.feed import FeedHost, FeedRecord, Handler, ResumeFrom
+
 log = logging.getLogger(__name__)
-
-
-class FeedMessage(NamedTuple):
-    """Where a record came from: faust's stores read ``partition`` from the current event."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-class FeedRecord:
-    """One record, shaped like a faust event (``.message``, ``.value``) so table reads and writes
-    through :class:`processors.output.Output` find its partition.
-
-    A slotted class (weak-referenceable, as faust's current event must be): one is made per record
-    read, and a frozen dataclass cost a few times more to build.
-    """
-
-    __slots__ = ("__weakref__", "message", "value")
-
-    def __init__(self, message: FeedMessage, value: bytes) -> None:
-        self.message = message
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"FeedRecord({self.message!r})"
-
-    @classmethod
-    def of(cls, msg: Message) -> FeedRecord:
-        return cls(FeedMessage(msg.topic() or "", msg.partition() or 0, msg.offset() or 0), msg.value() or b"")
-
-
-# Handles one batch (in partition order) and returns, per partition, the next offset to commit.
-# A handler that stops early in a partition calls ``feed.rest`` for the rest of it.
-Handler = Callable[["PartitionFeed", list[FeedRecord]], Awaitable[dict[int, int]]]
-# The offset to read a newly assigned partition from, as the tables know it; None: the committed one.
-ResumeFrom = Callable[[int], int | None]
 
 
 class PartitionFeed:
     def __init__(
         self,
-        app: faust.App,
+        host: FeedHost,
         *,
         name: str,
         topic: str,
-        follows: str,
         bootstrap_servers: str,
         batch_size: int,
         handle: Handler,
@@ -89,11 +53,11 @@ class PartitionFeed:
     ) -> None:
         """``depth`` batches may be handled at once: the next is read once the one before it calls
         :meth:`release` (or ends). Commits keep the order the batches were read in."""
-        self.app, self.name, self.topic, self.follows = app, name, topic, follows
+        self.host, self.name, self.topic = host, name, topic
         self.batch_size = batch_size
         self.handle = handle
         self.resume_from = resume_from
-        self.group_id = f"{app.conf.id}-{name}"
+        self.group_id = f"{host.group_prefix}-{name}"
         self._bootstrap = bootstrap_servers
         # Every librdkafka call on one thread of its own: consume() blocks, and the calls stay ordered.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"feed-{name}")
@@ -109,30 +73,24 @@ class PartitionFeed:
         self._released: dict[asyncio.Task[Any], asyncio.Event] = {}
 
     def connect(self) -> None:
-        """Follow faust's rebalances and run the feed as a task of the app."""
-        # mode's signal types cannot name a coroutine receiver mypy accepts.
-        self.app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
-        self.app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
-        self.app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
-        self.app.task(self._run)
+        """Follow the host's rebalances and run the feed as a task of the host."""
+        self.host.on_rebalance(self._on_revoked, self._on_assigned, self._on_rebalance_complete)
+        self.host.task(self._run)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
-    # faust's signal receivers: (sender, *args, signal=..., **kwargs).
-    async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def _on_revoked(self) -> None:
         # The batches in hand finish (and commit) before faust moves the tables; nothing after them is read.
         async with self._busy:
             await self._settled()
             self._offered = self._wanted = frozenset()
             self._assigned = None
 
-    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Actives only: the assignment handed to this signal also holds the changelogs' standby partitions.
-        actives = self.app.assignor.assigned_actives()
-        self._offered = frozenset(tp.partition for tp in actives if tp.topic == self.follows)
+    async def _on_assigned(self) -> None:
+        self._offered = self.host.assigned()
 
-    async def _on_rebalance_complete(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def _on_rebalance_complete(self) -> None:
         self._wanted = self._offered
 
     async def _assign(self, consumer: Consumer, partitions: frozenset[int]) -> None:
@@ -256,7 +214,7 @@ class PartitionFeed:
         failures = 0
         try:
             while True:
-                if self.app.rebalancing or self.app.in_recovery or not self._wanted:
+                if self.host.settling() or not self._wanted:
                     await asyncio.sleep(0.05)
                     continue
                 async with self._busy:

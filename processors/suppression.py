@@ -22,8 +22,13 @@ from schemas.events import (
     AnyEvent,
     Bounce,
     BounceClass,
+    Click,
     Complaint,
+    Deferred,
     Delivered,
+    Failed,
+    Open,
+    SendSkipped,
     Sent,
     SuppressionAdded,
     SuppressionRemoved,
@@ -140,33 +145,38 @@ def apply_event(entry: SuppressionEntry, event: AnyEvent, policy: Policy) -> Sup
         return _remove(entry, event)
     if _is_spent(entry, event):
         return entry
-    scope = _list_scope(event)
-    if scope is not None:
-        return _add_list(entry, scope, event)
-    if isinstance(event, SuppressionAdded):
-        return _add_reason(entry, Reason.MANUAL, event)
-    if isinstance(event, Unsubscribe):
-        return _add_reason(entry, Reason.UNSUBSCRIBED, event)
-    if isinstance(event, Complaint | Bounce) and not (event.attributed or policy.trust_unattributed):
-        return entry
-    if isinstance(event, Complaint):
-        return _add_reason(entry, Reason.COMPLAINT, event)
-    if isinstance(event, Bounce):
-        match event.bounce_class:
-            case BounceClass.HARD:
-                return _add_reason(entry, Reason.HARD_BOUNCE, event)
-            case BounceClass.SOFT:
-                return _soft_bounce(entry, event, policy)
-            case BounceClass.BLOCK:
-                # The sender was refused (blocklist, content, authentication): nothing about this address.
-                return entry
-            case _:
-                assert_never(event.bounce_class)
-    if isinstance(event, Sent | Delivered):
-        if not entry.soft_bounces:
+    match event:
+        case Unsubscribe() | SuppressionAdded():
+            scope = _list_scope(event)
+            if scope is not None:
+                return _add_list(entry, scope, event)
+            reason = Reason.MANUAL if isinstance(event, SuppressionAdded) else Reason.UNSUBSCRIBED
+            return _add_reason(entry, reason, event)
+        case Complaint() | Bounce() if not (event.attributed or policy.trust_unattributed):
             return entry
-        return msgspec.structs.replace(entry, soft_bounces=())
-    return entry
+        case Complaint():
+            return _add_reason(entry, Reason.COMPLAINT, event)
+        case Bounce():
+            return _bounce(entry, event, policy)
+        case Sent() | Delivered():
+            return msgspec.structs.replace(entry, soft_bounces=()) if entry.soft_bounces else entry
+        case Open() | Click() | Deferred() | Failed() | SendSkipped():
+            return entry
+        case _:
+            assert_never(event)
+
+
+def _bounce(entry: SuppressionEntry, event: Bounce, policy: Policy) -> SuppressionEntry:
+    match event.bounce_class:
+        case BounceClass.HARD:
+            return _add_reason(entry, Reason.HARD_BOUNCE, event)
+        case BounceClass.SOFT:
+            return _soft_bounce(entry, event, policy)
+        case BounceClass.BLOCK:
+            # The sender was refused (blocklist, content, authentication): nothing about this address.
+            return entry
+        case _:
+            assert_never(event.bounce_class)
 
 
 def _soft_bounce(entry: SuppressionEntry, event: Bounce, policy: Policy) -> SuppressionEntry:

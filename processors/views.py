@@ -15,25 +15,32 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from processors import campaign_totals as totals
 from processors import engagement as eng
+from processors.faust_store import FaustHost
 from processors.forwarding import HEADER as FORWARDED
 from processors.forwarding import forward_headers, is_forwarded
 from processors.metrics import WorkerMetrics
-from processors.routing import is_local, owner_url, partition_for
+from processors.routing import partition_for
+from processors.state_keys import Address, RollupKey, RollupKeys, address
+from processors.store import PartitionStore
 from processors.suppression import decode_entry, suppression_reasons
 from schemas.auth import key_is_valid, presented_key
-from schemas.keys import normalize_address
 from schemas.settings import Settings
+
+# What the worker's feeds see of a key, its latest write included before Kafka acknowledged it.
+Current = Callable[[PartitionStore[Any], Any], str | None]
 
 
 def register_views(
     app: faust.App,
+    host: FaustHost,
     settings: Settings,
     *,
-    suppression: Any,
-    campaign_totals: Any,
+    suppression: PartitionStore[Address],
+    campaign_totals: PartitionStore[RollupKey],
     metrics: WorkerMetrics,
-    current: Callable[[Any, str], Any],
+    current: Current,
 ) -> None:
     """``current(table, key)``: the value the worker's feeds see, its latest write included before Kafka
     acknowledged it. A suppression lookup answers what the sender's gate answers now: an unsubscribe
@@ -46,14 +53,15 @@ def register_views(
     def authorized(request: Request) -> bool:
         return key_is_valid(presented_key(dict(request.headers)), settings.api_keys) or forwarded(request)
 
-    async def from_owner(view: View, request: Request, table: Any, key: str) -> Response | None:
+    async def from_owner(view: View, request: Request, store: PartitionStore[Any], key: str) -> Response | None:
         """The owner's answer when another worker holds ``key``; None when this worker should answer."""
         if forwarded(request):
             return None  # answer with what we hold: no forwarding loops during a rebalance
-        owner = owner_url(app, table, partition_for(key.encode(), settings.topic_partitions))
+        partition = partition_for(key.encode(), settings.topic_partitions)
+        owner = host.owner_url(store.name, store.changelog_topic, partition)
         if owner is None:
             return view.json({"error": "no worker holds this key right now (rebalancing); retry"}, status=503)
-        if is_local(app, owner):
+        if host.is_local(owner):
             return None
         url = request.url.with_host(owner.host or "127.0.0.1").with_port(owner.port)
         # Signed for this path alone: the caller's API key never leaves this worker.
@@ -61,12 +69,12 @@ def register_views(
         async with app.http_client.get(url, headers=headers) as answer:
             return view.text(await answer.text(), content_type=answer.content_type, status=answer.status)
 
-    @app.page("/suppression/{address}")
+    @app.page("/suppression/{recipient}")
     class SuppressionView(View):
-        async def get(self, request: Request, address: str) -> Response:
+        async def get(self, request: Request, recipient: str) -> Response:
             if not authorized(request):
                 return self.json({"error": "missing or invalid API key"}, status=401)
-            normalized = normalize_address(address)
+            normalized = address(recipient)
             forwarded = await from_owner(self, request, suppression, normalized)
             if forwarded is not None:
                 return forwarded
@@ -94,22 +102,22 @@ def register_views(
             forwarded = await from_owner(self, request, campaign_totals, campaign)
             if forwarded is not None:
                 return forwarded
-            rollup = eng.decode_rollup(campaign_totals.get(campaign))
+            rollup = totals.decode_rollup(campaign_totals.lookup(RollupKeys.campaign(campaign)))
             if by == "hour":
                 hours = []
                 for hour in rollup.hours:
-                    held = eng.decode_rollup(campaign_totals.get(eng.hour_key(campaign, hour)))
-                    counts = eng.total(held.partials.values())
-                    hours.append({"hour": eng.hour_start(hour).isoformat(), **eng.report(counts)})
+                    held = totals.decode_rollup(campaign_totals.lookup(RollupKeys.hour(campaign, hour)))
+                    counts = totals.total(held.partials.values())
+                    hours.append({"hour": eng.hour_start(hour).isoformat(), **totals.report(counts)})
                 return self.json(hours)
-            return self.json(eng.report(eng.total(rollup.partials.values())))
+            return self.json(totals.report(totals.total(rollup.partials.values())))
 
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
             """Ready once partitions are assigned and tables recovered: lookups then have an owner."""
-            assigned = len(app.assignor.assigned_actives())
-            ready = assigned > 0 and not app.rebalancing and not app.in_recovery
+            assigned = len(host.assigned())
+            ready = assigned > 0 and not host.settling()
             return self.json({"ok": ready, "partitions": assigned}, status=200 if ready else 503)
 
     @app.page("/metrics")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import typing
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,21 @@ class TrackingMode(enum.StrEnum):
 class UnsubscribeScope(enum.StrEnum):
     LIST = "list"
     ALL = "all"
+
+
+class AlertLevel(enum.StrEnum):
+    """A campaign's complaint rate against the bulk-sender lines (``NONE``: below both)."""
+
+    NONE = ""
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _ALERT_RANK[self]
+
+
+_ALERT_RANK = {AlertLevel.NONE: 0, AlertLevel.WARNING: 1, AlertLevel.CRITICAL: 2}
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
@@ -173,6 +189,23 @@ class SuppressionRemoved(Event, frozen=True, kw_only=True, tag="suppression.remo
     source: str = "operator"
 
 
+class EventKind(enum.StrEnum):
+    """Every kind of event, as its ``kind`` field names it (one per class of :data:`AnyEvent`)."""
+
+    OPEN = "open"
+    CLICK = "click"
+    UNSUBSCRIBE = "unsubscribe"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    SEND_SKIPPED = "send.skipped"
+    SUPPRESSION_ADDED = "suppression.added"
+    SUPPRESSION_REMOVED = "suppression.removed"
+
+
 AnyEvent = (
     Open
     | Click
@@ -187,6 +220,7 @@ AnyEvent = (
     | SuppressionAdded
     | SuppressionRemoved
 )
+EVENT_CLASSES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 
 
 class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -257,7 +291,7 @@ class ComplaintAlert(msgspec.Struct, frozen=True, kw_only=True):
 
     alert_id: str
     campaign_id: str
-    level: str
+    level: AlertLevel
     complaint_rate: float
     complaints: int
     delivered: int

@@ -36,27 +36,9 @@ class Topics:
     dead_letter: str
     campaign_partials: str
     alerts: str
+    # The worker's faust app id: its consumer groups and state topics are named after it
+    # (processors.faust_store.state_topic_specs).
     processors_app: str
-
-    @property
-    def suppression_changelog(self) -> str:
-        return f"{self.processors_app}-suppression-changelog"
-
-    @property
-    def sent_log_changelog(self) -> str:
-        return f"{self.processors_app}-sent-log-changelog"
-
-    @property
-    def engagement_changelog(self) -> str:
-        return f"{self.processors_app}-engagement-changelog"
-
-    @property
-    def campaign_totals_changelog(self) -> str:
-        return f"{self.processors_app}-campaign-totals-changelog"
-
-    @property
-    def assignor_leader(self) -> str:
-        return f"{self.processors_app}-__assignor-__leader"
 
     @classmethod
     def for_prefix(cls, prefix: str) -> Topics:
@@ -90,11 +72,4 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Keyed by campaign, source partition and hour: compaction keeps each one's latest count.
         spec(names.campaign_partials, compacted),
         spec(names.alerts, retention),
-        # faust's table changelogs, created here up front: faust's own lazy creation
-        # races its partition check on a fresh cluster and crashes the agent.
-        spec(names.suppression_changelog, compacted),
-        spec(names.sent_log_changelog, compacted),
-        spec(names.engagement_changelog, compacted),
-        spec(names.campaign_totals_changelog, compacted),
-        TopicSpec(names.assignor_leader, 1, settings.replication_factor, dict(compacted)),
     ]

@@ -17,8 +17,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailpulse.smtp_sink import MaildirHandler
-from processors.courier import QUIT_SECONDS, Courier, CourierError, Delivered
-from processors.delivery import SmtpOutcome
+from processors.courier import QUIT_SECONDS, Courier, CourierError
+from processors.delivery import DeliveryResult, SmtpOutcome
 from schemas.events import SendRequest, message_id_for, utcnow
 from schemas.settings import Settings
 
@@ -84,7 +84,7 @@ def stored(maildir: Path) -> list[email.message.EmailMessage]:
 def test_each_request_is_rendered_sent_and_answered_with_the_relays_reply(relay: tuple[Settings, Path]) -> None:
     settings, maildir = relay
 
-    async def run() -> list[Delivered]:
+    async def run() -> list[DeliveryResult]:
         courier = Courier(settings)
         try:
             recipients = ["reader@example.org", "hardbounce@example.org", "retryonce@example.org"]
@@ -105,7 +105,7 @@ def test_each_request_is_rendered_sent_and_answered_with_the_relays_reply(relay:
 def test_a_request_barred_at_hand_off_is_neither_rendered_nor_sent(relay: tuple[Settings, Path]) -> None:
     settings, maildir = relay
 
-    async def run() -> tuple[Delivered, Delivered]:
+    async def run() -> tuple[DeliveryResult, DeliveryResult]:
         courier = Courier(settings)
         try:
             barred = await courier.deliver(request("reader@example.org"), lambda: ["unsubscribed:news"])
@@ -127,7 +127,7 @@ def test_a_dead_delivery_process_fails_what_it_held_and_the_next_request_gets_a_
 
     exits: list[int] = []
 
-    async def run() -> tuple[Delivered | BaseException, Delivered, int | None, int | None]:
+    async def run() -> tuple[DeliveryResult | BaseException, DeliveryResult, int | None, int | None]:
         courier = Courier(settings, on_exit=lambda: exits.append(1))
         try:
             held = asyncio.create_task(courier.deliver(request("slow@example.org"), nothing_bars))

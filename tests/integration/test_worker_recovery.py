@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from mailpulse.topics_admin import ensure_topics
+from processors.faust_store import SUPPRESSION, changelog_topic
 from schemas.events import AnyEvent
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -216,7 +217,7 @@ def test_a_suppression_record_kafka_refused_is_applied_and_audited_after_a_resta
 
     settings, worker = isolated
     names = Topics.for_prefix(settings.topic_prefix)
-    topic = names.suppression_changelog if refusing == "suppression changelog" else names.suppression
+    topic = changelog_topic(settings, SUPPRESSION) if refusing == "suppression changelog" else names.suppression
     address = f"{unique('refused')}@example.org"
     first = worker("w1", 16175)
     wait_until(first.ready, timeout=90, what="worker ready")

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processors import campaign_totals as rollups
 from processors import engagement as eng
-from schemas.events import AgentClass, AnyEvent, Open, Sent
+from schemas.events import AgentClass, AlertLevel, AnyEvent, Open, Sent
 from tests.support.models import event_stream, report_model
 
 CAMPAIGNS = ["spring", "autumn"]
@@ -34,7 +35,7 @@ def test_incremental_counts_equal_the_report_definition() -> None:
     events = event_stream(7, CAMPAIGNS, 400)
     totals, _ = fold(events)
     for campaign in CAMPAIGNS:
-        assert eng.report(totals[campaign]) == report_model(events, campaign)
+        assert rollups.report(totals[campaign]) == report_model(events, campaign)
     assert report_model(events, "spring")["opens_machine"] > 0  # the stream exercises every count
 
 
@@ -48,7 +49,7 @@ def test_order_and_repetition_do_not_change_the_counts(seed: int) -> None:
     assert fold(shuffled)[0] == expected
     assert fold(events + events)[0] == expected  # the same stream twice
     assert fold(shuffled)[1] == expected_hours  # hours by earliest event time: arrival order does not matter
-    assert eng.report(expected.get("c", {})) == report_model(events, "c")
+    assert rollups.report(expected.get("c", {})) == report_model(events, "c")
 
 
 def test_hours_add_up_to_the_totals() -> None:
@@ -98,20 +99,19 @@ def test_tally_skips_what_its_accumulator_already_counted() -> None:
 
 
 def test_rollup_keeps_the_newest_partial_of_each_partition() -> None:
-    rollup = eng.merge_partial(eng.EMPTY_ROLLUP, 0, eng.Accumulator(offset=5, counts={"sent": 5}))
-    rollup = eng.merge_partial(rollup, 1, eng.Accumulator(offset=2, counts={"sent": 2}))
-    stale = eng.merge_partial(rollup, 0, eng.Accumulator(offset=4, counts={"sent": 4}))
+    rollup = rollups.merge_partial(rollups.EMPTY_ROLLUP, 0, eng.Accumulator(offset=5, counts={"sent": 5}))
+    rollup = rollups.merge_partial(rollup, 1, eng.Accumulator(offset=2, counts={"sent": 2}))
+    stale = rollups.merge_partial(rollup, 0, eng.Accumulator(offset=4, counts={"sent": 4}))
     assert stale is rollup
-    assert eng.total(rollup.partials.values()) == {"sent": 7}
-    decoded = eng.decode_rollup(eng.encode_state(rollup))
+    assert rollups.total(rollup.partials.values()) == {"sent": 7}
+    decoded = rollups.decode_rollup(eng.encode_state(rollup))
     assert decoded == rollup
 
 
 def test_complaint_alert_levels_follow_the_bulk_sender_lines() -> None:
-    policy = eng.AlertPolicy(warning_rate=0.001, critical_rate=0.003, min_delivered=1000)
-    assert eng.alert_level({"delivered": 10_000, "complaints": 10}, policy) == ""  # exactly 0.1%: not above
-    assert eng.alert_level({"delivered": 10_000, "complaints": 11}, policy) == "warning"
-    assert eng.alert_level({"delivered": 10_000, "complaints": 31}, policy) == "critical"
-    assert eng.alert_level({"delivered": 999, "complaints": 500}, policy) == ""  # too little mail to judge
-    assert eng.is_escalation("", "warning") and eng.is_escalation("warning", "critical")
-    assert not eng.is_escalation("critical", "warning")
+    policy = rollups.AlertPolicy(warning_rate=0.001, critical_rate=0.003, min_delivered=1000)
+    assert rollups.alert_level({"delivered": 10_000, "complaints": 10}, policy) == ""  # exactly 0.1%: not above
+    assert rollups.alert_level({"delivered": 10_000, "complaints": 11}, policy) == "warning"
+    assert rollups.alert_level({"delivered": 10_000, "complaints": 31}, policy) == "critical"
+    assert rollups.alert_level({"delivered": 999, "complaints": 500}, policy) == ""  # too little mail to judge
+    assert AlertLevel.NONE.rank < AlertLevel.WARNING.rank < AlertLevel.CRITICAL.rank

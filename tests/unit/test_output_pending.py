@@ -1,145 +1,121 @@
 """Worker table writes reach their stores only once acknowledged; the worker reads its pending writes meanwhile.
 
-The producer here points at a closed port: nothing is delivered, and ``_apply`` stands in for the
-acknowledgement a real flush waits for (the broker round trip is covered by the recovery tests). With a
-short delivery timeout the same producer shows what a refusal does.
+The producer keeps records in memory and answers when told (tests/support/memory_producer.py); the
+broker round trip and a real refusal are covered by the recovery tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
+from processors.acknowledgements import Acknowledgements
 from processors.output import Output, OutputError
+from processors.store import DictStore
+from processors.transaction import TransactionClosed, TransactionStatus
 from schemas.settings import Settings
+from tests.support.memory_producer import MemoryProducer
 
 
-class FakeStore(dict[str, str]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.persisted: dict[Any, int] = {}
-
-    def set_persisted_offset(self, tp: Any, offset: int) -> None:
-        self.persisted[tp] = offset
-
-
-@dataclass
-class FakeChangelog:
-    name: str
-
-    def get_topic_name(self) -> str:
-        return self.name
-
-
-@dataclass
-class FakeTable:
-    name: str
-    data: FakeStore = field(default_factory=FakeStore)
-
-    @property
-    def changelog_topic(self) -> FakeChangelog:
-        return FakeChangelog(f"{self.name}-changelog")
-
-    def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-
-@dataclass
-class FakeMessage:
-    partition: int
-    offset: int = 0
-    topic: str = "events"
-    value: bytes = b"x"
-
-
-@dataclass(eq=False)
-class FakeEvent:
-    message: FakeMessage
-
-
-# Nobody listens there: librdkafka's connection errors would only fill the test output.
-QUIET = {"log_level": 0}
-
-
-def output() -> Output:
-    return Output(Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), **QUIET)
+def output(held: bool = False) -> tuple[Output, MemoryProducer]:
+    producer = MemoryProducer()
+    producer.hold = held
+    return Output(Settings.from_env({}), producer=producer), producer
 
 
 def test_a_write_is_read_back_before_it_reaches_the_store() -> None:
-    out, table, source = output(), FakeTable("suppression"), FakeEvent(FakeMessage(2))
-    out.write(table, "a@example.com", "unsubscribed", source)
-    assert out.read(table, "a@example.com", source) == "unsubscribed"
-    assert "a@example.com" not in table.data  # not acknowledged yet: a crash now must not leave it locally
+    (out, _), store = output(held=True), DictStore[str]("suppression")
+    out.write(store, "a@example.com", "unsubscribed", 2)
+    assert out.read(store, "a@example.com", 2) == "unsubscribed"
+    assert "a@example.com" not in store.data  # not acknowledged yet: a crash now must not leave it locally
 
 
 def test_a_view_sees_what_the_feeds_see_acknowledged_or_not() -> None:
-    out, table = output(), FakeTable("suppression")
-    table.data["old@example.com"] = "stored"
-    out.write(table, "new@example.com", "unsubscribed", FakeEvent(FakeMessage(3)))
-    assert out.current(table, "new@example.com") == "unsubscribed"  # what the sender's gate reads now
-    assert out.current(table, "old@example.com") == "stored"
-    assert out.current(table, "nobody@example.com") is None
+    (out, _), store = output(held=True), DictStore[str]("suppression")
+    store.data["old@example.com"] = "stored"
+    out.write(store, "new@example.com", "unsubscribed", 3)
+    assert out.current(store, "new@example.com") == "unsubscribed"  # what the sender's gate reads now
+    assert out.current(store, "old@example.com") == "stored"
+    assert out.current(store, "nobody@example.com") is None
 
 
-def test_acknowledged_writes_reach_the_store_in_order_with_their_offsets() -> None:
-    out, table = output(), FakeTable("engagement")
-    out.write(table, "k", "first", FakeEvent(FakeMessage(1)))
-    out.write(table, "k", "second", FakeEvent(FakeMessage(1)))
-    out._offsets.update({1: 40, 2: 41})
-    out._apply(out._seq)
-    assert table.data["k"] == "second"
-    assert list(table.data.persisted.values()) == [41]
-    assert out.read(table, "k", FakeEvent(FakeMessage(1))) == "second"  # now from the store
+def test_acknowledged_writes_reach_the_store_in_order_with_their_changelog_offsets() -> None:
+    (out, producer), store = output(), DictStore[str]("engagement")
+
+    async def batch() -> TransactionStatus:
+        tx = out.transaction()
+        tx.write(store, "k", "first", 1)
+        tx.write(store, "k", "second", 1)
+        tx.write(store, "j", "other", 4)
+        await tx.commit()
+        return tx.status
+
+    assert asyncio.run(batch()) is TransactionStatus.COMMITTED
+    assert store.data == {"k": "second", "j": "other"}
+    assert store.offsets == {1: 1, 4: 0}  # the last changelog offset of each partition the store holds
+    assert out.read(store, "k", 1) == "second"  # now from the store
+    # What faust would recover the table from: the same values.
+    recovered = DictStore[str].recovered("engagement", store.changelog_topic, producer.changelog(store.changelog_topic))
+    assert recovered.data == store.data
 
 
-def test_a_write_made_during_a_flush_stays_pending_and_wins() -> None:
-    out, table = output(), FakeTable("sent-log")
-    out.write(table, "m1", "pending", FakeEvent(FakeMessage(0)))
-    upto = out._seq  # the flush starts here
-    out.write(table, "m1", "sent:2026-11-27T00:00:00Z", FakeEvent(FakeMessage(0)))
-    out._offsets.update({1: 7})
-    out._apply(upto)
-    assert table.data["m1"] == "pending"  # the acknowledged value only
-    assert out.read(table, "m1", FakeEvent(FakeMessage(0))) == "sent:2026-11-27T00:00:00Z"
-    assert list(table.data.persisted.values()) == [7]  # never past what the store holds
+def test_a_write_made_during_a_commit_stays_pending_and_wins() -> None:
+    (out, producer), store = output(held=True), DictStore[str]("sent-log")
+
+    async def run() -> None:
+        tx = out.transaction()
+        tx.write(store, "m1", "pending", 0)
+        committing = asyncio.ensure_future(tx.commit())
+        await asyncio.sleep(0.01)
+        assert tx.status is TransactionStatus.PREPARED
+        with pytest.raises(TransactionClosed):
+            tx.write(store, "m2", "late", 0)  # a prepared transaction takes nothing more
+        out.write(store, "m1", "sent:2026-11-27T00:00:00Z", 0)  # the next batch's, while the commit waits
+        producer.release()
+        await asyncio.wait_for(committing, 2)
+
+    asyncio.run(run())
+    assert store.data["m1"] == "pending"  # the value acknowledged before the commit began, only
+    assert out.read(store, "m1", 0) == "sent:2026-11-27T00:00:00Z"
+    assert store.offsets == {0: 0}  # never past what the store holds
 
 
-def test_a_refusal_drops_every_pending_write_and_fails_each_batch_in_flight() -> None:
-    # librdkafka gives up on each record after 200 ms: the broker "refused" them.
-    out = Output(
-        Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), **{"message.timeout.ms": 200, **QUIET}
-    )
-    table, source = FakeTable("engagement"), FakeEvent(FakeMessage(0, offset=5))
-    table.data["o|0"] = "5"  # the durable mark: partition 0 resumes at offset 5
+def test_a_refusal_drops_every_pending_write_and_fails_each_batch_with_writes_in_flight() -> None:
+    (out, producer), store = output(held=True), DictStore[str]("engagement")
+    store.data["o|0"] = "5"  # the durable mark: partition 0 resumes at offset 5
+    producer.refuse(store.changelog_topic)
 
     async def batches() -> None:
-        other = out.begin()  # another feed's batch, still open
-        out.write(table, "b", "written by the other batch", source)
-        mine = out.begin()
-        out.write(table, "k", "counts", source)
-        out.write(table, "o|0", "9", source)
+        other = out.transaction()  # another feed's batch, still open
+        other.write(store, "b", "written by the other batch", 0)
+        outputs_only = out.transaction()  # a batch that only produces records (the retries)
+        outputs_only.produce("mailpulse.outbox", b"k", b"v")
+        mine = out.transaction()
+        mine.write(store, "k", "counts", 0)
+        mine.write(store, "o|0", "9", 0)
+        producer.hold = False
         with pytest.raises(OutputError, match="not acknowledged"):
-            await out.flush(mine)
+            await mine.commit()
+        assert mine.status is TransactionStatus.DROPPED
         # Read again from the durable mark, the batch finds none of its own writes.
-        assert out.read(table, "o|0", source) == "5"
-        assert out.read(table, "k", source) is None and "k" not in table.data
-        # The other batch's write was dropped too, so its flush fails although its records caused nothing.
-        assert out.read(table, "b", source) is None
+        assert out.read(store, "o|0", 0) == "5"
+        assert out.read(store, "k", 0) is None and "k" not in store.data
+        # The other batch's write was dropped too, so its commit fails although its records caused nothing.
+        assert out.read(store, "b", 0) is None
         with pytest.raises(OutputError, match="dropped"):
-            await out.flush(other)
-        later = out.begin()  # a batch begun after the refusal is not failed by it
-        await out.flush(later)
+            await other.commit()
+        await outputs_only.commit()  # it wrote nothing that could be lost
+        later = out.transaction()  # a batch begun after the refusal is not failed by it
+        later.produce("mailpulse.outbox", b"k", b"v2")
+        await later.commit()
+        assert later.status is TransactionStatus.COMMITTED
 
     asyncio.run(batches())
-    assert dict(table.data) == {"o|0": "5"}
+    assert store.data == {"o|0": "5"}
 
 
 def test_a_flush_waits_for_what_came_before_it_and_not_for_what_comes_after() -> None:
-    from processors.output import Acknowledgements
-
     async def run() -> None:
         loop = asyncio.get_running_loop()
         acks = Acknowledgements()

@@ -1,0 +1,207 @@
+"""The outbox feed's job: gate each send request, hand the rest to the delivery process, record outcomes.
+
+Order per batch (docs/guarantees.md):
+
+1. **gate**: each request is checked against the sent-log (sent already: a duplicate, skipped) and the
+   suppression table (suppressed: ``send.skipped``), and booked with its domain's rate limit (a slot
+   more than :data:`MAX_RATE_WAIT_SECONDS` out: through the retry topic instead). The rest get a
+   ``pending`` mark in the sent-log, acknowledged by Kafka before anything is sent;
+2. the feed may read and gate the next batch meanwhile (``release``): two batches in hand;
+3. **hand-off**: each message waits for its domain's pace, is checked against suppression once more
+   (an unsubscribe applied while its batch waited still stops it) and goes to the delivery process;
+4. **outcomes**: each answer's sent mark, events and retry are produced as the answer comes, and all of
+   them are acknowledged before the batch's offsets commit.
+
+A crash anywhere loses no request. What it can mail twice is what was in the delivery process and what
+was answered in the last milliseconds (sent marks Kafka had not yet acknowledged): the redelivery finds
+them ``pending``, sends them again and counts each as a possible duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Protocol
+
+import msgspec
+
+from processors.delivery import (
+    DeliveryResult,
+    RetryPolicy,
+    SentState,
+    decide,
+    sent_log_state,
+    sent_log_value,
+    skipped,
+)
+from processors.feed import FeedControl, FeedRecord
+from processors.metrics import WorkerMetrics
+from processors.output import Output
+from processors.ratelimit import DomainLimits, RateLimiter, recipient_domain
+from processors.state_keys import Address, MessageId, address, message
+from processors.store import PartitionStore
+from processors.suppression import decode_entry, suppression_reasons
+from processors.transaction import Transaction
+from schemas.codec import DecodeError, decode_send_request, encode
+from schemas.events import AnyEvent, SendRequest, utcnow
+from schemas.keys import recipient_key
+from schemas.settings import Settings
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# A send whose domain slot is further out than this goes through the retry topic instead of holding its batch.
+MAX_RATE_WAIT_SECONDS = 1.0
+# Gating a batch gives the loop back this often, for the hand-offs of the batch before it still sending.
+GATE_YIELD_EVERY = 128
+
+
+class Handoff(Protocol):
+    """The delivery process as the sender sees it (:class:`processors.courier.Courier`)."""
+
+    async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> DeliveryResult: ...
+
+
+def domain_limits(settings: Settings) -> DomainLimits:
+    rates = dict(settings.domain_rate_limits)
+    default = rates.pop("*", None)
+    return DomainLimits(rates, default=default)
+
+
+class Sender:
+    def __init__(
+        self,
+        output: Output,
+        suppression: PartitionStore[Address],
+        sent_log: PartitionStore[MessageId],
+        courier: Handoff,
+        settings: Settings,
+        metrics: WorkerMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._output, self._suppression, self._sent_log = output, suppression, sent_log
+        self._courier, self._metrics, self._clock = courier, metrics, clock
+        self._topics = Topics.for_prefix(settings.topic_prefix)
+        self._retry_policy = RetryPolicy(
+            max_attempts=settings.max_send_attempts, base_seconds=settings.retry_base_seconds
+        )
+        limits = domain_limits(settings)
+        # Booked when a batch is gated: a send whose slot is too far out goes through the retry topic.
+        self._limiter = RateLimiter(limits, burst=settings.domain_burst)
+        # Booked again at the hand-off, on the clock the mail really goes by: a batch's sends start only once
+        # its pending marks are acknowledged, some milliseconds after the gate, and batches overlap, so slots
+        # counted from the gate let a late burst and the slot after it go out together.
+        self._pacer = RateLimiter(limits, burst=settings.domain_burst)
+        # Message ids of the batches in hand, from their gate until their outcome is recorded: a request met
+        # again meanwhile (in the same batch or the next) is a duplicate, whatever the sent-log says yet.
+        self._sending: set[str] = set()
+
+    async def handle(self, feed: FeedControl, records: list[FeedRecord]) -> dict[int, int]:
+        """One batch of the outbox; ``feed.release()`` once only the answers are left to wait for, so the
+        next batch is gated while this one's last messages are sent (the delivery process never runs dry)."""
+        batch = []
+        for record in records:
+            try:
+                batch.append((decode_send_request(record.value), record.message.partition))
+            except DecodeError as exc:
+                self._metrics.poison.labels("outbox").inc()
+                log.warning("skipping undecodable send request: %s", exc)
+        outgoing: list[tuple[SendRequest, int]] = []
+        try:
+            await self._gate(batch, outgoing)
+            feed.release()
+            await self._send(outgoing)
+        finally:
+            self._sending.difference_update(request.message_id for request, _ in outgoing)
+        return {r.message.partition: r.message.offset + 1 for r in records}
+
+    def barred(self, tx: Transaction, request: SendRequest, partition: int) -> list[str]:
+        """Why ``request`` must not be mailed now; empty when it may."""
+        entry = decode_entry(tx.read(self._suppression, address(request.recipient), partition))
+        return suppression_reasons(entry, request.list_id)
+
+    async def _gate(self, batch: list[tuple[SendRequest, int]], outgoing: list[tuple[SendRequest, int]]) -> None:
+        """The requests of ``batch`` that may be mailed, into ``outgoing``, their pending marks acknowledged."""
+        tx = self._output.transaction()
+        now = utcnow()
+        for index, (request, partition) in enumerate(batch):
+            if index % GATE_YIELD_EVERY == GATE_YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # the batch before this one is still handing messages over
+            key = message(request.message_id)
+            state = sent_log_state(tx.read(self._sent_log, key, partition))
+            if state is SentState.SENT or request.message_id in self._sending:
+                self._metrics.sends.labels("duplicate").inc()
+                continue
+            reasons = self.barred(tx, request, partition)
+            if reasons:
+                self._metrics.sends.labels("skipped").inc()
+                self._publish(tx, skipped(request, reasons, now))
+                continue
+            wait = self._limiter.reserve(recipient_domain(request.recipient), self._clock(), MAX_RATE_WAIT_SECONDS)
+            if wait > MAX_RATE_WAIT_SECONDS:
+                # Too far out to hold the batch for: the retry topic brings it back when its slot comes.
+                self._metrics.sends.labels("rate_limited").inc()
+                self._retry(tx, msgspec.structs.replace(request, not_before=now + timedelta(seconds=wait)))
+                continue
+            if state is SentState.PENDING:
+                self._metrics.sends.labels("possible_duplicate").inc()
+                log.warning("message %s may have been mailed before a crash; sending it again", request.message_id)
+            self._sending.add(request.message_id)
+            outgoing.append((request, partition))
+            tx.write(self._sent_log, key, sent_log_value(SentState.PENDING), partition)
+        await tx.commit()
+
+    async def _send(self, outgoing: list[tuple[SendRequest, int]]) -> None:
+        """Mail ``outgoing`` through the delivery process; every outcome acknowledged by Kafka on return."""
+        tx = self._output.transaction()
+
+        async def deliver(request: SendRequest, partition: int) -> None:
+            wait = self._pacer.reserve(recipient_domain(request.recipient), self._clock())
+            if wait > 0:
+                await asyncio.sleep(wait)  # the domain's rate limit
+            # Checked again right before the hand-off: an unsubscribe that arrived while the batch
+            # waited still stops this message.
+            result = await self._courier.deliver(request, lambda: self.barred(tx, request, partition))
+            self._record(tx, request, partition, result)
+
+        # One failure cancels the rest; the batch is read again from its offsets.
+        async with asyncio.TaskGroup() as group:
+            for request, partition in outgoing:
+                group.create_task(deliver(request, partition))
+        # Acknowledged before the batch's offsets can commit (at-least-once, nothing lost).
+        await tx.commit()
+
+    def _record(self, tx: Transaction, request: SendRequest, partition: int, result: DeliveryResult) -> None:
+        key = message(request.message_id)
+        outcome, answered_at = result.outcome, result.at
+        if isinstance(outcome, list):
+            self._metrics.sends.labels("skipped").inc()
+            self._publish(tx, skipped(request, outcome, answered_at))
+            tx.write(self._sent_log, key, sent_log_value(SentState.NEVER), partition)
+            return
+        decision = decide(request, outcome, answered_at, self._retry_policy)
+        if decision.possible_duplicate:
+            self._metrics.sends.labels("possible_duplicate").inc()
+            log.warning(
+                "message %s: connection lost after its content was sent; it may arrive twice", request.message_id
+            )
+        if decision.delivered:
+            tx.write(self._sent_log, key, sent_log_value(SentState.SENT, answered_at), partition)
+            self._metrics.sends.labels("sent").inc()
+        else:
+            # Not mailed: a retry of it is no duplicate.
+            tx.write(self._sent_log, key, sent_log_value(SentState.NEVER), partition)
+            self._metrics.sends.labels("deferred" if decision.retry is not None else "not_sent").inc()
+        for event in decision.events:
+            self._publish(tx, event)
+        if decision.retry is not None:
+            self._retry(tx, decision.retry)
+
+    def _publish(self, tx: Transaction, event: AnyEvent) -> None:
+        tx.produce(self._topics.events, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
+
+    def _retry(self, tx: Transaction, request: SendRequest) -> None:
+        tx.produce(self._topics.retry, key=request.recipient.encode(), value=encode(request))

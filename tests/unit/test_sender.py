@@ -1,0 +1,215 @@
+"""The sender job over memory stores and a scripted relay: what it gates, hands off, records and retries, and
+what a crash can make it send twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from processors.delivery import DeliveryResult, SentState, SmtpOutcome, sent_log_state
+from processors.feed import FeedMessage, FeedRecord
+from processors.sender import Sender
+from processors.state_keys import address, message
+from processors.suppression import Reason, SuppressionEntry, encode_entry
+from schemas.bounce_reasons import SmtpStage
+from schemas.codec import decode_event, decode_send_request, encode
+from schemas.events import SendRequest, message_id_for
+from schemas.settings import Settings
+from tests.support.worker_harness import FeedCalls, Harness
+
+AT = datetime(2026, 11, 20, 9, tzinfo=UTC)
+
+
+class Relay:
+    """The delivery process as the sender sees it, answering each recipient as scripted (250 otherwise)."""
+
+    def __init__(self, answers: dict[str, SmtpOutcome] | None = None, on_handoff: Callable[[], None] | None = None):
+        self.answers = answers or {}
+        self.mailed: list[str] = []
+        self.barred: list[str] = []
+        self._on_handoff = on_handoff or (lambda: None)
+
+    async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> DeliveryResult:
+        self._on_handoff()
+        reasons = still_barred()
+        if reasons:
+            self.barred.append(request.recipient)
+            return DeliveryResult(reasons, AT)
+        await asyncio.sleep(0)
+        self.mailed.append(request.recipient)
+        return DeliveryResult(self.answers.get(request.recipient, SmtpOutcome(250, "2.0.0 Ok", SmtpStage.DATA)), AT)
+
+
+def request(recipient: str, campaign: str = "c", attempt: int = 1) -> SendRequest:
+    return SendRequest(
+        message_id=message_id_for(campaign, recipient),
+        campaign_id=campaign,
+        recipient=recipient,
+        list_id="news",
+        from_address="News <news@example.com>",
+        subject="s",
+        html="<p>h</p>",
+        text="h",
+        attempt=attempt,
+        enqueued_at=AT,
+    )
+
+
+def records(requests: list[SendRequest], partition: int = 0, first: int = 0) -> list[FeedRecord]:
+    topic = "mailpulse.outbox"
+    return [FeedRecord(FeedMessage(topic, partition, first + i), encode(r)) for i, r in enumerate(requests)]
+
+
+def sender(harness: Harness, relay: Relay, settings: Settings | None = None) -> Sender:
+    t = harness.tables
+    return Sender(harness.output, t.suppression, t.sent_log, relay, settings or harness.settings, harness.metrics)
+
+
+def kinds(harness: Harness) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.recipient) for e in map(decode_event, harness.producer.values(harness.names.events))]
+
+
+def test_a_batch_is_gated_mailed_and_recorded() -> None:
+    harness = Harness()
+    suppression = harness.tables.suppression
+    gone = SuppressionEntry(reasons=(Reason.UNSUBSCRIBED,))
+    suppression.set(address("Gone@Example.org"), encode_entry(gone).decode(), 0)
+    unknown = SmtpOutcome(550, "5.1.1 <nobody@example.org>: Recipient address rejected: User unknown", SmtpStage.RCPT)
+    busy = SmtpOutcome(451, "4.7.1 Try again later", SmtpStage.RCPT)
+    relay = Relay({"nobody@example.org": unknown, "busy@example.org": busy})
+    batch = [request(r) for r in ("a@example.org", "gone@example.org", "nobody@example.org", "busy@example.org")]
+    feed = FeedCalls()
+    offsets = asyncio.run(sender(harness, relay).handle(feed, records(batch)))
+    assert offsets == {0: 4} and feed.released == 1
+    assert relay.mailed == ["a@example.org", "nobody@example.org", "busy@example.org"]
+    assert sorted(kinds(harness)) == sorted(
+        [
+            ("send.skipped", "gone@example.org"),
+            ("sent", "a@example.org"),
+            ("failed", "nobody@example.org"),
+            ("bounce", "nobody@example.org"),
+            ("deferred", "busy@example.org"),
+        ]
+    )
+    retried = [decode_send_request(v) for v in harness.producer.values(harness.names.retry)]
+    assert [(r.recipient, r.attempt) for r in retried] == [("busy@example.org", 2)]
+    states = {r.recipient: sent_log_state(harness.tables.sent_log.get(message(r.message_id), 0)) for r in batch}
+    assert states == {
+        "a@example.org": SentState.SENT,
+        "gone@example.org": SentState.NEVER,
+        "nobody@example.org": SentState.NEVER,  # refused: a later send of it is no duplicate
+        "busy@example.org": SentState.NEVER,
+    }
+    outcomes = ("sent", "skipped", "not_sent", "deferred")
+    counted = {o: harness.metrics.value("mailpulse_worker_sends_total", outcome=o) for o in outcomes}
+    assert counted == {"sent": 1, "skipped": 1, "not_sent": 1, "deferred": 1}
+    harness.output.close()
+
+
+def test_an_unsubscribe_applied_while_its_batch_waits_stops_the_message_at_the_hand_off() -> None:
+    harness = Harness()
+    suppression = harness.tables.suppression
+
+    def unsubscribe_b() -> None:  # the events feed applies an unsubscribe while the sender's batch is gated
+        entry = encode_entry(SuppressionEntry(reasons=(Reason.UNSUBSCRIBED,))).decode()
+        harness.output.write(suppression, address("b@example.org"), entry, 0)
+
+    relay = Relay(on_handoff=unsubscribe_b)
+    asyncio.run(
+        sender(harness, relay).handle(FeedCalls(), records([request("a@example.org"), request("b@example.org")]))
+    )
+    assert relay.mailed == ["a@example.org"] and relay.barred == ["b@example.org"]
+    assert ("send.skipped", "b@example.org") in kinds(harness)
+    harness.output.close()
+
+
+def test_requests_met_again_are_duplicates_and_a_pending_one_is_sent_again_and_counted() -> None:
+    worker = Harness()
+    relay = Relay()
+    batch = [request(f"r{i}@example.org") for i in range(6)]
+    asyncio.run(sender(worker, relay).handle(FeedCalls(), records(batch)))
+    assert len(relay.mailed) == 6
+    # The same batch again (its offsets were not committed): all of it is sent already.
+    again = Relay()
+    asyncio.run(sender(worker, again).handle(FeedCalls(), records(batch)))
+    assert again.mailed == []
+    assert worker.metrics.value("mailpulse_worker_sends_total", outcome="duplicate") == 6
+    # A request marked pending whose answer never got recorded (a crash mid-send): mailed again, counted.
+    pending = request("late@example.org")
+    worker.output.write(worker.tables.sent_log, message(pending.message_id), "pending", 0)
+    asyncio.run(sender(worker, again).handle(FeedCalls(), records([pending])))
+    assert again.mailed == ["late@example.org"]
+    assert worker.metrics.value("mailpulse_worker_sends_total", outcome="possible_duplicate") == 1
+    worker.output.close()
+
+
+def test_a_sender_killed_mid_batch_mails_twice_only_what_had_no_acknowledged_sent_mark() -> None:
+    worker = Harness()
+    batch = [request(f"k{i}@example.org") for i in range(40)]
+    mailed: list[str] = []
+
+    class Killed(Exception):
+        pass
+
+    class Dying(Relay):
+        """Answers 30 messages; the sent marks of the last 5 never reach Kafka, and the worker is killed."""
+
+        async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> DeliveryResult:
+            if len(mailed) == 25:
+                worker.producer.release()  # the first 25 answers' marks acknowledged ...
+                worker.producer.hold = True  # ... and from here nothing the worker produces reaches the broker
+            if len(mailed) == 30:
+                raise Killed  # SIGKILL
+            mailed.append(request.recipient)
+            return DeliveryResult(SmtpOutcome(250, "ok", SmtpStage.DATA), AT)
+
+    try:
+        asyncio.run(sender(worker, Dying()).handle(FeedCalls(), records(batch)))
+    except* Killed:
+        pass
+    worker.producer.lose()
+    worker.producer.hold = False
+    restarted = worker.restarted()
+    relay = Relay()
+    asyncio.run(sender(restarted, relay).handle(FeedCalls(), records(batch)))
+    twice = set(mailed) & set(relay.mailed)
+    assert set(mailed) | set(relay.mailed) == {r.recipient for r in batch}  # nothing lost
+    assert len(twice) == 5  # mailed after the last acknowledged sent mark
+    assert restarted.metrics.value("mailpulse_worker_sends_total", outcome="possible_duplicate") >= len(twice)
+    restarted.output.close()
+
+
+def test_a_domain_over_its_rate_goes_through_the_retry_topic_instead_of_holding_the_batch() -> None:
+    harness = Harness()
+    settings = Settings.from_env({"MAILPULSE_DOMAIN_RATE_LIMITS": "slow.example=2", "MAILPULSE_DOMAIN_BURST": "1"})
+    relay = Relay()
+    now = [1000.0]
+    job = Sender(
+        harness.output,
+        harness.tables.suppression,
+        harness.tables.sent_log,
+        relay,
+        settings,
+        harness.metrics,
+        clock=lambda: now[0],
+    )
+    batch = [request(f"s{i}@slow.example") for i in range(5)] + [request("fast@example.org")]
+    asyncio.run(job.handle(FeedCalls(), records(batch)))
+    # 2 a second with no burst: slots at 0, 0.5 and 1.0 s fit the wait allowed; the rest come back later.
+    assert len(relay.mailed) == 4 and "fast@example.org" in relay.mailed
+    retried = [decode_send_request(v) for v in harness.producer.values(harness.names.retry)]
+    assert len(retried) == 2 and all(r.not_before is not None and r.attempt == 1 for r in retried)
+    assert harness.metrics.value("mailpulse_worker_sends_total", outcome="rate_limited") == 2
+    harness.output.close()
+
+
+def test_an_undecodable_request_is_counted_and_skipped() -> None:
+    harness = Harness()
+    relay = Relay()
+    good = records([request("a@example.org")], first=1)
+    bad = [FeedRecord(FeedMessage("mailpulse.outbox", 0, 0), b"not json")]
+    assert asyncio.run(sender(harness, relay).handle(FeedCalls(), bad + good)) == {0: 2}
+    assert relay.mailed == ["a@example.org"]
+    assert harness.metrics.value("mailpulse_worker_undecodable_total", topic="outbox") == 1
+    harness.output.close()
