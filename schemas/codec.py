@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import msgspec
 
-from schemas.events import AnyEvent, BlockAlert, CampaignPartial, ComplaintAlert, SendRequest, SuppressionChange
+from schemas.events import (
+    EVENT_CLASSES,
+    AnyEvent,
+    BlockAlert,
+    CampaignPartial,
+    ComplaintAlert,
+    SendRequest,
+    SuppressionChange,
+)
 
 T = TypeVar("T")
 
@@ -17,6 +25,13 @@ class DecodeError(ValueError):
 
 _encoder = msgspec.json.Encoder()
 _event_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyEvent)
+# The same kinds refusing a field they do not declare (a newer producer's): for a reader that keeps every
+# field, for which dropping one silently would lose it (the sink). Instances are of subclasses of the
+# event classes: isinstance, match and encode treat them as the events they are.
+_STRICT = tuple(
+    type(cls.__name__, (cls,), {}, forbid_unknown_fields=True, tag=cls.__struct_config__.tag) for cls in EVENT_CLASSES
+)
+_strict_event_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[_STRICT])  # noqa: UP007
 _send_decoder = msgspec.json.Decoder(SendRequest)
 _suppression_decoder = msgspec.json.Decoder(SuppressionChange)
 _partial_decoder = msgspec.json.Decoder(CampaignPartial)
@@ -37,8 +52,20 @@ def _decode(decoder: msgspec.json.Decoder[Any], data: bytes, what: str) -> Any:
         raise DecodeError(f"malformed {what} JSON: {exc}") from None
 
 
-def decode_event(data: bytes) -> AnyEvent:
-    event: AnyEvent = _decode(_event_decoder, data, "event")
+def decode_event(data: bytes, strict: bool = False) -> AnyEvent:
+    """One event of any kind; ``strict``: a field its kind does not declare is an error, not skipped."""
+    if strict:
+        try:
+            return _checked(_decode(_strict_event_decoder, data, "event"))
+        except DecodeError:
+            # The strict decoder stops at the first field it does not know, which may hide that the record
+            # is malformed further on: the lenient one names that, and only an unknown field is left.
+            decode_event(data)
+            raise
+    return _checked(_decode(_event_decoder, data, "event"))
+
+
+def _checked(event: AnyEvent) -> AnyEvent:
     if event.occurred_at.tzinfo is None or event.occurred_at.utcoffset():
         raise DecodeError("invalid event: occurred_at must be in UTC")
     return event

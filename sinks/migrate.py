@@ -13,6 +13,7 @@ from sinks.migrations import (
     m0003_hourly_rollup,
     m0004_bounce_reasons,
     m0005_attribution,
+    m0006_retry_time,
 )
 from sinks.store import EventStore
 
@@ -37,6 +38,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _from(3, m0003_hourly_rollup),
     _from(4, m0004_bounce_reasons),
     _from(5, m0005_attribution),
+    _from(6, m0006_retry_time),
 )
 
 _LEDGER = """CREATE TABLE IF NOT EXISTS mailpulse_migrations (

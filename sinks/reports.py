@@ -6,31 +6,50 @@ before and after ReplacingMergeTree merges, and after any replay.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
+from schemas.events import EventKind
 from schemas.report import COUNT_KEYS, PROVIDER_COUNT, REASON_COUNT, breakdown, with_rates
 from sinks.store import EventStore
 
-_PER_MESSAGE = """
-SELECT
-    message_id,
-    max(kind = 'sent') AS was_sent,
-    max(kind = 'delivered') AS was_delivered,
-    max(kind = 'bounce' AND bounce_class = 'hard') AS hard,
-    max(kind = 'bounce' AND bounce_class = 'soft') AS soft,
-    max(kind = 'bounce' AND bounce_class = 'block') AS block,
-    max(kind = 'failed') AS was_failed,
-    max(kind = 'complaint') AS complained,
-    max(kind = 'unsubscribe') AS unsubscribed,
-    uniqExactIf(event_id, kind = 'deferred') AS deferrals,
-    uniqExactIf(event_id, kind = 'open') AS opens,
-    uniqExactIf(event_id, kind = 'open' AND agent_class = 'human') AS human_opens,
-    uniqExactIf(event_id, kind = 'open' AND agent_class != 'human') AS machine_opens,
-    uniqExactIf(event_id, kind = 'click') AS clicks
-FROM events
-WHERE campaign_id = {campaign:String}
-GROUP BY message_id
-"""
+
+def per_message_columns(kind: EventKind) -> tuple[str, ...]:
+    """What one kind of event adds to a message's row of the report (``()``: reports do not count it)."""
+    match kind:
+        case EventKind.OPEN:
+            return (
+                "uniqExactIf(event_id, kind = 'open') AS opens",
+                "uniqExactIf(event_id, kind = 'open' AND agent_class = 'human') AS human_opens",
+                "uniqExactIf(event_id, kind = 'open' AND agent_class != 'human') AS machine_opens",
+            )
+        case EventKind.CLICK:
+            return ("uniqExactIf(event_id, kind = 'click') AS clicks",)
+        case EventKind.UNSUBSCRIBE:
+            return ("max(kind = 'unsubscribe') AS unsubscribed",)
+        case EventKind.SENT:
+            return ("max(kind = 'sent') AS was_sent",)
+        case EventKind.DELIVERED:
+            return ("max(kind = 'delivered') AS was_delivered",)
+        case EventKind.DEFERRED:
+            return ("uniqExactIf(event_id, kind = 'deferred') AS deferrals",)
+        case EventKind.FAILED:
+            return ("max(kind = 'failed') AS was_failed",)
+        case EventKind.BOUNCE:
+            return tuple(f"max(kind = 'bounce' AND bounce_class = '{c}') AS {c}" for c in ("hard", "soft", "block"))
+        case EventKind.COMPLAINT:
+            return ("max(kind = 'complaint') AS complained",)
+        case EventKind.SEND_SKIPPED | EventKind.SUPPRESSION_ADDED | EventKind.SUPPRESSION_REMOVED:
+            # A skipped send was never an attempt; operators' suppression changes belong to no campaign.
+            return ()
+        case _:
+            assert_never(kind)
+
+
+_PER_MESSAGE = (
+    "SELECT message_id,\n    "
+    + ",\n    ".join(column for kind in EventKind for column in per_message_columns(kind))
+    + "\nFROM events\nWHERE campaign_id = {campaign:String}\nGROUP BY message_id"
+)
 
 _TOTALS = """
 SELECT

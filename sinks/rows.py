@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.codec import decode_event, decode_suppression_change, encode
+from schemas.codec import DecodeError, decode_event, decode_suppression_change, encode
 from schemas.events import AnyEvent, SuppressionChange
 
 COLUMNS: tuple[str, ...] = (
@@ -29,6 +29,7 @@ COLUMNS: tuple[str, ...] = (
     "smtp_code",
     "smtp_reply",
     "attempt",
+    "retry_at",
     "bounce_class",
     "status",
     "diagnostic",
@@ -58,6 +59,7 @@ KIND_DEFAULTS: dict[str, Any] = {
     "smtp_code": 0,
     "smtp_reply": "",
     "attempt": 0,
+    "retry_at": None,
     "bounce_class": "",
     "status": "",
     "diagnostic": "",
@@ -103,15 +105,31 @@ def event_to_row(event: AnyEvent, partition: int, offset: int) -> Row:
     )
 
 
+@functools.cache
+def _without_column(cls: type) -> tuple[str, ...]:
+    """The fields of an event class that no column of ``events`` holds (a migration must add them)."""
+    return tuple(name for name in cls.__struct_fields__ if name not in COLUMNS)  # type: ignore[attr-defined]
+
+
 def event_to_json(event: AnyEvent, partition: int, offset: int) -> bytes:
     """The event as one JSONEachRow line: its canonical JSON plus the Kafka coordinates.
 
     ClickHouse parses these lines in C++; building Python tuples and serializing them column by
     column in clickhouse-connect cost more than the rest of the sink together. Columns a kind lacks
-    take the table's defaults (the values of KIND_DEFAULTS); fields that are no column are skipped.
-    Re-encoding the decoded event keeps the line canonical whatever the producer sent.
+    take the table's defaults (the values of KIND_DEFAULTS). A field no column holds is refused (the
+    record goes to the dead-letter topic with the reason), never dropped. Re-encoding the decoded event
+    keeps the line canonical whatever the producer sent.
     """
+    missing = _without_column(type(event))
+    if missing:
+        raise DecodeError(f"events has no column for field(s) {', '.join(missing)} of {event.kind}: add a migration")
     return encode(event)[:-1] + b',"kafka_partition":%d,"kafka_offset":%d}' % (partition, offset)
+
+
+def stored_event(data: bytes) -> AnyEvent:
+    """A record of the events topic as the sink stores it: a field its kind does not declare (a newer
+    producer's) is refused with the reason, since the row could not keep it."""
+    return decode_event(data, strict=True)
 
 
 SUPPRESSION_COLUMNS: tuple[str, ...] = (
@@ -154,7 +172,7 @@ class TableMapping:
     json_rows: bool = False
 
 
-EVENTS = TableMapping("events", COLUMNS, lambda data, p, o: event_to_json(decode_event(data), p, o), json_rows=True)
+EVENTS = TableMapping("events", COLUMNS, lambda data, p, o: event_to_json(stored_event(data), p, o), json_rows=True)
 SUPPRESSION_CHANGES = TableMapping(
     "suppression_changes",
     SUPPRESSION_COLUMNS,

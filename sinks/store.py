@@ -22,10 +22,11 @@ from schemas.settings import Settings
 from sinks.analyst_sql import AnalystLimits, check_ast, check_statement
 from sinks.rows import MappedRow, Row, TableMapping
 
-# Lines carry every field of their event kind: the table's defaults fill the columns a kind lacks,
-# fields that are no column (such as a deferral's retry_at) are skipped, null recipients become "".
+# Lines carry every field of their event kind: the table's defaults fill the columns a kind lacks, null
+# recipients become "". A field with no column is refused before the insert (sinks.rows.event_to_json),
+# and ClickHouse refuses one too rather than skip it.
 JSON_INSERT = {
-    "input_format_skip_unknown_fields": 1,
+    "input_format_skip_unknown_fields": 0,
     "input_format_null_as_default": 1,
     "date_time_input_format": "best_effort",
     # A batch is a few MB: splitting it across parser threads cost ~25 % more CPU than one parser
