@@ -3,15 +3,12 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MP := $(PY) -m mailpulse
-# Operator routes always need a key; the local stack gets this development one
-# unless you set your own.
-export MAILPULSE_API_KEYS ?= dev-only-api-key
 # The edge and the worker refuse the published development secret unless told this is a
 # development stack; set MAILPULSE_SECRET_KEYS (and MAILPULSE_ENV=production) for real use.
 export MAILPULSE_ENV ?= development
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps bench-deps kafka demo run up down status test unit integration bench lint typecheck fmt clean
+.PHONY: help install system-deps bench-deps kafka demo run up down status test unit integration bench lint typecheck fmt docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,8 +45,11 @@ system-deps: ## Debian packages the tests need (chromium for the report-page tes
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium >/dev/null; }
 
-test: install system-deps ## unit and integration tests (starts its own stack on other ports)
-	$(PY) -m pytest -q tests
+test: install system-deps ## unit and integration tests (own stack on other ports), with the worker's line coverage
+	@rm -rf var/coverage && mkdir -p var/coverage
+	$(PY) -m coverage run -m pytest -q tests
+	@$(PY) -m coverage combine -q
+	$(PY) -m coverage report --precision=1
 
 unit: install ## unit tests only (no services)
 	$(PY) -m pytest -q tests/unit
@@ -69,6 +69,9 @@ lint: install ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy schemas producers processors sinks mailpulse
+
+docs: install ## regenerate docs/settings.md from the settings' declarations
+	$(MP) settings --markdown > docs/settings.md
 
 fmt: install ## format the code
 	$(PY) -m ruff format .

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from mailpulse.errors import CliError
+from mailpulse.operator_key import operator_headers
 from mailpulse.queries import fetch_report, fetch_stats, print_report, suppression_check
-from schemas.auth import auth_headers
 from schemas.report import REPORT_KEYS
 from schemas.settings import Settings
 
@@ -100,8 +100,7 @@ def _html_part(msg: EmailMessage) -> str:
 
 
 def run_demo(settings: Settings, say: Say, recipients: int = 20) -> int:
-    if not settings.api_keys:
-        raise CliError("MAILPULSE_API_KEYS is not set; the demo calls operator routes", status=2)
+    headers = operator_headers(settings)
     campaign = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     audience = demo_audience(campaign, recipients)
     expected = Expected()
@@ -121,7 +120,7 @@ def run_demo(settings: Settings, say: Say, recipients: int = 20) -> int:
             "tracking": "full",
             "recipients": audience,
         },
-        headers=auth_headers(settings.api_keys),
+        headers=headers,
         timeout=60,
     )
     if response.status_code != 202:

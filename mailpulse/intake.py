@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from mailpulse.errors import CliError
+from mailpulse.progress import Progress
 from producers.campaigns import Campaign, CampaignError, build_requests, read_audience
 from producers.publisher import KafkaPublisher
 from schemas.codec import encode
@@ -53,12 +54,12 @@ def enqueue_campaign(args: argparse.Namespace, settings: Settings, say: Callable
     publisher = KafkaPublisher(settings, on_delivery=lambda ok: failures.append(True) if not ok else None)
     outbox = Topics.for_prefix(settings.topic_prefix).outbox
     total = len(intake.requests)
-    started = last = time.monotonic()
-    for done, request in enumerate(intake.requests, start=1):
-        publisher.publish(outbox, recipient_key(request.recipient, request.campaign_id), encode(request))
-        if time.monotonic() - last >= 1.0:
-            last = time.monotonic()
-            say(f"  queued {done}/{total} ({done / (last - started):.0f}/s)")
+    started = time.monotonic()
+    with Progress(f"queueing {campaign.campaign_id}", total, "request") as progress:
+        for request in intake.requests:
+            publisher.publish(outbox, recipient_key(request.recipient, request.campaign_id), encode(request))
+            progress.update()
+    say(f"  waiting for Kafka to acknowledge {total} send requests")
     remaining = publisher.flush(60.0)
     publisher.close()
     if remaining or failures:

@@ -15,8 +15,9 @@ from urllib.parse import quote
 import httpx
 
 from mailpulse.errors import CliError
+from mailpulse.operator_key import operator_headers
 from mailpulse.processes import port_open
-from schemas.auth import auth_headers
+from mailpulse.progress import Progress
 from schemas.report import BREAKDOWN_KEYS, REPORT_KEYS
 from schemas.settings import Settings
 
@@ -26,9 +27,7 @@ def _sink_api(settings: Settings) -> str:
 
 
 def _require_key(settings: Settings) -> dict[str, str]:
-    if not settings.api_keys:
-        raise CliError("MAILPULSE_API_KEYS is not set: operator routes need an API key", status=2)
-    return auth_headers(settings.api_keys)
+    return operator_headers(settings)
 
 
 def _check(response: httpx.Response) -> Any:
@@ -181,12 +180,12 @@ def run_replay(
 
     from sinks.replay import ReplayError, ReplayProgress, parse_time, replay
 
+    progress = Progress(f"replay {topic}", None, "record")
+
     def show(state: dict[str, Any]) -> None:
-        total = state["total"] or 1
-        say(
-            f"  replay {state['topic']}: {state['read']}/{state['total']} records ({100 * state['read'] / total:.0f}%)"
-            f", {state['inserted']} rows inserted, {state['undecodable']} undecodable"
-        )
+        if state["total"] and state["total"] != progress.total:
+            progress.set_total(state["total"])
+        progress.update(state["read"] - progress.done, inserted=state["inserted"], undecodable=state["undecodable"])
 
     try:
         start = parse_time(from_time) if from_time else None
@@ -207,6 +206,7 @@ def run_replay(
                 time.sleep(1.0)
                 state = _check(httpx.get(f"{base}/replay/{state['id']}", headers=_require_key(settings), timeout=30))
                 show(state)
+            progress.close()
             if state["error"]:
                 raise CliError(f"replay failed: {state['error']}")
             say(f"replayed {state['read']} records from {topic} into ClickHouse")
@@ -225,6 +225,8 @@ def run_replay(
         )
     except ReplayError as exc:
         raise CliError(str(exc), status=2) from None
+    finally:
+        progress.close()
     say(f"replayed {result.read} records from {topic} into ClickHouse")
     return 0
 

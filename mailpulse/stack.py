@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import httpx
 
 from mailpulse.localkafka import LocalKafka
+from mailpulse.operator_key import stack_keys
 from mailpulse.processes import is_alive, port_open, terminate
 from mailpulse.topics_admin import ensure_topics
 from schemas.settings import Settings
@@ -86,7 +87,12 @@ class Stack:
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MAILPULSE_VAR_DIR": str(self.settings.var_dir)}
+        env = {
+            **os.environ,
+            "MAILPULSE_VAR_DIR": str(self.settings.var_dir),
+            # The operator's keys, or the stack's own when none is set (found again by the commands).
+            "MAILPULSE_API_KEYS": ",".join(stack_keys(self.settings)),
+        }
         with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mailpulse", name],

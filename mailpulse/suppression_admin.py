@@ -19,6 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailpulse.errors import CliError
 from mailpulse.processes import port_open
+from mailpulse.progress import Progress
 from mailpulse.queries import suppression_check
 from schemas.codec import DecodeError, decode_suppression_change, encode
 from schemas.events import SuppressionAdded, SuppressionChange, SuppressionRemoved, new_event_id, utcnow
@@ -111,30 +112,30 @@ def latest_changes(settings: Settings, say: Say) -> Iterator[SuppressionChange]:
             raise CliError(f"topic {topic} not found on {settings.bootstrap_servers}")
         remaining: dict[int, int] = {}
         assignment = []
+        total = 0
         for partition in metadata.topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
             if high > low:
                 remaining[partition] = high
                 assignment.append(TopicPartition(topic, partition, low))
+                total += high - low
         consumer.assign(assignment)
         latest: dict[str, SuppressionChange] = {}
-        read, shown = 0, time.monotonic()
-        while remaining:
-            for msg in consumer.consume(10_000, timeout=1.0):
-                if msg.error():
-                    continue
-                read += 1
-                partition, offset = msg.partition() or 0, msg.offset() or 0
-                if offset + 1 >= remaining.get(partition, 0):
-                    remaining.pop(partition, None)
-                try:
-                    change = decode_suppression_change(msg.value() or b"")
-                except DecodeError:
-                    continue
-                latest[change.recipient] = change
-            if time.monotonic() - shown > 1.0:
-                say(f"  read {read} suppression records, {len(latest)} addresses so far")
-                shown = time.monotonic()
+        with Progress(f"reading {topic}", total, "record") as progress:
+            while remaining:
+                messages = consumer.consume(10_000, timeout=1.0)
+                for msg in messages:
+                    if msg.error():
+                        continue
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
+                    if offset + 1 >= remaining.get(partition, 0):
+                        remaining.pop(partition, None)
+                    try:
+                        change = decode_suppression_change(msg.value() or b"")
+                    except DecodeError:
+                        continue
+                    latest[change.recipient] = change
+                progress.update(len(messages), addresses=len(latest))
         yield from latest.values()
     finally:
         consumer.close()

@@ -1,0 +1,78 @@
+"""Settings every part reads: where data lives, the broker and its topics, secrets and keys, logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.settings.declare import ALL, Service, choice, integer, setting, upper
+
+EDGE, WORKER, SINK, CLI, STACK = Service.EDGE, Service.WORKER, Service.SINK, Service.CLI, Service.STACK
+DEV_SECRET_KEY = "mailpulse-dev-only-secret-change-me"
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    var_dir: Path = setting(
+        "VAR_DIR",
+        Path("var"),
+        "data of the local stack: Kafka log dirs, chdb data, Maildir, logs, pids (relative to the working directory)",
+        read_by=ALL,
+        derive=lambda values: Path("var").resolve(),
+    )
+    kafka_bootstrap: str = setting(
+        "KAFKA_BOOTSTRAP", "", "an existing cluster's bootstrap servers; when set, no local broker starts", read_by=ALL
+    )
+    topic_prefix: str = setting(
+        "TOPIC_PREFIX", "mailpulse", "prefix of every topic and of the worker's app id", read_by=ALL
+    )
+    topic_partitions: int = setting(
+        "TOPIC_PARTITIONS",
+        6,
+        "partitions of every topic (all equal: co-partitioning)",
+        read_by=(WORKER, STACK, CLI),
+        parse=integer(1),
+    )
+    replication_factor: int = setting(
+        "REPLICATION_FACTOR", 1, "replication factor of created topics", read_by=(WORKER, STACK, CLI), parse=integer(1)
+    )
+    events_retention_ms: int = setting(
+        "EVENTS_RETENTION_MS",
+        30 * 24 * 3600 * 1000,
+        "retention of the non-compacted topics (-1: forever)",
+        read_by=(STACK, CLI),
+        parse=integer(-1),
+        shown="30 days",
+    )
+    secret_keys: tuple[str, ...] = setting(
+        "SECRET_KEYS",
+        (DEV_SECRET_KEY,),
+        "comma-separated secrets: the first mints links and VERP addresses, all verify; the published development "
+        "key is refused unless `MAILPULSE_ENV=development`",
+        read_by=(EDGE, WORKER),
+        shown="the published development key",
+    )
+    api_keys: tuple[str, ...] = setting(
+        "API_KEYS",
+        (),
+        "comma-separated operator API keys (none: operator routes closed); `mailpulse up` makes one "
+        "for the local stack when unset",
+        read_by=(EDGE, WORKER, SINK, CLI, STACK),
+    )
+    environment: str = setting(
+        "ENV",
+        "production",
+        "`development` lets a local stack run on the development secret",
+        read_by=(EDGE, WORKER),
+        parse=choice("production", "development"),
+    )
+    log_level: str = setting(
+        "LOG_LEVEL", "INFO", "log level of the services", read_by=(EDGE, WORKER, SINK), parse=upper
+    )
+    log_format: str = setting(
+        "LOG_FORMAT",
+        "json",
+        "service logs as JSON lines or text",
+        read_by=(EDGE, WORKER, SINK, STACK),
+        parse=choice("json", "text"),
+    )

@@ -1,0 +1,33 @@
+"""Settings of the local stack: the broker and the SMTP sink `mailpulse up` starts when nothing else is named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.settings.declare import Service, integer, setting
+
+STACK, CLI = Service.STACK, Service.CLI
+
+
+@dataclass(frozen=True)
+class LocalStackSettings:
+    local_kafka_port: int = setting(
+        "LOCAL_KAFKA_PORT",
+        9092,
+        "port of the local broker (its controller listens on the next one)",
+        read_by=(STACK, CLI),
+        parse=integer(1),
+    )
+    smtp_sink_port: int = setting(
+        "SMTP_SINK_PORT",
+        2525,
+        "port of the local SMTP sink (started only when the relay URL points at it)",
+        read_by=(STACK,),
+        parse=integer(1),
+    )
+    smtp_sink_replies: str = setting(
+        "SMTP_SINK_REPLIES",
+        "",
+        "a file of answers for the local SMTP sink, `pattern<TAB>rcpt|data<TAB>reply` a line",
+        read_by=(STACK,),
+    )
