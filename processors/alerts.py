@@ -12,7 +12,7 @@ from datetime import datetime
 from processors.block_monitor import BlockPolicy, BlockRate
 from processors.campaign_totals import AlertPolicy
 from processors.engagement import Counts
-from schemas.events import AlertLevel, BlockAlert, ComplaintAlert
+from schemas.alerts import AlertLevel, BlockAlert, ComplaintAlert
 
 
 def complaint_alert(

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from processors.engagement import Accumulator, Counts, add_counts
-from schemas.events import AlertLevel
+from schemas.alerts import AlertLevel
 from schemas.report import breakdown, with_rates
 
 

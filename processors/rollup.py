@@ -20,8 +20,9 @@ from processors.metrics import WorkerMetrics
 from processors.state_keys import RollupKey, RollupKeys
 from processors.store import PartitionStore
 from processors.transaction import Transaction
+from schemas.alerts import AlertLevel
 from schemas.codec import DecodeError, decode_campaign_partial, encode
-from schemas.events import AlertLevel, utcnow
+from schemas.events import utcnow
 from schemas.settings import Settings
 from schemas.topics import Topics
 

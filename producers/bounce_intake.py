@@ -32,7 +32,8 @@ from typing import Any, assert_never
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from producers.bounce_mail import BounceRecord, ParsedMail, RecordKind, Report, parse_mail
+from producers.bounce_mail import parse_mail
+from producers.bounce_records import BounceRecord, ParsedMail, RecordKind, Report
 from producers.metrics import EdgeMetrics
 from producers.publisher import Publisher, PublishError
 from schemas.attribution import UNATTRIBUTED, BounceAddresses

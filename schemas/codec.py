@@ -6,15 +6,8 @@ from typing import Any, TypeVar, Union
 
 import msgspec
 
-from schemas.events import (
-    EVENT_CLASSES,
-    AnyEvent,
-    BlockAlert,
-    CampaignPartial,
-    ComplaintAlert,
-    SendRequest,
-    SuppressionChange,
-)
+from schemas.alerts import BlockAlert, ComplaintAlert
+from schemas.events import EVENT_CLASSES, AnyEvent, CampaignPartial, SendRequest, SuppressionChange
 
 T = TypeVar("T")
 

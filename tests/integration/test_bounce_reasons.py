@@ -10,7 +10,8 @@ import smtplib
 from pathlib import Path
 from typing import Any
 
-from producers.bounce_mail import RecordKind, parse_mail
+from producers.bounce_mail import parse_mail
+from producers.bounce_records import RecordKind
 from schemas.attribution import BounceAddresses
 from schemas.bounce_reasons import BounceReason
 from schemas.codec import decode_block_alert

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from producers.bounce_intake import Attribution, events_from_mail
-from producers.bounce_mail import RecordKind, Report, parse_mail
+from producers.bounce_mail import parse_mail
+from producers.bounce_records import RecordKind, Report
 from schemas.events import Bounce, Deferred, utcnow
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"

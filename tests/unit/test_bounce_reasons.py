@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from producers.bounce_mail import RecordKind, parse_mail
+from producers.bounce_mail import parse_mail
+from producers.bounce_records import RecordKind
 from schemas.bounce_reasons import BounceClass, BounceReason, SmtpStage, classify
 from schemas.bounce_rules import TEXT_RULES
 from tests.support.reply_corpus import reply_code, reply_text, smtp_replies

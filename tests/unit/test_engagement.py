@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from processors import campaign_totals as rollups
 from processors import engagement as eng
-from schemas.events import AgentClass, AlertLevel, AnyEvent, Open, Sent
+from schemas.alerts import AlertLevel
+from schemas.events import AgentClass, AnyEvent, Open, Sent
 from tests.support.models import event_stream, report_model
 
 CAMPAIGNS = ["spring", "autumn"]
