@@ -19,6 +19,7 @@ from schemas.settings import Settings
 from schemas.topics import Topics
 from tests.integration.helpers import TopicReader
 from tests.support.reply_corpus import smtp_replies
+from tests.support.smtp_relays import OneAtATimeHandler, QuirkyHandler, serve
 from tests.support.webhook_signing import MAILGUN_KEY, POSTMARK_AUTH, TOPIC_ARN, dkim_keys, sendgrid_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +106,19 @@ def events(stack: Settings) -> Iterator[TopicReader]:
     reader = TopicReader(stack, Topics.for_prefix(stack.topic_prefix).events)
     yield reader
     reader.close()
+
+
+# Real SMTP relays for the mailer's tests (tests/support/smtp_relays.py), each storing in its own Maildir.
+@pytest.fixture()
+def maildir(tmp_path: Path) -> Path:
+    return tmp_path / "Maildir"
+
+
+@pytest.fixture()
+def quirky(maildir: Path) -> Iterator[str]:
+    yield from serve(QuirkyHandler(maildir))
+
+
+@pytest.fixture()
+def one_at_a_time(maildir: Path) -> Iterator[str]:
+    yield from serve(OneAtATimeHandler(maildir))

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -21,6 +22,7 @@ from schemas.events import AgentClass, AnyEvent, Click, Open, Sent, new_event_id
 from schemas.kafka_config import producer_config
 from schemas.keys import recipient_key
 from schemas.settings import Settings
+from schemas.tokens import LinkKind, TokenClaims
 from schemas.topics import Topics
 
 T = TypeVar("T")
@@ -39,6 +41,31 @@ def wait_until(check: Callable[[], T], timeout: float = 60.0, interval: float = 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# Bounce and complaint mail as real MTAs and feedback loops write it (tests/fixtures/bounces/expected.json).
+BOUNCE_SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
+
+
+def link_claims(kind: LinkKind, campaign: str, **extra: str) -> TokenClaims:
+    """What a link of ``kind`` names: a new message and recipient of ``campaign``."""
+    return TokenClaims(kind, unique("m"), campaign, "news", f"{unique('p')}@example.org", **extra)
+
+
+def arrived(reader: TopicReader, campaign: str, count: int, seconds: float = 20) -> list[AnyEvent]:
+    """The events of ``campaign`` the reader sees, once there are ``count`` of them (or the time is up)."""
+    found = reader.events(seconds, until=lambda evs: sum(e.campaign_id == campaign for e in evs) >= count)
+    return [e for e in found if e.campaign_id == campaign]
+
+
+def edge(settings: Settings) -> str:
+    """The public edge's base URL."""
+    return f"http://127.0.0.1:{settings.edge_port}"
+
+
+def operator(settings: Settings) -> str:
+    """The operator edge's base URL."""
+    return f"http://127.0.0.1:{settings.operator_port}"
 
 
 def operator_headers(settings: Settings) -> dict[str, str]:

@@ -7,7 +7,6 @@ import contextlib
 import email
 import email.policy
 import mailbox
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from processors.courier import QUIT_SECONDS, Courier, CourierError
 from processors.delivery import DeliveryResult, SmtpOutcome
 from schemas.events import SendRequest, message_id_for, utcnow
 from schemas.settings import Settings
+from tests.support.ports import free_port
 
 
 class SlowHandler(MaildirHandler):
@@ -30,12 +30,6 @@ class SlowHandler(MaildirHandler):
         if any(rcpt.startswith("slow@") for rcpt in envelope.rcpt_tos):
             await asyncio.sleep(20)
         return await super().handle_DATA(server, session, envelope)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture()

@@ -4,102 +4,15 @@ them, aiosmtplib's one command at a time where it does not, with the same answer
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
-import ipaddress
-import mailbox
-import socket
-import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from mailpulse.smtp_sink import MaildirHandler
 from processors.delivery import SmtpOutcome
 from processors.mailer import SmtpMailer
 from processors.render import RenderedMessage
 from processors.smtp_pipelining import PipelinedSession, SmtpReplies
-from tests.support.certificates import self_signed
-
-MESSAGE = b"From: news@example.com\r\nSubject: hi\r\n\r\nfirst line\r\n.a line that starts with a period\r\nlast\r\n"
-
-
-class QuirkyHandler(MaildirHandler):
-    """The embedded sink (PIPELINING offered), plus recipients that make the relay misbehave."""
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        if address.startswith("closing@"):
-            return "421 4.3.2 shutting down"
-        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        # hangup@ (the sink's own script): stored, and the connection closed before the answer.
-        if any(rcpt.startswith("silent@") for rcpt in envelope.rcpt_tos):
-            await asyncio.sleep(5)
-        return await super().handle_DATA(server, session, envelope)
-
-
-class OneAtATimeHandler(MaildirHandler):
-    """A relay that does not offer PIPELINING (aiosmtpd's own EHLO answer)."""
-
-    handle_EHLO = None  # type: ignore[assignment]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def serve(handler: MaildirHandler, **kwargs: int) -> Iterator[str]:
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}"
-    finally:
-        controller.stop()
-
-
-@pytest.fixture()
-def maildir(tmp_path: Path) -> Path:
-    return tmp_path / "Maildir"
-
-
-@pytest.fixture()
-def quirky(maildir: Path) -> Iterator[str]:
-    yield from serve(QuirkyHandler(maildir))
-
-
-@pytest.fixture()
-def one_at_a_time(maildir: Path) -> Iterator[str]:
-    yield from serve(OneAtATimeHandler(maildir))
-
-
-def send_all(mailer: SmtpMailer, recipients: list[str], data: bytes = MESSAGE) -> tuple[list[SmtpOutcome], bool]:
-    """Each recipient's outcome over the mailer's one connection, and whether it ended up pipelining."""
-
-    async def run() -> tuple[list[SmtpOutcome], bool]:
-        outcomes = [await mailer.send(RenderedMessage(data, "bounces+t@example.com", r)) for r in recipients]
-        pipelined = isinstance(mailer._connection, PipelinedSession)
-        await mailer.close()
-        return outcomes, pipelined
-
-    return asyncio.run(run())
-
-
-def stored(maildir: Path) -> list[email.message.Message]:
-    box = mailbox.Maildir(str(maildir), create=False)
-    return [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default) for key in box.iterkeys()]
-
+from tests.support.smtp_relays import MESSAGE, QuirkyHandler, send_all, serve, stored
 
 RECIPIENTS = [
     "reader@example.org",
@@ -234,11 +147,6 @@ def test_a_relay_that_hangs_up_or_closes_fails_that_message_and_the_next_one_rec
     ]
 
 
-def test_a_relay_that_is_unreachable_is_no_possible_duplicate() -> None:
-    outcomes, _ = send_all(SmtpMailer(f"smtp://127.0.0.1:{free_port()}"), ["reader@example.org"])
-    assert outcomes[0].code == 0 and "connection failed" in outcomes[0].reply and not outcomes[0].after_content
-
-
 def test_a_relay_that_does_not_answer_times_out_and_the_connection_is_dropped(quirky: str) -> None:
     mailer = SmtpMailer(quirky, timeout=0.5)
 
@@ -281,81 +189,3 @@ def test_a_malformed_or_endless_reply_fails_whoever_waits() -> None:
 
     assert "malformed" in str(asyncio.run(run(b"hello there\r\n")))
     assert "too long" in str(asyncio.run(run(b"250-" + b"x" * 40_000)))
-
-
-def relay_certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1, its own issuer: the relay's, and the client's only trusted one."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = self_signed(
-        key,
-        "relay.test",
-        [
-            (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
-            (x509.BasicConstraints(ca=True, path_length=None), True),
-        ],
-    )
-    cert_file, key_file = folder / "relay.pem", folder / "relay.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
-
-
-def only_relay_user(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object) -> AuthResult:
-    return AuthResult(success=data == LoginPassword(b"relay-user", b"s@cret"), handled=False)
-
-
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # implicit TLS: it is all TLS
-@pytest.mark.parametrize("scheme", ["smtp+starttls", "smtps"])
-def test_pipelined_transactions_run_inside_tls_after_auth(
-    tmp_path: Path, maildir: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
-) -> None:
-    cert_file, key_file = relay_certificate(tmp_path)
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert_file, key_file)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the client's default context trusts only this relay
-    options: dict[str, object] = {"auth_required": True, "authenticator": only_relay_user}
-    if scheme == "smtp+starttls":
-        options.update(tls_context=server_tls, require_starttls=True)
-    else:
-        options.update(auth_require_tls=False)  # aiosmtpd counts only STARTTLS as TLS; here all of it is
-    port = free_port()
-    controller = Controller(
-        QuirkyHandler(maildir),
-        hostname="127.0.0.1",
-        port=port,
-        ssl_context=server_tls if scheme == "smtps" else None,
-        **options,
-    )
-    controller.start()
-    try:
-        outcomes, pipelined = send_all(
-            SmtpMailer(f"{scheme}://relay-user:s%40cret@127.0.0.1:{port}"),
-            ["reader@example.org", "hardbounce@example.org", "last@example.org"],
-        )
-    finally:
-        controller.stop()
-
-    assert [o.code for o in outcomes] == [250, 550, 250], outcomes
-    assert pipelined
-    assert sorted(m["Delivered-To"] for m in stored(maildir)) == ["last@example.org", "reader@example.org"]
-
-
-@pytest.mark.parametrize("pipelining", [True, False])
-def test_an_internationalized_address_goes_where_the_relay_offers_smtputf8_and_is_never_a_bad_address(
-    maildir: Path, pipelining: bool
-) -> None:
-    from processors.delivery import verdict_of
-    from schemas.bounce_reasons import BounceClass
-
-    handler = MaildirHandler(maildir) if pipelining else OneAtATimeHandler(maildir)
-    for url in serve(handler, enable_SMTPUTF8=False):
-        outcomes, _ = send_all(SmtpMailer(url, pipelining=pipelining), ["jörg@bücher.example", "reader@example.org"])
-        assert outcomes[0].code == 553 and outcomes[0].stage == "mail", outcomes[0]
-        assert verdict_of(outcomes[0]).reason.bounce_class is BounceClass.BLOCK  # our relay's limit: nobody suppressed
-        assert outcomes[1].code == 250
-    for url in serve(handler, enable_SMTPUTF8=True):
-        outcomes, _ = send_all(SmtpMailer(url, pipelining=pipelining), ["jörg@bücher.example"])
-        assert outcomes[0].code == 250, outcomes[0]
-    assert sorted(m["Delivered-To"] for m in stored(maildir)) == ["jörg@bücher.example", "reader@example.org"]
