@@ -24,6 +24,7 @@ class Progress:
         self._bar: Any = None
         self._started = time.monotonic()
         self._last_line: float | None = None  # when a line was last written (None: not yet)
+        self._shown = 0  # the count the last line showed
         self._details: dict[str, object] = {}
         if sys.stderr.isatty():
             self._bar = tqdm(total=total, desc=description, unit=unit, unit_scale=True, file=sys.stderr, leave=True)
@@ -48,6 +49,7 @@ class Progress:
             self._bar.refresh()
 
     def _line(self) -> None:
+        self._shown = self.done
         details = self._details
         share = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
         of = f"/{self.total}" if self.total else ""
@@ -59,7 +61,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.done and self._last_line is not None:
+        elif self.done != self._shown:
             self._line()  # where it ended
             self._last_line = None
 

@@ -23,3 +23,9 @@ def test_progress_in_a_log_tells_the_start_the_pace_and_the_end(
     assert lines[0] == "  queueing autumn: 100/1000 requests (10 %), 100/s, refused 2"
     assert lines[-1] == "  queueing autumn: 1000/1000 requests (100 %), 100/s, refused 2"
     assert len(lines) == 3  # at 1 s, 6 s (five seconds later) and the end: a line every few seconds, no more
+
+
+def test_work_done_in_one_step_is_told_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with Progress("reading mailpulse.suppression", 5, "record") as progress:
+        progress.update(5)
+    assert len(capsys.readouterr().err.splitlines()) == 1
