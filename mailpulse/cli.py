@@ -108,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
         " bounce address that ties the report to its message. Repeatable",
     )
 
+    campaign = add(
+        "campaign",
+        c.cmd_campaign,
+        "pause, resume or cancel a campaign (returns once the worker applied it; a cancel is final), "
+        "or show its state and progress",
+        "mailpulse campaign pause autumn --reason 'wrong link in the footer'",
+        "mailpulse campaign status autumn --format json",
+    )
+    campaign.add_argument("action", choices=["pause", "resume", "cancel", "status", "list"])
+    campaign.add_argument("campaign", nargs="?", help="the campaign id (not for list)")
+    campaign.add_argument("--reason", default="", help="why (pause, resume, cancel): kept on the event")
+    campaign.add_argument("--format", choices=["table", "json"], default="table")
+
     report = add(
         "report",
         c.cmd_report,

@@ -204,3 +204,16 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
         for name, value in values.items():
             say(f"{name:{width}}  {value}")
     return 0
+
+
+def cmd_campaign(args: argparse.Namespace, settings: Settings) -> int:
+    from mailpulse import campaign_admin
+    from schemas.campaigns import CampaignAction
+
+    if args.action == "list":
+        return campaign_admin.print_list(settings, args.format, say)
+    if not args.campaign:
+        raise CliError(f"{args.action} needs a CAMPAIGN id", status=2)
+    if args.action == "status":
+        return campaign_admin.print_status(settings, args.campaign, args.format, say)
+    return campaign_admin.change_campaign(settings, CampaignAction(args.action), args.campaign, args.reason, say)

@@ -10,6 +10,7 @@ from mailpulse.errors import CliError
 from mailpulse.progress import Progress
 from producers.campaigns import Campaign, CampaignError, build_requests, read_audience
 from producers.publisher import KafkaPublisher
+from schemas.campaigns import campaign_record, queued_event
 from schemas.codec import encode
 from schemas.events import TrackingMode
 from schemas.keys import recipient_key
@@ -61,6 +62,11 @@ def enqueue_campaign(args: argparse.Namespace, settings: Settings, say: Callable
             progress.update()
     say(f"  waiting for Kafka to acknowledge {total} send requests")
     remaining = publisher.flush(60.0)
+    if not remaining and not failures:
+        # What was queued, for the campaign's progress (the same audience sent again counts once).
+        key, value = campaign_record(queued_event(campaign.campaign_id, (r.message_id for r in intake.requests)))
+        publisher.publish(Topics.for_prefix(settings.topic_prefix).campaigns, key, value)
+        remaining = publisher.flush(30.0)
     publisher.close()
     if remaining or failures:
         raise CliError(

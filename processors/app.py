@@ -7,6 +7,8 @@ events       ``<prefix>.events``     suppression and engagement                 
 rollup       ``.campaign-partials``  campaign totals, complaint alerts           the table's marks
 sender       ``<prefix>.outbox``     gate, hand-off, outcomes                    committed offsets
 retries      ``<prefix>.retry``      due requests back to the outbox             committed offsets
+held         ``<prefix>.held``       a paused campaign's requests, once resumed  committed offsets
+campaigns    ``.campaigns`` (all)    every campaign's state, for the gate        the beginning
 ===========  ======================  ==========================================  ====================
 
 Each feed reads beside faust's consumer (:mod:`processors.partition_feed`), on the partitions faust
@@ -18,10 +20,13 @@ from __future__ import annotations
 
 import faust
 
+from processors.campaign_book import CampaignBook
+from processors.control_feed import ControlFeed
 from processors.courier import Courier
 from processors.event_tracking import EventTracker
 from processors.faust_store import FaustHost, changelog_topic, create_faust_app
 from processors.feed import Handler, ResumeFrom
+from processors.held import HeldRelease
 from processors.marks import MarkedFeed
 from processors.metrics import WorkerMetrics
 from processors.output import Output
@@ -53,8 +58,12 @@ def create_app(settings: Settings) -> faust.App:
     events = MarkedFeed(output, tables.engagement, EngagementKeys.mark, tracker.apply)
     rollup = CampaignRollup(tables.campaign_totals, settings, metrics)
     partials = MarkedFeed(output, tables.campaign_totals, RollupKeys.mark, rollup.apply)
-    sender = Sender(output, tables.suppression, tables.sent_log, courier, settings, metrics)
+    book = CampaignBook()
+    control = ControlFeed(names.campaigns, settings.bootstrap_servers, book, metrics)
+    host.task(control.run)
+    sender = Sender(output, tables.suppression, tables.sent_log, courier, control, settings, metrics)
     retries = RetryRelease(output, settings, metrics)
+    held = HeldRelease(output, control, settings, metrics)
 
     # name, topic, batch size, handler, resume marks, batches in hand (the sender gates the next batch
     # while this one's last messages go out). Each feed has a consumer of its own: a backlog of sends or
@@ -64,26 +73,23 @@ def create_app(settings: Settings) -> faust.App:
         ("rollup", names.campaign_partials, settings.event_batch_size, partials.handle, partials.resume_from, 1),
         ("sender", names.outbox, settings.send_batch_size, sender.handle, None, 2),
         ("retries", names.retry, RETRY_BATCH_SIZE, retries.handle, None, 1),
+        ("held", names.held, RETRY_BATCH_SIZE, held.handle, None, 1),
     ]
+    connected = {}
     for name, topic, batch_size, handle, resume_from, depth in feeds:
-        PartitionFeed(
-            host,
-            name=name,
-            topic=topic,
-            bootstrap_servers=settings.bootstrap_servers,
-            batch_size=batch_size,
-            handle=handle,
-            resume_from=resume_from,
-            depth=depth,
-        ).connect()
+        connected[name] = PartitionFeed(
+            host, name=name, topic=topic, bootstrap_servers=settings.bootstrap_servers, batch_size=batch_size,
+            handle=handle, resume_from=resume_from, depth=depth,
+        )  # fmt: skip
+        connected[name].connect()
 
-    register_views(
-        app,
-        host,
-        settings,
-        suppression=tables.suppression,
-        campaign_totals=tables.campaign_totals,
-        metrics=metrics,
-        current=output.current,
-    )
+    def campaigns_changed(changed: set[str]) -> None:
+        for campaign in changed:
+            if book.reasons(campaign):  # paused or cancelled: the delivery process gives its queue back
+                courier.withdraw(campaign)
+        held.wake(connected["held"])  # resumed or cancelled: what it held goes out (or is skipped) now
+
+    control.on_change(campaigns_changed)
+
+    register_views(app, host, settings, tables.suppression, tables.campaign_totals, book, metrics, output.current)
     return app

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import msgspec
 
-from processors.delivery import DeliveryResult, SmtpOutcome
+from processors.delivery import WITHDRAWN_REASON, DeliveryResult, SmtpOutcome
 from processors.dkim_signing import DkimSigner
 from processors.frames import Frames, stream_pair
 from processors.mailer import Mailer, SmtpMailer
@@ -59,11 +59,22 @@ OUTCOME_LINGER_SECONDS = 0.001
 QUIT_SECONDS = 2.0
 
 
-class JobFrame(msgspec.Struct, array_like=True):
+class JobFrame(msgspec.Struct, array_like=True, tag="job"):
     seq: int
     envelope_from: str
     recipient: str
     data: bytes
+    campaign: str = ""
+
+
+class WithdrawFrame(msgspec.Struct, array_like=True, tag="withdraw"):
+    """Drop every queued job of ``campaign`` (paused or cancelled): each is answered :data:`WITHDRAWN`."""
+
+    campaign: str
+
+
+# The code of a job withdrawn before its SMTP transaction began: nothing went out.
+WITHDRAWN = -1
 
 
 class AnswerFrame(msgspec.Struct, array_like=True):
@@ -119,7 +130,7 @@ async def _serve(settings: Settings, conn: Connection) -> None:
     frames = Frames(
         reader,
         writer,
-        msgspec.msgpack.Decoder(list[JobFrame]).decode,
+        msgspec.msgpack.Decoder(list[JobFrame | WithdrawFrame]).decode,
         OUTCOME_LINGER_SECONDS,
         settings.smtp_connections,
     )
@@ -142,13 +153,28 @@ async def _serve(settings: Settings, conn: Connection) -> None:
                 )
             )
 
+    def withdraw(campaign: str) -> None:
+        """Answer the queued jobs of ``campaign`` withdrawn, keeping the others in their order."""
+        kept = []
+        while not jobs.empty():
+            job = jobs.get_nowait()
+            if job.campaign == campaign:
+                frames.put(AnswerFrame(job.seq, WITHDRAWN, "withdrawn before its transaction", time.time()))
+            else:
+                kept.append(job)
+        for job in kept:
+            jobs.put_nowait(job)
+
     mailers = smtp_mailers(settings)
     senders = [asyncio.create_task(sender(mailer)) for mailer in mailers for _ in range(SENDERS_PER_CONNECTION)]
     try:
         while True:
             try:
-                for job in await frames.read():
-                    jobs.put_nowait(job)
+                for frame in await frames.read():
+                    if isinstance(frame, WithdrawFrame):
+                        withdraw(frame.campaign)
+                    else:
+                        jobs.put_nowait(frame)
             except (asyncio.IncompleteReadError, ConnectionError):
                 break  # the worker is gone: nobody is left to record an outcome
     finally:
@@ -238,10 +264,21 @@ class Courier:
             self._seq += 1
             future: asyncio.Future[AnswerFrame] = asyncio.get_running_loop().create_future()
             self._waiting[self._seq] = future
-            frames.put(JobFrame(self._seq, rendered.envelope_from, rendered.recipient, rendered.data))
+            job = JobFrame(self._seq, rendered.envelope_from, rendered.recipient, rendered.data, request.campaign_id)
+            frames.put(job)
             outcome = await future
+        if outcome.code == WITHDRAWN:
+            return DeliveryResult([WITHDRAWN_REASON], datetime.fromtimestamp(outcome.answered_at, UTC))
         answer = SmtpOutcome(outcome.code, outcome.reply, SmtpStage(outcome.stage), outcome.after_content)
         return DeliveryResult(answer, datetime.fromtimestamp(outcome.answered_at, UTC))
+
+    def withdraw(self, campaign: str) -> None:
+        """Take back the messages of ``campaign`` the delivery process has not begun to send (its campaign
+        was paused or cancelled): their deliveries return :data:`processors.delivery.WITHDRAWN_REASON`."""
+        frames = self._running()
+        if frames is not None:
+            frames.put(WithdrawFrame(campaign))
+            frames.flush()
 
     def in_flight(self) -> int:
         """Messages handed over whose outcome has not come back."""

@@ -52,6 +52,10 @@ def lost_after_content(detail: str) -> SmtpOutcome:
     return SmtpOutcome(0, f"connection lost after the message was sent: {detail}", SmtpStage.DATA, after_content=True)
 
 
+# A message the delivery process gave back before its SMTP transaction began (its campaign was paused).
+WITHDRAWN_REASON = "withdrawn"
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
     """What became of one request handed to the delivery process: its SMTP outcome, or the reasons it was

@@ -20,6 +20,10 @@ from schemas.events import (
     AgentClass,
     AnyEvent,
     Bounce,
+    CampaignCancelled,
+    CampaignPaused,
+    CampaignQueued,
+    CampaignResumed,
     Click,
     Complaint,
     Deferred,
@@ -109,8 +113,12 @@ def _flags(event: AnyEvent) -> tuple[str, ...]:
             return ("complaint",)
         case Unsubscribe():
             return ("unsubscribe",)
-        case Deferred() | SendSkipped() | SuppressionAdded() | SuppressionRemoved():
+        case SendSkipped():
+            return ("skipped",)
+        case Deferred() | SuppressionAdded() | SuppressionRemoved():
             return ()
+        case CampaignQueued() | CampaignPaused() | CampaignResumed() | CampaignCancelled():
+            return ()  # about the campaign, not one of its messages
         case _:
             assert_never(event)
 
@@ -134,6 +142,10 @@ def _per_event_keys(event: AnyEvent) -> tuple[str, ...]:
             | SendSkipped()
             | SuppressionAdded()
             | SuppressionRemoved()
+            | CampaignQueued()
+            | CampaignPaused()
+            | CampaignResumed()
+            | CampaignCancelled()
         ):
             return ()
         case _:
@@ -161,6 +173,8 @@ def contribution(state: MessageState) -> HourlyCounts:
     attempts = [first[f] for f in ("sent", "hard", "soft", "block", "failed") if f in first]
     if attempts:
         add(min(attempts), "attempted")
+    elif "skipped" in first:
+        add(first["skipped"], "skipped")  # never attempted: suppressed, or its campaign cancelled
     return out
 
 

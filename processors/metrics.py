@@ -16,7 +16,8 @@ class WorkerMetrics:
         )
         self.sends = Counter(
             "mailpulse_worker_sends",
-            "Send requests by outcome (sent, skipped, duplicate, deferred, not_sent)",
+            "Send requests by outcome (sent, skipped, held, duplicate, possible_duplicate, rate_limited, deferred, "
+            "not_sent)",
             ["outcome"],
             registry=self.registry,
         )
@@ -39,6 +40,12 @@ class WorkerMetrics:
         self.delivery_in_flight = Gauge(
             "mailpulse_worker_delivery_in_flight",
             "Messages handed to the delivery process whose SMTP outcome has not come back",
+            registry=self.registry,
+        )
+        self.held = Counter(
+            "mailpulse_worker_held",
+            "Send requests of paused campaigns on the held topic: released (resumed or cancelled) or requeued",
+            ["outcome"],
             registry=self.registry,
         )
         self.poison = Counter(

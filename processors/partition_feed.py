@@ -123,24 +123,31 @@ class PartitionFeed:
         return self._assigned or frozenset()
 
     def rest(self, partition: int, offset: int, seconds: float) -> None:
-        """Read ``partition`` again from ``offset`` in ``seconds`` (a handler's record is not due yet)."""
+        """Read ``partition`` again from ``offset`` in ``seconds``, or when :meth:`wake` is called first (a
+        handler's record is not due yet, or waits for something else to change)."""
         consumer = self._consumer
         if consumer is None or partition not in self._partitions:
             return
         tp = TopicPartition(self.topic, partition, offset)
         consumer.pause([tp])
         consumer.seek(tp)
-
-        def wake() -> None:
-            self._resting.pop(partition, None)
-            if self._consumer is not None and partition in self._partitions:
-                # Through the feed's thread, in order with its other librdkafka calls.
-                self._pool.submit(consumer.resume, [TopicPartition(self.topic, partition)])
-
         previous = self._resting.pop(partition, None)
         if previous is not None:
             previous.cancel()
-        self._resting[partition] = asyncio.get_running_loop().call_later(max(0.0, seconds), wake)
+        self._resting[partition] = asyncio.get_running_loop().call_later(max(0.0, seconds), self._wake, partition)
+
+    def _wake(self, partition: int) -> None:
+        self._resting.pop(partition, None)
+        consumer = self._consumer
+        if consumer is not None and partition in self._partitions:
+            # Through the feed's thread, in order with its other librdkafka calls.
+            self._pool.submit(consumer.resume, [TopicPartition(self.topic, partition)])
+
+    def wake(self) -> None:
+        """Read every resting partition again now."""
+        for partition, handle in list(self._resting.items()):
+            handle.cancel()
+            self._wake(partition)
 
     def release(self) -> None:
         """Called by a handler once the rest of its batch only waits (for SMTP answers, say): a feed of

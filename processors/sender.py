@@ -28,7 +28,9 @@ from typing import Protocol
 
 import msgspec
 
+from processors.campaign_book import CAMPAIGN_PAUSED
 from processors.delivery import (
+    WITHDRAWN_REASON,
     DeliveryResult,
     RetryPolicy,
     SentState,
@@ -38,6 +40,7 @@ from processors.delivery import (
     skipped,
 )
 from processors.feed import FeedControl, FeedRecord
+from processors.held import CampaignGate
 from processors.metrics import WorkerMetrics
 from processors.output import Output
 from processors.ratelimit import DomainLimits, RateLimiter, recipient_domain
@@ -78,11 +81,13 @@ class Sender:
         suppression: PartitionStore[Address],
         sent_log: PartitionStore[MessageId],
         courier: Handoff,
+        campaigns: CampaignGate,
         settings: Settings,
         metrics: WorkerMetrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._output, self._suppression, self._sent_log = output, suppression, sent_log
+        self._campaigns = campaigns
         self._courier, self._metrics, self._clock = courier, metrics, clock
         self._topics = Topics.for_prefix(settings.topic_prefix)
         self._retry_policy = RetryPolicy(
@@ -110,6 +115,7 @@ class Sender:
                 self._metrics.poison.labels("outbox").inc()
                 log.warning("skipping undecodable send request: %s", exc)
         outgoing: list[tuple[SendRequest, int]] = []
+        await self._campaigns.ready()  # never mail before every campaign's state is known
         try:
             await self._gate(batch, outgoing)
             feed.release()
@@ -119,7 +125,10 @@ class Sender:
         return {r.message.partition: r.message.offset + 1 for r in records}
 
     def barred(self, tx: Transaction, request: SendRequest, partition: int) -> list[str]:
-        """Why ``request`` must not be mailed now; empty when it may."""
+        """Why ``request`` must not be mailed now (its campaign's state, else its recipient's); empty when it may."""
+        held = self._campaigns.reasons(request.campaign_id)
+        if held:
+            return held
         entry = decode_entry(tx.read(self._suppression, address(request.recipient), partition))
         return suppression_reasons(entry, request.list_id)
 
@@ -136,6 +145,9 @@ class Sender:
                 self._metrics.sends.labels("duplicate").inc()
                 continue
             reasons = self.barred(tx, request, partition)
+            if reasons == [CAMPAIGN_PAUSED]:
+                self._hold(tx, request)
+                continue
             if reasons:
                 self._metrics.sends.labels("skipped").inc()
                 self._publish(tx, skipped(request, reasons, now))
@@ -178,9 +190,12 @@ class Sender:
         key = message(request.message_id)
         outcome, answered_at = result.outcome, result.at
         if isinstance(outcome, list):
+            tx.write(self._sent_log, key, sent_log_value(SentState.NEVER), partition)
+            if outcome in ([CAMPAIGN_PAUSED], [WITHDRAWN_REASON]):  # paused before it went out: it waits
+                self._hold(tx, request)
+                return
             self._metrics.sends.labels("skipped").inc()
             self._publish(tx, skipped(request, outcome, answered_at))
-            tx.write(self._sent_log, key, sent_log_value(SentState.NEVER), partition)
             return
         decision = decide(request, outcome, answered_at, self._retry_policy)
         if decision.possible_duplicate:
@@ -202,6 +217,12 @@ class Sender:
 
     def _publish(self, tx: Transaction, event: AnyEvent) -> None:
         tx.produce(self._topics.events, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))
+
+    def _hold(self, tx: Transaction, request: SendRequest) -> None:
+        """Its campaign is paused: the request waits on the held topic until it is resumed or cancelled."""
+        self._metrics.sends.labels("held").inc()
+        held = msgspec.structs.replace(request, held_at=utcnow())
+        tx.produce(self._topics.held, key=request.recipient.encode(), value=encode(held))
 
     def _retry(self, tx: Transaction, request: SendRequest) -> None:
         tx.produce(self._topics.retry, key=request.recipient.encode(), value=encode(request))

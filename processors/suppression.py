@@ -22,6 +22,10 @@ from schemas.events import (
     AnyEvent,
     Bounce,
     BounceClass,
+    CampaignCancelled,
+    CampaignPaused,
+    CampaignQueued,
+    CampaignResumed,
     Click,
     Complaint,
     Deferred,
@@ -162,6 +166,8 @@ def apply_event(entry: SuppressionEntry, event: AnyEvent, policy: Policy) -> Sup
             return msgspec.structs.replace(entry, soft_bounces=()) if entry.soft_bounces else entry
         case Open() | Click() | Deferred() | Failed() | SendSkipped():
             return entry
+        case CampaignQueued() | CampaignPaused() | CampaignResumed() | CampaignCancelled():
+            return entry  # about a campaign: they name no recipient
         case _:
             assert_never(event)
 

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processors import campaign_totals as totals
 from processors import engagement as eng
+from processors.campaign_book import CampaignBook
 from processors.faust_store import FaustHost
 from processors.forwarding import HEADER as FORWARDED
 from processors.forwarding import forward_headers, is_forwarded
@@ -36,9 +37,9 @@ def register_views(
     app: faust.App,
     host: FaustHost,
     settings: Settings,
-    *,
     suppression: PartitionStore[Address],
     campaign_totals: PartitionStore[RollupKey],
+    campaigns: CampaignBook,
     metrics: WorkerMetrics,
     current: Current,
 ) -> None:
@@ -111,6 +112,24 @@ def register_views(
                     hours.append({"hour": eng.hour_start(hour).isoformat(), **totals.report(counts)})
                 return self.json(hours)
             return self.json(totals.report(totals.total(rollup.partials.values())))
+
+    @app.page("/campaigns")
+    class CampaignsView(View):
+        async def get(self, request: Request) -> Response:
+            """Every campaign's state as this worker's gate applies it (every worker reads every campaign)."""
+            if not authorized(request):
+                return self.json({"error": "missing or invalid API key"}, status=401)
+            return self.json([status.as_dict() for status in campaigns.all()])
+
+    @app.page("/campaigns/{campaign}")
+    class CampaignView(View):
+        async def get(self, request: Request, campaign: str) -> Response:
+            if not authorized(request):
+                return self.json({"error": "missing or invalid API key"}, status=401)
+            status = campaigns.status(campaign)
+            if status is None:
+                return self.json({"error": f"no campaign {campaign!r} is known"}, status=404)
+            return self.json(status.as_dict())
 
     @app.page("/healthz")
     class Health(View):

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers import operator_routes, tracking_routes, webhook_routes
+from producers import campaign_routes, operator_routes, tracking_routes, webhook_routes
 from producers.context import EdgeContext
 from producers.metrics import EdgeMetrics
 from producers.openapi import operator_spec, public_spec
@@ -239,7 +239,7 @@ def create_operator_app(
     open_paths = frozenset({"/healthz", "/readyz", "/openapi.json"})
     return _build(
         settings,
-        list(operator_routes.routes),
+        [*operator_routes.routes, *campaign_routes.routes],
         [Middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=open_paths)],
         publisher_factory,
         operator_spec(),

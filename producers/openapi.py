@@ -136,6 +136,9 @@ def public_spec() -> dict[str, Any]:
     }
 
 
+_CAMPAIGN = {"name": "campaign", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def operator_spec() -> dict[str, Any]:
     campaign = {
         "type": "object",
@@ -171,6 +174,49 @@ def operator_spec() -> dict[str, Any]:
                         "400": {"description": "not JSON", **_JSON_ERROR},
                         "401": {"description": "no key", **_JSON_ERROR},
                         "422": {"description": "unusable campaign", **_JSON_ERROR},
+                        "503": {"description": "Kafka did not acknowledge", **_JSON_ERROR},
+                    },
+                },
+                "get": {
+                    "summary": "every campaign's state and progress",
+                    "responses": {
+                        "200": {"description": "campaigns"},
+                        "503": {"description": "no worker", **_JSON_ERROR},
+                    },
+                },
+            },
+            "/campaigns/{campaign}": {
+                "get": {
+                    "summary": "a campaign's state (active, paused, cancelled) and progress",
+                    "parameters": [_CAMPAIGN],
+                    "responses": {"200": {"description": "status"}, "503": {"description": "no worker", **_JSON_ERROR}},
+                }
+            },
+            "/campaigns/{campaign}/{action}": {
+                "post": {
+                    "summary": "pause, resume or cancel a campaign (the worker's gate applies it within moments)",
+                    "parameters": [
+                        _CAMPAIGN,
+                        {
+                            "name": "action",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": ["pause", "resume", "cancel"]},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": {"reason": {"type": "string"}}}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "already in that state"},
+                        "202": {"description": "published, acknowledged by Kafka"},
+                        "404": {"description": "no such action", **_JSON_ERROR},
+                        "409": {"description": "refused by the campaign's state (a cancel is final)", **_JSON_ERROR},
                         "503": {"description": "Kafka did not acknowledge", **_JSON_ERROR},
                     },
                 }

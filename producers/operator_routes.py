@@ -14,6 +14,7 @@ from starlette.routing import Route
 from producers.campaigns import Campaign, CampaignError, build_requests
 from producers.context import EdgeContext
 from producers.publisher import PublishError
+from schemas.campaigns import campaign_record, queued_event
 from schemas.codec import encode
 from schemas.events import TrackingMode
 from schemas.keys import recipient_key
@@ -77,6 +78,11 @@ async def create_campaign(request: Request) -> Response:
                     for r in chunk
                 )
             )
+        # What was queued, for the campaign's progress (the same intake repeated counts once).
+        if intake.requests:
+            queued = queued_event(campaign.campaign_id, (r.message_id for r in intake.requests))
+            key, value = campaign_record(queued)
+            await publisher.publish_confirmed(ctx.topics.campaigns, key, value, timeout)
     except PublishError as exc:
         ctx.metrics.publish_failures.inc()
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})

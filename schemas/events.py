@@ -174,6 +174,39 @@ class SuppressionRemoved(Event, frozen=True, kw_only=True, tag="suppression.remo
     source: str = "operator"
 
 
+class CampaignQueued(Event, frozen=True, kw_only=True, tag="campaign.queued"):
+    """``requests`` send requests of a campaign were queued on the outbox (by the intake). Not about a
+    message or a recipient: ``message_id`` is empty."""
+
+    requests: int = 0
+
+
+class CampaignPaused(Event, frozen=True, kw_only=True, tag="campaign.paused"):
+    """Hold the campaign's sends until it is resumed (``source``: operator or automatic; ``reason``: why)."""
+
+    reason: str = ""
+    source: str = "operator"
+
+
+class CampaignResumed(Event, frozen=True, kw_only=True, tag="campaign.resumed"):
+    """Send the campaign's held and remaining requests again."""
+
+    reason: str = ""
+    source: str = "operator"
+
+
+class CampaignCancelled(Event, frozen=True, kw_only=True, tag="campaign.cancelled"):
+    """Send nothing more of the campaign: each request left becomes ``send.skipped`` (``campaign_cancelled``).
+    Final: a cancelled campaign is never resumed."""
+
+    reason: str = ""
+    source: str = "operator"
+
+
+# The campaign lifecycle, as the worker's gate applies it (processors.campaign_book).
+CampaignControl = CampaignPaused | CampaignResumed | CampaignCancelled
+
+
 class EventKind(enum.StrEnum):
     """Every kind of event, as its ``kind`` field names it (one per class of :data:`AnyEvent`)."""
 
@@ -189,6 +222,10 @@ class EventKind(enum.StrEnum):
     SEND_SKIPPED = "send.skipped"
     SUPPRESSION_ADDED = "suppression.added"
     SUPPRESSION_REMOVED = "suppression.removed"
+    CAMPAIGN_QUEUED = "campaign.queued"
+    CAMPAIGN_PAUSED = "campaign.paused"
+    CAMPAIGN_RESUMED = "campaign.resumed"
+    CAMPAIGN_CANCELLED = "campaign.cancelled"
 
 
 AnyEvent = (
@@ -204,6 +241,10 @@ AnyEvent = (
     | SendSkipped
     | SuppressionAdded
     | SuppressionRemoved
+    | CampaignQueued
+    | CampaignPaused
+    | CampaignResumed
+    | CampaignCancelled
 )
 EVENT_CLASSES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 
@@ -223,6 +264,8 @@ class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 1
     enqueued_at: datetime
     not_before: datetime | None = None
+    # When its campaign's pause held it (on the held topic); None for a request not held.
+    held_at: datetime | None = None
     schema_version: int = SCHEMA_VERSION
 
 

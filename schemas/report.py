@@ -6,6 +6,9 @@ Counts are defined per message where a message can only be counted once
 clicks) and per distinct event_id otherwise (deferrals, opens_total,
 clicks_total), so redelivered or replayed events never change a report.
 
+Skipped sends are messages never attempted: their recipient was suppressed, or their campaign
+cancelled, when their turn came.
+
 Blocked sends (refusals whose reason is the sender's: a blocklist, content,
 authentication, ...) are counted apart from bounces and are no bounce. The
 breakdown counts bounced and blocked messages per reason and per mailbox
@@ -21,6 +24,7 @@ COUNT_KEYS: tuple[str, ...] = (
     "delivered",
     "deferred",
     "failed",
+    "skipped",
     "bounced_hard",
     "bounced_soft",
     "blocked",

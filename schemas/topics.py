@@ -36,6 +36,10 @@ class Topics:
     dead_letter: str
     campaign_partials: str
     alerts: str
+    # The campaign lifecycle (queued, paused, resumed, cancelled): one partition, every worker reads all of it.
+    campaigns: str
+    # Send requests of paused campaigns, waiting for their campaign to be resumed or cancelled.
+    held: str
     # The worker's faust app id: its consumer groups and state topics are named after it
     # (processors.faust_store.state_topic_specs).
     processors_app: str
@@ -50,6 +54,8 @@ class Topics:
             dead_letter=f"{prefix}.dlq",
             campaign_partials=f"{prefix}.campaign-partials",
             alerts=f"{prefix}.alerts",
+            campaigns=f"{prefix}.campaigns",
+            held=f"{prefix}.held",
             processors_app=f"{prefix}-processors",
         )
 
@@ -72,4 +78,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Keyed by campaign, source partition and hour: compaction keeps each one's latest count.
         spec(names.campaign_partials, compacted),
         spec(names.alerts, retention),
+        # One partition: the lifecycle of every campaign in one order, read whole by every worker. Keyed
+        # so that compaction keeps each campaign's latest state and every record of what was queued.
+        TopicSpec(names.campaigns, 1, settings.replication_factor, dict(compacted)),
+        spec(names.held, retention),
     ]

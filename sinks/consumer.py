@@ -295,4 +295,6 @@ def build_sinks(settings: Settings, store: EventStore) -> list[TableSink]:
     return [
         TableSink(settings, store, EVENTS, topics.events, group_id=f"{prefix}-sink"),
         TableSink(settings, store, SUPPRESSION_CHANGES, topics.suppression, group_id=f"{prefix}-sink-suppression"),
+        # The campaign lifecycle lands beside the events it governs.
+        TableSink(settings, store, EVENTS, topics.campaigns, group_id=f"{prefix}-sink-campaigns"),
     ]

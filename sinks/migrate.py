@@ -14,6 +14,7 @@ from sinks.migrations import (
     m0004_bounce_reasons,
     m0005_attribution,
     m0006_retry_time,
+    m0007_campaign_lifecycle,
 )
 from sinks.store import EventStore
 
@@ -39,6 +40,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _from(4, m0004_bounce_reasons),
     _from(5, m0005_attribution),
     _from(6, m0006_retry_time),
+    _from(7, m0007_campaign_lifecycle),
 )
 
 _LEDGER = """CREATE TABLE IF NOT EXISTS mailpulse_migrations (

@@ -47,11 +47,11 @@ class ReplayProgress:
 
 def mapping_for(settings: Settings, topic: str) -> TableMapping:
     topics = Topics.for_prefix(settings.topic_prefix)
-    if topic == topics.events:
+    if topic in (topics.events, topics.campaigns):
         return EVENTS
     if topic == topics.suppression:
         return SUPPRESSION_CHANGES
-    raise ReplayError(f"cannot replay {topic!r}: choose {topics.events} or {topics.suppression}")
+    raise ReplayError(f"cannot replay {topic!r}: choose {topics.events}, {topics.campaigns} or {topics.suppression}")
 
 
 def parse_time(text: str) -> datetime:

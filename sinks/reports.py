@@ -38,9 +38,17 @@ def per_message_columns(kind: EventKind) -> tuple[str, ...]:
             return tuple(f"max(kind = 'bounce' AND bounce_class = '{c}') AS {c}" for c in ("hard", "soft", "block"))
         case EventKind.COMPLAINT:
             return ("max(kind = 'complaint') AS complained",)
-        case EventKind.SEND_SKIPPED | EventKind.SUPPRESSION_ADDED | EventKind.SUPPRESSION_REMOVED:
-            # A skipped send was never an attempt; operators' suppression changes belong to no campaign.
-            return ()
+        case EventKind.SEND_SKIPPED:
+            return ("max(kind = 'send.skipped') AS was_skipped",)
+        case EventKind.SUPPRESSION_ADDED | EventKind.SUPPRESSION_REMOVED:
+            return ()  # operators' suppression changes belong to no campaign
+        case (
+            EventKind.CAMPAIGN_QUEUED
+            | EventKind.CAMPAIGN_PAUSED
+            | EventKind.CAMPAIGN_RESUMED
+            | EventKind.CAMPAIGN_CANCELLED
+        ):
+            return ()  # about the campaign, not a message: `mailpulse campaign status` shows them
         case _:
             assert_never(kind)
 
@@ -48,7 +56,7 @@ def per_message_columns(kind: EventKind) -> tuple[str, ...]:
 _PER_MESSAGE = (
     "SELECT message_id,\n    "
     + ",\n    ".join(column for kind in EventKind for column in per_message_columns(kind))
-    + "\nFROM events\nWHERE campaign_id = {campaign:String}\nGROUP BY message_id"
+    + "\nFROM events\nWHERE campaign_id = {campaign:String} AND message_id != ''\nGROUP BY message_id"
 )
 
 _TOTALS = """
@@ -57,6 +65,7 @@ SELECT
     sum((was_sent OR was_delivered) AND NOT (hard OR soft OR block)) AS delivered,
     sum(deferrals) AS deferred,
     sum(was_failed) AS failed,
+    sum(was_skipped AND NOT (was_sent OR hard OR soft OR block OR was_failed)) AS skipped,
     sum(hard) AS bounced_hard,
     sum(soft) AS bounced_soft,
     sum(block) AS blocked,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.settings.declare import Service, comma_list, integer, setting
+from schemas.settings.declare import Service, base_url, comma_list, integer, setting
 
 EDGE, WORKER, SINK, CLI, STACK = Service.EDGE, Service.WORKER, Service.SINK, Service.CLI, Service.STACK
 
@@ -113,6 +113,15 @@ class EdgeSettings:
         "accepted age of SendGrid and Mailgun timestamps",
         read_by=(EDGE,),
         parse=integer(1),
+    )
+    worker_url: str = setting(
+        "WORKER_URL",
+        "",
+        "where the operator edge and the commands ask a worker for campaign states, live counts and lookups",
+        read_by=(EDGE, CLI),
+        parse=base_url,
+        derive=lambda values: f"http://127.0.0.1:{values['worker_web_port']}",
+        shown="`http://127.0.0.1:WORKER_WEB_PORT`",
     )
     from_address: str = setting(
         "FROM_ADDRESS", "Mailpulse Demo <news@example.com>", "From of campaigns that name none", read_by=(EDGE, CLI)

@@ -60,6 +60,8 @@ def report_model(events: list[AnyEvent], campaign: str) -> dict[str, Any]:
         counts["delivered"] += bool(kinds & {"sent", "delivered"}) and not (hard or soft or block)
         counts["deferred"] += sum(1 for e in evs if isinstance(e, Deferred))
         counts["failed"] += "failed" in kinds
+        tried = bool(kinds & {"sent", "failed"}) or hard or soft or block
+        counts["skipped"] += "send.skipped" in kinds and not tried
         counts["bounced_hard"] += hard
         counts["bounced_soft"] += soft
         counts["blocked"] += block

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.campaign_book import CampaignBook
 from processors.event_tracking import EventTracker
 from processors.faust_store import CAMPAIGN_TOTALS, ENGAGEMENT, SENT_LOG, SUPPRESSION, WorkerTables, changelog_topic
 from processors.feed import FeedMessage, FeedRecord
@@ -45,6 +46,19 @@ class FeedCalls:
 
     def rest(self, partition: int, offset: int, seconds: float) -> None:
         self.rests.append((partition, offset, seconds))
+
+
+class BookGate:
+    """Campaign states from a book filled by the test (the worker's comes from the campaigns feed)."""
+
+    def __init__(self, book: CampaignBook | None = None) -> None:
+        self.book = book or CampaignBook()
+
+    def reasons(self, campaign_id: str) -> list[str]:
+        return self.book.reasons(campaign_id)
+
+    async def ready(self) -> None:
+        return None
 
 
 def memory_tables(settings: Settings, producer: MemoryProducer | None = None) -> WorkerTables:

@@ -16,7 +16,7 @@ from schemas.bounce_reasons import SmtpStage
 from schemas.codec import decode_event, decode_send_request, encode
 from schemas.events import SendRequest, message_id_for
 from schemas.settings import Settings
-from tests.support.worker_harness import FeedCalls, Harness
+from tests.support.worker_harness import BookGate, FeedCalls, Harness
 
 AT = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
@@ -61,9 +61,12 @@ def records(requests: list[SendRequest], partition: int = 0, first: int = 0) -> 
     return [FeedRecord(FeedMessage(topic, partition, first + i), encode(r)) for i, r in enumerate(requests)]
 
 
-def sender(harness: Harness, relay: Relay, settings: Settings | None = None) -> Sender:
+def sender(harness: Harness, relay: Relay, settings: Settings | None = None, gate: BookGate | None = None) -> Sender:
     t = harness.tables
-    return Sender(harness.output, t.suppression, t.sent_log, relay, settings or harness.settings, harness.metrics)
+    campaigns = gate or BookGate()
+    return Sender(
+        harness.output, t.suppression, t.sent_log, relay, campaigns, settings or harness.settings, harness.metrics
+    )
 
 
 def kinds(harness: Harness) -> list[tuple[str, str | None]]:
@@ -190,6 +193,7 @@ def test_a_domain_over_its_rate_goes_through_the_retry_topic_instead_of_holding_
         harness.tables.suppression,
         harness.tables.sent_log,
         relay,
+        BookGate(),
         settings,
         harness.metrics,
         clock=lambda: now[0],
