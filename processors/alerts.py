@@ -7,16 +7,19 @@ by a batch read twice is the same record.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from processors.block_monitor import BlockPolicy, BlockRate
 from processors.campaign_totals import AlertPolicy
 from processors.engagement import Counts
 from schemas.alerts import AlertLevel, BlockAlert, ComplaintAlert
+from schemas.campaigns import CampaignAction, control_event
+from schemas.events import CampaignPaused
 
 
 def complaint_alert(
-    campaign: str, level: AlertLevel, counts: Counts, policy: AlertPolicy, now: datetime
+    campaign: str, level: AlertLevel, counts: Counts, policy: AlertPolicy, now: datetime, paused: bool = False
 ) -> ComplaintAlert:
     delivered = counts.get("delivered", 0)
     complaints = counts.get("complaints", 0)
@@ -30,6 +33,7 @@ def complaint_alert(
         delivered=delivered,
         threshold=policy.critical_rate if level is AlertLevel.CRITICAL else policy.warning_rate,
         raised_at=now,
+        paused=paused,
     )
 
 
@@ -38,12 +42,13 @@ def describe_complaint_alert(alert: ComplaintAlert) -> str:
         f"complaint rate alert: campaign {alert.campaign_id} at {alert.complaint_rate * 100:.4f}% is above the "
         f"{alert.level} line of {alert.threshold * 100:.2f}% "
         f"({alert.complaints} complaints / {alert.delivered} delivered)"
+        + ("; the campaign is paused" if alert.paused else "")
     )
 
 
-def block_alert(crossed: BlockRate, policy: BlockPolicy, now: datetime) -> BlockAlert:
+def block_alert(crossed: BlockRate, policy: BlockPolicy, now: datetime, paused: bool = False) -> BlockAlert:
     return BlockAlert(
-        alert_id=f"{crossed.campaign_id}:block:{crossed.domain}:{crossed.attempts}",
+        alert_id=f"{crossed.campaign_id}:block{':pause' if paused else ''}:{crossed.domain}:{crossed.attempts}",
         campaign_id=crossed.campaign_id,
         domain=crossed.domain,
         block_rate=crossed.rate,
@@ -53,6 +58,7 @@ def block_alert(crossed: BlockRate, policy: BlockPolicy, now: datetime) -> Block
         window_seconds=policy.window_seconds,
         top_diagnostic=crossed.top_diagnostic,
         raised_at=now,
+        paused=paused,
     )
 
 
@@ -60,5 +66,14 @@ def describe_block_alert(alert: BlockAlert) -> str:
     return (
         f"block rate alert: campaign {alert.campaign_id} at {alert.domain}: {alert.blocked} of {alert.attempts} "
         f"sends blocked ({alert.block_rate * 100:.1f}%, line {alert.threshold * 100:.1f}%); "
-        f"top diagnostic: {alert.top_diagnostic}"
+        f"top diagnostic: {alert.top_diagnostic}" + ("; the campaign is paused" if alert.paused else "")
     )
+
+
+def automatic_pause(campaign: str, alert_id: str, reason: str, now: datetime) -> CampaignPaused:
+    """The pause an alert makes (MAILPULSE_AUTO_PAUSE). Its id derives from the alert's, so the same crossing
+    seen again (a batch read twice) is the same event, which the campaign book applies once."""
+    event_id = hashlib.blake2b(f"auto-pause\x00{alert_id}".encode(), digest_size=16).hexdigest()
+    pause = control_event(CampaignAction.PAUSE, campaign, reason=reason, source="automatic", event_id=event_id, at=now)
+    assert isinstance(pause, CampaignPaused)
+    return pause

@@ -41,6 +41,9 @@ class CampaignStatus:
     cancelled_at: datetime | None = None
     queued: int = 0
     _queued_by: set[str] = field(default_factory=set, repr=False)
+    # The control events applied: one seen again (a pause re-made from a batch read twice) changes nothing,
+    # even when the campaign was resumed since.
+    _applied: set[str] = field(default_factory=set, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,12 +77,12 @@ class CampaignBook:
                     status.queued += event.requests
                 return False
             case CampaignPaused():
-                if status.state is not CampaignState.ACTIVE:
+                if self._seen(status, event) or status.state is not CampaignState.ACTIVE:
                     return False  # already paused, or cancelled for good
                 status.paused_at = event.occurred_at
                 return self._change(status, CampaignState.PAUSED, event)
             case CampaignResumed():
-                if status.state is not CampaignState.PAUSED:
+                if self._seen(status, event) or status.state is not CampaignState.PAUSED:
                     return False
                 return self._change(status, CampaignState.ACTIVE, event)
             case CampaignCancelled():
@@ -89,6 +92,12 @@ class CampaignBook:
                 return self._change(status, CampaignState.CANCELLED, event)
             case _:
                 return False  # the campaigns topic carries campaign events only
+
+    @staticmethod
+    def _seen(status: CampaignStatus, event: AnyEvent) -> bool:
+        seen = event.event_id in status._applied
+        status._applied.add(event.event_id)
+        return seen
 
     @staticmethod
     def _change(

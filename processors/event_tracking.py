@@ -36,6 +36,8 @@ from processors.suppression import (
     suppression_reasons,
 )
 from processors.transaction import Transaction
+from schemas.alerts import BlockAlert
+from schemas.campaigns import campaign_record
 from schemas.codec import DecodeError, decode_event, encode
 from schemas.events import AnyEvent, CampaignPartial, SuppressionChange, utcnow
 from schemas.settings import Settings
@@ -55,6 +57,12 @@ def suppression_policy(settings: Settings) -> Policy:
 def block_policy(settings: Settings) -> BlockPolicy:
     return BlockPolicy(
         settings.block_alert_rate, settings.block_alert_window_seconds, settings.block_alert_min_attempts
+    )
+
+
+def pause_policy(settings: Settings) -> BlockPolicy:
+    return BlockPolicy(
+        settings.auto_pause_block_rate, settings.block_alert_window_seconds, settings.block_alert_min_attempts
     )
 
 
@@ -85,6 +93,8 @@ class EventTracker:
         self._partitions = settings.topic_partitions
         self._policy = suppression_policy(settings)
         self._blocks = BlockMonitor(block_policy(settings))
+        # The same window judged against the line that pauses a campaign (MAILPULSE_AUTO_PAUSE).
+        self._pauses = BlockMonitor(pause_policy(settings)) if settings.auto_pause else None
         self._metrics = metrics
 
     def apply(self, tx: Transaction, records: list[FeedRecord]) -> None:
@@ -104,10 +114,15 @@ class EventTracker:
             decoded.append((event, record))
             crossed = self._blocks.observe(event)
             if crossed is not None:
-                alert = alerts.block_alert(crossed, self._blocks.policy, utcnow())
-                log.warning(alerts.describe_block_alert(alert))
-                self._metrics.block_alerts.inc()
-                tx.produce(self._topics.alerts, key=alert.campaign_id.encode(), value=encode(alert))
+                self._alert(tx, alerts.block_alert(crossed, self._blocks.policy, utcnow()))
+            paused = self._pauses.observe(event) if self._pauses is not None else None
+            if paused is not None and self._pauses is not None:
+                alert = alerts.block_alert(paused, self._pauses.policy, utcnow(), paused=True)
+                self._alert(tx, alert)
+                reason = f"block rate {paused.rate:.1%} at {paused.domain} (line {alert.threshold:.1%})"
+                pause = alerts.automatic_pause(alert.campaign_id, alert.alert_id, reason, alert.raised_at)
+                self._metrics.auto_pauses.labels("block_rate").inc()
+                tx.produce(self._topics.campaigns, *campaign_record(pause))
         batch = EngagementBatch(tx, self._engagement)
         for event, record in decoded:
             if event.message_id and event.campaign_id:
@@ -117,6 +132,11 @@ class EventTracker:
         for partial in batch.write():
             self._publish(tx, partial)
         self._metrics.events.inc(len(records))
+
+    def _alert(self, tx: Transaction, alert: BlockAlert) -> None:
+        log.warning(alerts.describe_block_alert(alert))
+        self._metrics.block_alerts.inc()
+        tx.produce(self._topics.alerts, key=alert.campaign_id.encode(), value=encode(alert))
 
     def _track_suppression(self, tx: Transaction, event: AnyEvent, partition: int) -> SuppressionChange | None:
         """Apply ``event`` to its recipient's entry; the audit record when the entry's reasons changed."""

@@ -42,6 +42,12 @@ class WorkerMetrics:
             "Messages handed to the delivery process whose SMTP outcome has not come back",
             registry=self.registry,
         )
+        self.auto_pauses = Counter(
+            "mailpulse_worker_auto_pauses",
+            "Campaigns the worker paused by itself, by what crossed its line (MAILPULSE_AUTO_PAUSE)",
+            ["cause"],
+            registry=self.registry,
+        )
         self.held = Counter(
             "mailpulse_worker_held",
             "Send requests of paused campaigns on the held topic: released (resumed or cancelled) or requeued",

@@ -21,6 +21,7 @@ from processors.state_keys import RollupKey, RollupKeys
 from processors.store import PartitionStore
 from processors.transaction import Transaction
 from schemas.alerts import AlertLevel
+from schemas.campaigns import campaign_record
 from schemas.codec import DecodeError, decode_campaign_partial, encode
 from schemas.events import utcnow
 from schemas.settings import Settings
@@ -38,8 +39,9 @@ def alert_policy(settings: Settings) -> totals.AlertPolicy:
 class CampaignRollup:
     def __init__(self, store: PartitionStore[RollupKey], settings: Settings, metrics: WorkerMetrics) -> None:
         self._store = store
-        self._alerts_topic = Topics.for_prefix(settings.topic_prefix).alerts
+        self._topics = Topics.for_prefix(settings.topic_prefix)
         self._policy = alert_policy(settings)
+        self._auto_pause = settings.auto_pause
         self._metrics = metrics
 
     def apply(self, tx: Transaction, records: list[FeedRecord]) -> None:
@@ -85,7 +87,13 @@ class CampaignRollup:
             tx.write(self._store, key, eng.encode_state(rollup), partition)
 
     def _raise(self, tx: Transaction, campaign: str, level: AlertLevel, counts: eng.Counts) -> None:
-        alert = alerts.complaint_alert(campaign, level, counts, self._policy, utcnow())
+        pause = self._auto_pause and level is AlertLevel.CRITICAL
+        alert = alerts.complaint_alert(campaign, level, counts, self._policy, utcnow(), paused=pause)
         log.warning(alerts.describe_complaint_alert(alert))
         self._metrics.alerts.labels(str(level)).inc()
-        tx.produce(self._alerts_topic, key=campaign.encode(), value=encode(alert))
+        tx.produce(self._topics.alerts, key=campaign.encode(), value=encode(alert))
+        if pause:
+            reason = f"complaint rate {alert.complaint_rate:.2%} above the critical line {alert.threshold:.2%}"
+            paused = alerts.automatic_pause(campaign, alert.alert_id, reason, alert.raised_at)
+            self._metrics.auto_pauses.labels("complaint_rate").inc()
+            tx.produce(self._topics.campaigns, *campaign_record(paused))

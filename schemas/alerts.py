@@ -39,6 +39,8 @@ class BlockAlert(msgspec.Struct, frozen=True, kw_only=True):
     window_seconds: float
     top_diagnostic: str
     raised_at: datetime
+    # Whether this alert paused the campaign (MAILPULSE_AUTO_PAUSE).
+    paused: bool = False
     schema_version: int = SCHEMA_VERSION
 
 
@@ -53,4 +55,5 @@ class ComplaintAlert(msgspec.Struct, frozen=True, kw_only=True):
     delivered: int
     threshold: float
     raised_at: datetime
+    paused: bool = False  # as BlockAlert.paused
     schema_version: int = SCHEMA_VERSION

@@ -81,6 +81,20 @@ class WorkerSettings:
         read_by=(WORKER,),
         parse=integer(1),
     )
+    auto_pause: bool = setting(
+        "AUTO_PAUSE",
+        True,
+        "pause a campaign by itself when its complaint rate crosses the critical line, or its block rate at a "
+        "receiving domain crosses `MAILPULSE_AUTO_PAUSE_BLOCK_RATE`",
+        read_by=(WORKER,),
+    )
+    auto_pause_block_rate: float = setting(
+        "AUTO_PAUSE_BLOCK_RATE",
+        0.2,
+        "share of a campaign's attempts at one domain refused for the sender's sake (over the block alert's "
+        "window and minimum) that pauses the campaign",
+        read_by=(WORKER,),
+    )
     smtp_url: str = setting(
         "SMTP_URL",
         "smtp://127.0.0.1:2525",

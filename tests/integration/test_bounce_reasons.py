@@ -10,6 +10,8 @@ import smtplib
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from producers.bounce_mail import parse_mail
 from producers.bounce_records import RecordKind
 from schemas.attribution import BounceAddresses
@@ -19,7 +21,16 @@ from schemas.events import AnyEvent, Bounce, Deferred
 from schemas.settings import Settings
 from schemas.topics import Topics
 from tests.integration.conftest import BLOCK_REPLY, scripted_replies
-from tests.integration.helpers import TopicReader, cli, post_campaign, report, suppression, unique, wait_until
+from tests.integration.helpers import (
+    TopicReader,
+    cli,
+    operator_headers,
+    post_campaign,
+    report,
+    suppression,
+    unique,
+    wait_until,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPECTED = json.loads((FIXTURES / "bounces" / "expected.json").read_text())
@@ -156,7 +167,7 @@ def test_the_same_replies_give_the_same_reasons_through_the_sender_and_through_m
     assert len(unlike_label) <= 0.05 * len(rows)
 
 
-def test_a_campaign_blocked_at_one_domain_suppresses_nobody_alerts_once_and_reports_blocks(stack: Settings) -> None:
+def test_a_campaign_blocked_at_one_domain_suppresses_nobody_alerts_pauses_and_reports_blocks(stack: Settings) -> None:
     campaign = unique("blocked")
     blocked = [f"reader{i}@blocked.example" for i in range(60)]
     fine = [f"{unique('fine')}@example.org" for _ in range(10)]
@@ -180,9 +191,15 @@ def test_a_campaign_blocked_at_one_domain_suppresses_nobody_alerts_once_and_repo
         raised += ours(alerts.read(3))  # nothing more comes
     finally:
         alerts.close()
-    assert len(raised) == 1 and raised[0].domain == "blocked.example"
-    assert raised[0].blocked >= 50 and "spamhaus" in raised[0].top_diagnostic.lower()
-    assert BLOCK_REPLY.split(";")[0][4:] in raised[0].top_diagnostic
+    # One alert at the alert line, one at the pause line, which paused the campaign (MAILPULSE_AUTO_PAUSE).
+    assert [(a.domain, a.paused) for a in raised] == [("blocked.example", False), ("blocked.example", True)]
+    for alert in raised:
+        assert alert.blocked >= 50 and "spamhaus" in alert.top_diagnostic.lower()
+        assert BLOCK_REPLY.split(";")[0][4:] in alert.top_diagnostic
+    state = httpx.get(
+        f"http://127.0.0.1:{stack.worker_web_port}/campaigns/{campaign}", headers=operator_headers(stack)
+    ).json()
+    assert (state["state"], state["source"]) == ("paused", "automatic") and "blocked.example" in state["reason"]
     assert final["bounced_hard"] == 0 and final["bounced_soft"] == 0 and final["delivered"] == 10
     assert final["bounces_by_reason"] == {"blocked": 60}
     assert final["bounces_by_provider"] == {"other": {"block": 60}}

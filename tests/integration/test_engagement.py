@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 
@@ -71,6 +72,13 @@ def worker_events_read(settings: Settings) -> float:
     return metric_value(text, "mailpulse_worker_events_total")
 
 
+def campaign_state(settings: Settings, campaign: str) -> dict[str, Any] | None:
+    answer = httpx.get(
+        f"http://127.0.0.1:{settings.worker_web_port}/campaigns/{campaign}", headers=operator_headers(settings)
+    )
+    return answer.json() if answer.status_code == 200 else None
+
+
 def test_stats_refuse_requests_without_an_api_key(stack: Settings) -> None:
     answer = httpx.get(f"http://127.0.0.1:{stack.worker_web_port}/stats/anything", timeout=10)
     assert answer.status_code == 401
@@ -83,7 +91,9 @@ def test_stats_refuse_requests_without_an_api_key(stack: Settings) -> None:
     assert answer.status_code == 400
 
 
-def test_complaint_rate_above_the_lines_raises_one_alert_per_level(stack: Settings) -> None:
+def test_complaint_rate_above_the_lines_raises_one_alert_per_level_and_the_critical_one_pauses(
+    stack: Settings,
+) -> None:
     alerts = TopicReader(stack, Topics.for_prefix(stack.topic_prefix).alerts)
     campaign = unique("complaints")
     now = utcnow()
@@ -106,7 +116,10 @@ def test_complaint_rate_above_the_lines_raises_one_alert_per_level(stack: Settin
     publish_events(stack, [complaint(i) for i in range(2, 5)])  # 0.5%: above 0.3%
     got = alerts.read(60, until=lambda rs: any(r.key() == campaign.encode() for r in rs))
     second = [decode_complaint_alert(r.value()) for r in got if r.key() == campaign.encode()]
-    assert [a.level for a in second] == ["critical"]
+    assert [(a.level, a.paused) for a in second] == [("critical", True)]
+    # The campaign is paused by the worker itself, saying why.
+    state = wait_until(lambda: (s := campaign_state(stack, campaign)) and s["state"] == "paused" and s, timeout=10)
+    assert state["source"] == "automatic" and "complaint rate" in state["reason"], state
     # The alert fires at the fourth complaint; the fifth may still be on its way.
     wait_until(lambda: stats(stack, campaign)["complaint_rate"] == round(5 / 1000, 6), timeout=30, what="all five")
     metrics = httpx.get(f"http://127.0.0.1:{stack.worker_web_port}/metrics", timeout=10).text

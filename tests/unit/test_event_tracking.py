@@ -13,7 +13,7 @@ from processors import campaign_totals as totals
 from processors.state_keys import RollupKeys, address
 from processors.suppression import decode_entry, suppression_reasons
 from schemas.bounce_reasons import BounceReason
-from schemas.codec import decode_block_alert, decode_suppression_change
+from schemas.codec import decode_block_alert, decode_event, decode_suppression_change
 from schemas.events import AnyEvent, Bounce, BounceClass, Open, Sent, Unsubscribe, UnsubscribeScope
 from tests.support.models import event_stream, report_model, suppression_model
 from tests.support.worker_harness import Harness
@@ -151,10 +151,37 @@ def test_a_domain_blocking_a_campaign_raises_one_block_alert() -> None:
     worker.publish(fine + blocked)
     worker.drain()
     alerts = [decode_block_alert(v) for v in worker.producer.values(worker.names.alerts)]
-    assert [(a.campaign_id, a.domain, a.top_diagnostic) for a in alerts] == [
-        ("c", "blocked.example", "554 5.7.1 blocked using zen.spamhaus.org")
+    # One alert at the alert line (5 %), one when the pause line (20 %) is crossed, which pauses the campaign.
+    assert [(a.campaign_id, a.domain, a.threshold, a.paused) for a in alerts] == [
+        ("c", "blocked.example", 0.05, False),
+        ("c", "blocked.example", 0.2, True),
     ]
+    assert {a.top_diagnostic for a in alerts} == {"554 5.7.1 blocked using zen.spamhaus.org"}
+    [pause] = [decode_event(v) for v in worker.producer.values(worker.names.campaigns)]
+    assert (pause.kind, pause.campaign_id, pause.source) == ("campaign.paused", "c", "automatic")  # type: ignore[union-attr]
+    assert "block rate" in pause.reason and "blocked.example" in pause.reason  # type: ignore[union-attr]
     assert not suppressed(worker)  # a block is the sender's problem: nobody is suppressed
+    worker.drain()  # read again (a crash before the marks): the same pause, which the campaign book applies once
+    worker.output.close()
+
+
+def test_auto_pause_off_pauses_nothing() -> None:
+    from schemas.settings import Settings
+
+    worker = Harness(
+        Settings.from_env({"MAILPULSE_AUTO_PAUSE": "false", "MAILPULSE_COMPLAINT_ALERT_MIN_DELIVERED": "50"})
+    )
+    blocked = [
+        Bounce(
+            event_id=f"b{i}", occurred_at=AT, campaign_id="c", message_id=f"m{i}", recipient=f"r{i}@blocked.example",
+            bounce_class=BounceClass.BLOCK, reason=BounceReason.BLOCKED,
+        )
+        for i in range(60)
+    ]  # fmt: skip
+    worker.publish(blocked)
+    worker.drain()
+    assert worker.producer.values(worker.names.campaigns) == []
+    assert len(worker.producer.values(worker.names.alerts)) == 1  # the alert still comes
     worker.output.close()
 
 
@@ -178,8 +205,11 @@ def test_a_complaint_spike_alerts_once_per_level_as_it_climbs() -> None:
     worker.drain()
     from schemas.codec import decode_complaint_alert
 
-    levels = [decode_complaint_alert(v).level for v in worker.producer.values(worker.names.alerts)]
-    assert levels == ["critical"]  # one complaint in 100 is past both lines at once
+    raised = [decode_complaint_alert(v) for v in worker.producer.values(worker.names.alerts)]
+    assert [(a.level, a.paused) for a in raised] == [("critical", True)]  # 1 in 100 is past both lines at once
+    [pause] = [decode_event(v) for v in worker.producer.values(worker.names.campaigns)]
+    assert (pause.kind, pause.campaign_id, pause.source) == ("campaign.paused", "loud", "automatic")  # type: ignore[union-attr]
+    assert "complaint rate" in pause.reason  # type: ignore[union-attr]
     rollup = totals.decode_rollup(worker.tables.campaign_totals.lookup(RollupKeys.campaign("loud")))
     assert rollup.alert_level == "critical"
     worker.output.close()
