@@ -9,8 +9,11 @@ import uvicorn
 
 from producers.app import create_operator_app, create_public_app
 from producers.bounce_intake import Attribution, BounceMailHandler, Keeper, start_receiver
+from producers.mailto_unsubscribe import MailtoUnsubscribes
+from producers.message_lookup import MessageLookup
 from producers.metrics import EdgeMetrics
 from producers.publisher import KafkaPublisher
+from schemas.mailto import MailtoAddresses
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -51,15 +54,26 @@ def serve_edge(settings: Settings) -> None:
 
     receiver = None
     if settings.bounce_smtp_port:
-        # Bounce mail arrives over SMTP at the edge process, which owns a Kafka producer anyway.
+        # Bounce mail and mailto: unsubscribes arrive over SMTP at the edge process, which owns a Kafka producer anyway.
+        publisher, topics = KafkaPublisher(settings), Topics.for_prefix(settings.topic_prefix)
+        lookup = MessageLookup(settings.sink_url, settings.api_keys)
+        unsubscribes = MailtoUnsubscribes(
+            MailtoAddresses(settings.secret_keys),
+            settings.unsubscribe_domain,
+            lookup,
+            publisher,
+            topics,
+            settings.publish_timeout_seconds,
+        )
         handler = BounceMailHandler(
-            KafkaPublisher(settings),
-            Topics.for_prefix(settings.topic_prefix),
+            publisher,
+            topics,
             Keeper.from_settings(settings),
             settings.publish_timeout_seconds,
             Attribution.from_settings(settings),
             settings.bounce_domain,
             metrics,
+            unsubscribes,
         )
         receiver = start_receiver(handler, settings.edge_host, settings.bounce_smtp_port, settings.bounce_max_bytes)
         log.info("bounce-mail receiver on %s:%d", settings.edge_host, settings.bounce_smtp_port)

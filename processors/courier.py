@@ -39,6 +39,7 @@ from processors.render import RenderContext, RenderedMessage, RenderError, rende
 from schemas.attribution import BounceAddresses
 from schemas.bounce_reasons import SmtpStage
 from schemas.events import SendRequest, utcnow
+from schemas.mailto import MailtoAddresses
 from schemas.settings import Settings
 from schemas.tokens import token_codec
 
@@ -94,9 +95,10 @@ def render_context(settings: Settings) -> RenderContext:
     return RenderContext(
         tokens=token_codec(settings),
         public_base_url=settings.public_base_url,
-        unsubscribe_mailto=settings.unsubscribe_mailto,
         bounce_domain=settings.bounce_domain,
         bounce_addresses=BounceAddresses(settings.secret_keys),
+        unsubscribe_domain=settings.unsubscribe_domain,
+        mailto=MailtoAddresses(settings.secret_keys),
     )
 
 

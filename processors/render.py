@@ -28,6 +28,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 
 from schemas.attribution import CAMPAIGN_HEADER, MESSAGE_HEADER, BounceAddresses
 from schemas.events import SendRequest, TrackingMode
+from schemas.mailto import MailtoAddresses
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 
 _HREF = re.compile(r"""(href\s*=\s*)(["'])(https?://[^"'\s<>]+)\2""", re.IGNORECASE)
@@ -39,9 +40,10 @@ UNSUBSCRIBE_PLACEHOLDER = "$unsubscribe_url"
 class RenderContext:
     tokens: TokenCodec
     public_base_url: str
-    unsubscribe_mailto: str
     bounce_domain: str
     bounce_addresses: BounceAddresses
+    unsubscribe_domain: str
+    mailto: MailtoAddresses
 
 
 class RenderError(ValueError):
@@ -142,6 +144,8 @@ def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
 
     from_header, domain = _sender(request.from_address)
     envelope_from = ctx.bounce_addresses.address(request.message_id, request.recipient, ctx.bounce_domain)
+    # Its own mailto: address: mail to it unsubscribes this message's recipient, whoever sends it.
+    mailto = ctx.mailto.address(request.message_id, ctx.unsubscribe_domain)
     # The VERP address is the envelope sender; the receiving server records it as Return-Path.
     boundary = f"=_mp_{request.message_id}_{request.attempt}"  # "=_" never occurs in quoted-printable
     headers = [
@@ -151,7 +155,7 @@ def render_message(request: SendRequest, ctx: RenderContext) -> RenderedMessage:
         ("Date", _date_header(request.enqueued_at)),
         ("Message-ID", f"<{request.message_id}.{request.attempt}@{domain}>"),
         ("List-Id", f"<{request.list_id}.{domain}>"),
-        ("List-Unsubscribe", f"<{unsubscribe_url}>,\r\n <mailto:{ctx.unsubscribe_mailto}?subject=unsubscribe>"),
+        ("List-Unsubscribe", f"<{unsubscribe_url}>,\r\n <mailto:{mailto}?subject=unsubscribe>"),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         (CAMPAIGN_HEADER, request.campaign_id),
         (MESSAGE_HEADER, request.message_id),

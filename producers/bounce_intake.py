@@ -34,6 +34,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from producers.bounce_mail import parse_mail
 from producers.bounce_records import BounceRecord, ParsedMail, RecordKind, Report
+from producers.mailto_unsubscribe import MailtoUnsubscribes
 from producers.metrics import EdgeMetrics
 from producers.publisher import Publisher, PublishError
 from schemas.attribution import UNATTRIBUTED, BounceAddresses
@@ -230,6 +231,7 @@ class BounceMailHandler:
         attribution: Attribution,
         bounce_domain: str,
         metrics: EdgeMetrics | None = None,
+        unsubscribes: MailtoUnsubscribes | None = None,
     ) -> None:
         self.publisher = publisher
         self.topics = topics
@@ -238,6 +240,7 @@ class BounceMailHandler:
         self.attribution = attribution
         self.bounce_domain = bounce_domain.lower()
         self.metrics = metrics or EdgeMetrics.create()
+        self.unsubscribes = unsubscribes
         self.counts = {"bounces": 0, "kept": 0, "deferred_to_sender": 0, "unattributed": 0, "refused_rcpt": 0}
 
     def _count(self, outcome: str, n: int = 1) -> None:
@@ -248,6 +251,12 @@ class BounceMailHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        if self.unsubscribes is not None and self.unsubscribes.serves(address):
+            if not self.unsubscribes.authentic(address):
+                self._count("refused_unsubscribe")
+                return "550 5.1.1 No such mailbox here"
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
         # Only the bounce domain's addresses: this is no relay and no mailbox for anything else.
         if address.rpartition("@")[2].lower().rstrip(".") != self.bounce_domain:
             self._count("refused_rcpt")
@@ -257,6 +266,13 @@ class BounceMailHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
+        if self.unsubscribes is not None:
+            unsubscribes = [rcpt for rcpt in envelope.rcpt_tos if self.unsubscribes.serves(rcpt)]
+            if unsubscribes:
+                answer = await self.unsubscribes.unsubscribe(unsubscribes, raw)
+                self._count("unsubscribed" if answer.startswith("250") else "deferred_to_sender", len(unsubscribes))
+                if not answer.startswith("250") or len(unsubscribes) == len(envelope.rcpt_tos):
+                    return answer
         kept_before = self.keeper.not_kept
         try:
             result = await ingest(

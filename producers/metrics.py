@@ -93,7 +93,8 @@ class EdgeMetrics:
             ),
             bounce_mail=Counter(
                 "mailpulse_edge_bounce_mail",
-                "Bounce-mail receiver: reports recorded, unattributed, kept or not kept, mail refused, retries asked",
+                "Bounce-mail receiver: reports recorded, unattributed, kept or not kept, mail refused, retries asked, "
+                "mailto: unsubscribes recorded or refused",
                 ["outcome"],
                 registry=registry,
             ),

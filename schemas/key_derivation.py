@@ -18,6 +18,7 @@ class Purpose(enum.StrEnum):
     LINK_TOKENS = "mailpulse/link-tokens/v1"
     WORKER_FORWARDING = "mailpulse/worker-forwarding/v1"
     BOUNCE_ADDRESS = "mailpulse/bounce-address/v1"
+    MAILTO_UNSUBSCRIBE = "mailpulse/mailto-unsubscribe/v1"
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,8 +1,9 @@
 """Operator query API served by the sink process, which owns the embedded store.
 
 Routes (API key required, ``/healthz`` excepted): ``GET /reports/{campaign}``
-(``?by=hour`` for hourly rows) and ``POST /sql`` (analysts' reads, in the sandbox of
-:mod:`sinks.analyst_sql`).
+(``?by=hour`` for hourly rows), ``POST /sql`` (analysts' reads, in the sandbox of
+:mod:`sinks.analyst_sql`), ``GET /messages/{id}`` (whom a message was sent to: the edge's mailto:
+unsubscribes), and replays.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from schemas.settings import Settings
 from sinks.analyst_sql import RefusedStatement
 from sinks.replay import ReplayError, ReplayJobs, parse_time
 from sinks.report_page import render_report_page
-from sinks.reports import campaign_hourly, campaign_report
+from sinks.reports import campaign_hourly, campaign_report, sent_message
 from sinks.store import AnalystBusy, EventStore
 
 MAX_SQL_BYTES = 64 * 1024
@@ -108,6 +109,15 @@ def create_query_app(
             return JSONResponse({"error": sql_error(exc)}, status_code=400)
         return JSONResponse(result)
 
+    async def message(request: Request) -> Response:
+        message_id = request.path_params["message"]
+        if len(message_id) != 32 or any(c not in "0123456789abcdef" for c in message_id):
+            return JSONResponse({"error": "a message id is 32 hex digits"}, status_code=400)
+        found = await run_in_threadpool(sent_message, store, message_id)
+        if found is None:
+            return JSONResponse({"error": "no sent message with this id (yet)"}, status_code=404)
+        return JSONResponse(found)
+
     async def page(request: Request) -> Response:
         campaign = request.path_params["campaign"]
         body = render_report_page(campaign, campaign_report(store, campaign), campaign_hourly(store, campaign))
@@ -134,6 +144,7 @@ def create_query_app(
             Route("/healthz", healthz),
             Route("/reports/{campaign}", report),
             Route("/reports/{campaign}/page", page),
+            Route("/messages/{message}", message),
             Route("/sql", sql, methods=["POST"]),
             Route("/replay", start_replay, methods=["POST"]),
             Route("/replay/{job}", replay_status),

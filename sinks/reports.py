@@ -137,3 +137,21 @@ def campaign_hourly(store: EventStore, campaign_id: str) -> list[dict[str, Any]]
         {col: (val.isoformat() if hasattr(val, "isoformat") else val) for col, val in zip(columns, row, strict=True)}
         for row in rows
     ]
+
+
+_MESSAGE = """
+SELECT recipient, campaign_id, list_id
+FROM events
+WHERE message_id = {message:String} AND kind = 'sent' AND recipient != ''
+ORDER BY occurred_at
+LIMIT 1
+"""
+
+
+def sent_message(store: EventStore, message_id: str) -> dict[str, str] | None:
+    """Whom message ``message_id`` was sent to, for which campaign and list; None until its `sent` is stored."""
+    _, rows = store.query(_MESSAGE, parameters={"message": message_id})
+    if not rows:
+        return None
+    recipient, campaign_id, list_id = rows[0]
+    return {"message_id": message_id, "recipient": recipient, "campaign_id": campaign_id, "list_id": list_id}

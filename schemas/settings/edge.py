@@ -123,6 +123,15 @@ class EdgeSettings:
         derive=lambda values: f"http://127.0.0.1:{values['worker_web_port']}",
         shown="`http://127.0.0.1:WORKER_WEB_PORT`",
     )
+    sink_url: str = setting(
+        "SINK_URL",
+        "",
+        "where the edge looks up a message's recipient for a mailto: unsubscribe (the sink's query API)",
+        read_by=(EDGE,),
+        parse=base_url,
+        derive=lambda values: f"http://127.0.0.1:{values['sink_api_port']}",
+        shown="`http://127.0.0.1:SINK_API_PORT`",
+    )
     from_address: str = setting(
         "FROM_ADDRESS", "Mailpulse Demo <news@example.com>", "From of campaigns that name none", read_by=(EDGE, CLI)
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from schemas.settings.declare import Service, base_url, integer, rates, setting
 
-WORKER, CLI, STACK = Service.WORKER, Service.CLI, Service.STACK
+WORKER, EDGE, CLI, STACK = Service.WORKER, Service.EDGE, Service.CLI, Service.STACK
 
 
 def _edge_url(values: Mapping[str, Any]) -> str:
@@ -33,8 +33,14 @@ class WorkerSettings:
         derive=_edge_url,
         shown="`http://EDGE_HOST:EDGE_PORT`",
     )
-    unsubscribe_mailto: str = setting(
-        "UNSUBSCRIBE_MAILTO", "unsubscribe@example.com", "mailto target in `List-Unsubscribe`", read_by=(WORKER,)
+    unsubscribe_domain: str = setting(
+        "UNSUBSCRIBE_DOMAIN",
+        "",
+        "domain of each message's mailto: unsubscribe address (`unsubscribe+<token>@DOMAIN`); point its MX at "
+        "the edge's SMTP receiver",
+        read_by=(WORKER, EDGE),
+        derive=lambda values: values["bounce_domain"],
+        shown="the bounce domain",
     )
     soft_bounce_threshold: int = setting(
         "SOFT_BOUNCE_THRESHOLD",

@@ -17,14 +17,13 @@ from pathlib import Path
 import aiosmtplib
 from confluent_kafka import Producer
 
-from processors.render import RenderContext, render_message
-from schemas.attribution import BounceAddresses
+from processors.courier import render_context
+from processors.render import render_message
 from schemas.codec import encode
 from schemas.events import SendRequest, SuppressionAdded, Unsubscribe, UnsubscribeScope, message_id_for, utcnow
 from schemas.kafka_config import producer_config
 from schemas.keys import recipient_key
 from schemas.settings import Settings
-from schemas.tokens import TokenCodec
 from schemas.topics import Topics
 from tests.bench.common import Row, print_table, say
 from tests.bench.processor_bench import Isolated, wait_ready
@@ -80,13 +79,7 @@ def requests(campaign: str, count: int) -> list[SendRequest]:
 
 def bare_loop(settings: Settings, batch: list[SendRequest], connections: int) -> float:
     """aiosmtplib alone: the same rendered messages over ``connections`` reused connections."""
-    ctx = RenderContext(
-        TokenCodec(settings.secret_keys),
-        settings.public_base_url,
-        "u@example.com",
-        "b.example.com",
-        BounceAddresses(settings.secret_keys),
-    )
+    ctx = render_context(settings)
     rendered = [render_message(r, ctx) for r in batch]
 
     async def run() -> float:

@@ -10,6 +10,7 @@ from processors.dkim_signing import DkimSigner
 from processors.render import RenderContext, render_message
 from schemas.attribution import BounceAddresses
 from schemas.events import SendRequest
+from schemas.mailto import MailtoAddresses
 from schemas.tokens import TokenCodec
 from tests.support.webhook_signing import dkim_keys
 
@@ -30,7 +31,12 @@ def test_signed_message_verifies_and_covers_the_unsubscribe_headers() -> None:
     rendered = render_message(
         request,
         RenderContext(
-            TokenCodec(["k"]), "https://t.example", "u@example.com", "bounces.example.com", BounceAddresses(["k"])
+            TokenCodec(["k"]),
+            "https://t.example",
+            "bounces.example.com",
+            BounceAddresses(["k"]),
+            "bounces.example.com",
+            MailtoAddresses(["k"]),
         ),
     )
     signer = DkimSigner("s2026", "example.com", private)

@@ -10,10 +10,18 @@ import msgspec
 from processors.render import RenderContext, render_message
 from schemas.attribution import BounceAddresses, verp_mark
 from schemas.events import SendRequest, TrackingMode
+from schemas.mailto import MailtoAddresses
 from schemas.tokens import LinkKind, TokenCodec
 
 CODEC = TokenCodec(["k"])
-CTX = RenderContext(CODEC, "https://t.example.net", "unsub@example.com", "bounces.example.com", BounceAddresses(["k"]))
+CTX = RenderContext(
+    CODEC,
+    "https://t.example.net",
+    "bounces.example.com",
+    BounceAddresses(["k"]),
+    "unsub.example.com",
+    MailtoAddresses(["k"]),
+)
 REQUEST = SendRequest(
     message_id="0123456789abcdef0123456789abcdef",
     campaign_id="autumn",
@@ -36,7 +44,12 @@ def test_headers_required_by_rfc8058_and_bulk_sender_rules() -> None:
     msg = parse(REQUEST)
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     https_link, mailto = [p.strip(" <>") for p in str(msg["List-Unsubscribe"]).split(",")]
-    assert https_link.startswith("https://t.example.net/u/") and mailto.startswith("mailto:unsub@example.com")
+    assert https_link.startswith("https://t.example.net/u/")
+    # The message's own mailto: address, naming no address, and read back to this message alone.
+    address = mailto.removeprefix("mailto:").removesuffix("?subject=unsubscribe")
+    assert address.endswith("@unsub.example.com") and "reader" not in address
+    assert MailtoAddresses(["k"]).message_id(address) == REQUEST.message_id
+    assert len(address.partition("@")[0]) <= 64
     claims = CODEC.read(https_link.rsplit("/", 1)[1], LinkKind.UNSUBSCRIBE)
     assert claims.recipient == "reader@example.org" and claims.list_id == "news"
     envelope_from = render_message(REQUEST, CTX).envelope_from
