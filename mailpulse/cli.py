@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.cmd_report,
         "print a campaign report from ClickHouse",
         "mailpulse report --campaign autumn --format json",
+        "mailpulse report --campaign autumn --open   # a link for the browser",
     )
     report.add_argument("--campaign", required=True)
     report.add_argument(
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="html: the report page the sink serves (needs the sink running)",
     )
     report.add_argument("--by", choices=["hour"], help="hourly rows instead of totals")
+    report.add_argument(
+        "--open",
+        action="store_true",
+        help="print a short-lived link that opens the report page in a browser, signed in",
+    )
 
     replay = add(
         "replay",

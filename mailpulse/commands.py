@@ -144,6 +144,23 @@ def cmd_ingest_mail(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from mailpulse.queries import print_report
 
+    if args.open:
+        from urllib.parse import quote
+
+        from mailpulse.operator_key import operator_keys
+        from producers.operator_session import LINK_SECONDS, sign_in_link
+
+        keys = operator_keys(settings)
+        if not keys:
+            raise CliError(
+                "no operator API key: set MAILPULSE_API_KEYS, or start the local stack (`make up`)", status=2
+            )
+        path = f"/ui/campaigns/{quote(args.campaign, safe='')}/report"
+        say(sign_in_link(keys[0], f"http://127.0.0.1:{settings.operator_port}", path))
+        print(
+            f"(opens the report page in a browser, signed in; valid for {LINK_SECONDS // 60} minutes)", file=sys.stderr
+        )
+        return 0
     return print_report(settings, args.campaign, args.format, by_hour=args.by == "hour")
 
 

@@ -16,18 +16,19 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers import campaign_routes, operator_routes, tracking_routes, webhook_routes
+from producers import campaign_routes, operator_pages, operator_routes, tracking_routes, webhook_routes
 from producers.context import EdgeContext
 from producers.metrics import EdgeMetrics
 from producers.openapi import operator_spec, public_spec
+from producers.operator_session import SESSION_COOKIE, SESSION_SECONDS, OperatorAuth, session_secret
 from producers.pixel_offload import PixelOffload
 from producers.publisher import KafkaPublisher, Publisher
-from schemas.auth import ApiKeyMiddleware
 from schemas.settings import Settings
 from schemas.tokens import token_codec
 from schemas.topics import Topics
@@ -235,12 +236,20 @@ def create_public_app(
 def create_operator_app(
     settings: Settings, publisher_factory: PublisherFactory = _kafka_publisher, metrics: EdgeMetrics | None = None
 ) -> Starlette:
-    """The operator edge, API key required; ``/metrics`` covers the public edge too when given its ``metrics``."""
-    open_paths = frozenset({"/healthz", "/readyz", "/openapi.json"})
+    """The operator edge, API key required (or a signed-in session on its pages); ``/metrics`` covers the public
+    edge too when given its ``metrics``."""
+    open_paths = frozenset({"/healthz", "/readyz", "/openapi.json", "/login", "/logout", "/open"})
+    session = Middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings.secret_keys),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_SECONDS,
+        same_site="strict",
+    )
     return _build(
         settings,
-        [*operator_routes.routes, *campaign_routes.routes],
-        [Middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=open_paths)],
+        [*operator_routes.routes, *campaign_routes.routes, *operator_pages.routes],
+        [session, Middleware(OperatorAuth, keys=settings.api_keys, open_paths=open_paths)],
         publisher_factory,
         operator_spec(),
         metrics=metrics,

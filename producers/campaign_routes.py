@@ -31,8 +31,11 @@ def worker_client(ctx: EdgeContext) -> WorkerClient:
     return WorkerClient(ctx.settings, ctx.settings.api_keys)
 
 
-async def apply_action(ctx: EdgeContext, campaign: str, action: CampaignAction, reason: str) -> JSONResponse:
-    """Publish ``action`` for ``campaign`` unless its state refuses it or makes it moot."""
+async def apply_action(
+    ctx: EdgeContext, campaign: str, action: CampaignAction, reason: str
+) -> tuple[int, dict[str, Any]]:
+    """Publish ``action`` for ``campaign`` unless its state refuses it (409) or makes it moot (200); 202 with
+    the event's id once Kafka acknowledged it, 503 when it did not."""
     try:
         state = await worker_client(ctx).state(campaign)
     except WorkerUnavailable as exc:
@@ -40,9 +43,9 @@ async def apply_action(ctx: EdgeContext, campaign: str, action: CampaignAction, 
         state = None
     verdict, message = judge(action, state["state"] if state else "active")
     if verdict is Verdict.REFUSED:
-        return _error(409, message, state=state)
+        return 409, {"error": message, "state": state}
     if verdict is Verdict.ALREADY:
-        return JSONResponse({"campaign": campaign, "action": str(action), "note": message, "state": state})
+        return 200, {"campaign": campaign, "action": str(action), "note": message, "state": state}
     event = control_event(action, campaign, reason=reason)
     key, value = campaign_record(event)
     try:
@@ -51,9 +54,9 @@ async def apply_action(ctx: EdgeContext, campaign: str, action: CampaignAction, 
         )
     except PublishError as exc:
         ctx.metrics.publish_failures.inc()
-        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        return 503, {"error": str(exc)}
     ctx.metrics.published_counter(event.kind).inc()
-    return JSONResponse({"campaign": campaign, "action": str(action), "event_id": event.event_id}, status_code=202)
+    return 202, {"campaign": campaign, "action": str(action), "event_id": event.event_id}
 
 
 async def change_campaign(request: Request) -> Response:
@@ -72,7 +75,8 @@ async def change_campaign(request: Request) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str):
             return _error(400, 'body must be a JSON object like {"reason": "..."}')
         reason = body.get("reason", "")
-    return await apply_action(ctx, request.path_params["campaign"], action, reason)
+    status, body = await apply_action(ctx, request.path_params["campaign"], action, reason)
+    return JSONResponse(body, status_code=status, headers={"Retry-After": "5"} if status == 503 else None)
 
 
 async def campaign_status(request: Request) -> Response:

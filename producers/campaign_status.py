@@ -16,8 +16,9 @@ import httpx
 from schemas.auth import auth_headers
 from schemas.settings import Settings
 
-# The counts a campaign's status shows beside its state.
+# The counts and rates a campaign's status shows beside its state.
 PROGRESS_KEYS = ("sent", "delivered", "failed", "skipped", "deferred", "bounced_hard", "blocked", "complaints")
+RATE_KEYS = ("open_rate", "click_rate", "bounce_rate", "complaint_rate")
 
 
 class WorkerUnavailable(RuntimeError):
@@ -39,6 +40,8 @@ def status_of(state: dict[str, Any] | None, campaign: str, stats: dict[str, Any]
     }
     for key in PROGRESS_KEYS:
         status[key] = int(stats.get(key, 0))
+    for key in RATE_KEYS:
+        status[key] = float(stats.get(key, 0.0))
     done = status["sent"] + status["failed"] + status["skipped"]
     status["progress"] = round(min(1.0, done / status["queued"]), 4) if status["queued"] else None
     status.pop("changed_by", None)

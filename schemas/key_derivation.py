@@ -19,6 +19,8 @@ class Purpose(enum.StrEnum):
     WORKER_FORWARDING = "mailpulse/worker-forwarding/v1"
     BOUNCE_ADDRESS = "mailpulse/bounce-address/v1"
     MAILTO_UNSUBSCRIBE = "mailpulse/mailto-unsubscribe/v1"
+    OPERATOR_SESSION = "mailpulse/operator-session/v1"
+    OPERATOR_LINK = "mailpulse/operator-link/v1"
 
 
 @functools.lru_cache(maxsize=64)
