@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from tests.bench import bounce_bench, edge_bench, processor_bench, sender_bench, sink_bench
+from tests.bench import bounce_bench, edge_bench, honour_bench, processor_bench, sender_bench, sink_bench
 from tests.bench.common import bench_settings, say, start_broker
 
 SUITES = {
@@ -19,6 +19,7 @@ SUITES = {
     "sender": sender_bench.main,
     "sink": sink_bench.main,
     "bounces": bounce_bench.main,
+    "honour": honour_bench.main,
 }
 # Suites that need no broker (pure work on one core).
 WITHOUT_BROKER = {"bounces"}

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from pathlib import Path
 
 from schemas.settings import Settings
 from tests.integration.helpers import cli, report, stats, unique, wait_until
+from tests.support.maildir_arrivals import arrivals as maildir_arrivals
 
 HTML = '<p>Hello $first_name, <a href="https://example.com/news">news</a></p>'
 
 
 def arrivals(settings: Settings, campaign: str, since: float) -> list[tuple[str, float]]:
-    """(recipient, arrival time) of each of the campaign's mails the sink stored after ``since``."""
-    found = []
-    with os.scandir(settings.var_dir / "maildir" / "new") as entries:
-        for entry in entries:
-            arrived = entry.stat().st_mtime
-            if arrived < since:
-                continue
-            with open(entry.path, "rb") as mail:
-                head = mail.read(4096).split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
-            fields = dict(line.split(b": ", 1) for line in head.splitlines() if b": " in line[:80])
-            if fields.get(b"X-Mailpulse-Campaign", b"").strip().decode() == campaign:
-                found.append((fields[b"Delivered-To"].strip().decode().lower(), arrived))
-    return found
+    return maildir_arrivals(settings.var_dir / "maildir", campaign, since)
 
 
 def send(settings: Settings, campaign: str, people: int, folder: Path) -> list[str]:
