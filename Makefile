@@ -47,7 +47,7 @@ system-deps: ## Debian packages the tests need (chromium for the report-page tes
 
 test: install system-deps ## unit and integration tests (own stack on other ports), with the worker's line coverage
 	@rm -rf var/coverage && mkdir -p var/coverage
-	$(PY) -m coverage run -m pytest -q tests
+	$(PY) -m coverage run -m pytest -q --durations=20 tests
 	@$(PY) -m coverage combine -q
 	$(PY) -m coverage report --precision=1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import mailbox
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from schemas.keys import recipient_key
 from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenClaims
 from schemas.topics import Topics
+from tests.support.maildir_arrivals import stored
 
 T = TypeVar("T")
 
@@ -123,17 +123,16 @@ def post_campaign(settings: Settings, campaign: str, recipients: list[str], **ex
 
 
 def _maildir(settings: Settings, recipient: str | None, campaign: str | None) -> list[tuple[bytes, EmailMessage]]:
-    """The messages in the SMTP sink's Maildir (as received, and parsed once), filtered."""
-    box = mailbox.Maildir(str(settings.var_dir / "maildir"), create=False)
+    """The messages in the SMTP sink's Maildir (as received, and parsed once), filtered by their headers
+    first: only the matching ones are read whole."""
     found: list[tuple[bytes, EmailMessage]] = []
-    for key in box.iterkeys():
-        raw = box.get_bytes(key)
-        msg: EmailMessage = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
-        if recipient and msg.get("Delivered-To", "").lower() != recipient.lower():
+    for arrival in stored(settings.var_dir / "maildir"):
+        if recipient and arrival.recipient != recipient.lower():
             continue
-        if campaign and msg.get("X-Mailpulse-Campaign") != campaign:
+        if campaign and arrival.campaign != campaign:
             continue
-        found.append((raw, msg))
+        raw = Path(arrival.path).read_bytes()
+        found.append((raw, email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)))
     return found
 
 

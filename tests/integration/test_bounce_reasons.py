@@ -133,17 +133,21 @@ def first_refusal(events: list[AnyEvent], recipient: str) -> Bounce | Deferred |
 def test_the_same_replies_give_the_same_reasons_through_the_sender_and_through_mail(
     stack: Settings, events: TopicReader
 ) -> None:
-    campaign = unique("replies")
     # A 421 closes the connection (RFC 5321): the transactions pipelined behind it on that connection get
     # no answer and are retried, in step with it. Those replies are checked through the classifier alone.
     rows = [row for row in scripted_replies() if not row[3].startswith("421")]
     assert len(rows) >= 60
-    response = post_campaign(stack, campaign, [rcpt for rcpt, _, _, _ in rows])
-    assert response.status_code == 202, response.text
+    # Half the corpus are refusals for the sender's sake, all at one domain: a real campaign like that is
+    # paused by the worker after 50 attempts (MAILPULSE_AUTO_PAUSE). Campaigns of 40 are never judged.
+    campaigns = [unique("replies") for _ in range(0, len(rows), 40)]
+    for number, campaign in enumerate(campaigns):
+        chunk = rows[number * 40 : (number + 1) * 40]
+        response = post_campaign(stack, campaign, [rcpt for rcpt, _, _, _ in chunk])
+        assert response.status_code == 202, response.text
     got: list[AnyEvent] = []
 
     def answered(found: list[AnyEvent]) -> bool:
-        got[:] = [e for e in found if e.campaign_id == campaign]
+        got[:] = [e for e in found if e.campaign_id in campaigns]
         return all(first_refusal(got, rcpt) is not None for rcpt, _, _, _ in rows)
 
     events.events(120, until=answered)
