@@ -45,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "status",
         c.cmd_status,
-        "show which services of the local stack are up (exit 1 if one is down)",
+        "show every process of the local stack, its pid, port and state (exit 1 if one is down)",
         "mailpulse status",
-    )
+        "mailpulse status --format json",
+    ).add_argument("--format", choices=["table", "json"], default="table")
     add(
         "demo",
         c.cmd_demo,

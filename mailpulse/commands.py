@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -59,7 +60,7 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
         if not settings.uses_local_kafka:
             raise CliError(f"MAILPULSE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is set: no local broker to start")
         kafka.start()
-        say(f"Apache Kafka {kafka_version()} ready on 127.0.0.1:{kafka.port}")
+        say(f"Apache Kafka {kafka_version()} ready on {kafka.bootstrap}")
     elif args.action == "stop":
         kafka.stop()
         say("local Kafka stopped")
@@ -120,10 +121,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from mailpulse.stack import Stack
 
-    status = Stack(settings).status()
-    for name, ok in status.items():
-        say(f"{name:10} {'up' if ok else 'down'}")
-    return 0 if all(status.values()) else 1
+    processes = Stack(settings).status()
+    if args.format == "json":
+        say(json.dumps([dataclasses.asdict(p) for p in processes], indent=2))
+    else:
+        say(f"{'SERVICE':12} {'PID':>8} {'PORT':>6}  STATE")
+        for p in processes:
+            say(f"{p.service:12} {p.pid or '-':>8} {p.port:>6}  {p.state}")
+    return 0 if all(p.state == "up" for p in processes) else 1
 
 
 # -- campaigns and reports --------------------------------------------------

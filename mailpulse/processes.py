@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 
 def is_alive(pid: int) -> bool:
@@ -20,7 +21,16 @@ def is_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except OSError:
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that died and that its parent (another process) has not reaped yet: still answers kill(0)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux): kill(0) is all there is
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def terminate(pid: int, timeout: float) -> bool:

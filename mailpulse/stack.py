@@ -13,8 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,6 +32,16 @@ Say = Callable[[str], None]
 
 class StackError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    """One process of the stack, as `mailpulse status` shows it."""
+
+    service: str
+    pid: int | None
+    port: int
+    state: str  # "up", "down" (no process), "starting" (a process that does not answer yet)
 
 
 @dataclass(frozen=True)
@@ -67,10 +78,20 @@ def services(settings: Settings) -> list[Service]:
     return chosen
 
 
+def _state(pid: int | None, ready: Callable[[], bool]) -> str:
+    if pid is None:
+        return "down"
+    return "up" if ready() else "starting"
+
+
 class Stack:
-    def __init__(self, settings: Settings, say: Say = lambda line: None) -> None:
+    def __init__(
+        self, settings: Settings, say: Say = lambda line: None, environ: Mapping[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.say = say
+        # The environment its processes start with (a second stack beside the first: the cluster tests).
+        self.environ = os.environ if environ is None else environ
         self.run_dir = settings.var_dir / "run"
         self.log_dir = settings.var_dir / "log"
 
@@ -88,7 +109,7 @@ class Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ,
+            **self.environ,
             "MAILPULSE_VAR_DIR": str(self.settings.var_dir),
             # The operator's keys, or the stack's own when none is set (found again by the commands).
             "MAILPULSE_API_KEYS": ",".join(stack_keys(self.settings)),
@@ -110,11 +131,12 @@ class Stack:
         total = len(steps) + 2
         started = time.monotonic()
         if self.settings.uses_local_kafka:
+            kafka = LocalKafka.from_settings(self.settings)
+            brokers = f"{kafka.brokers} local brokers" if kafka.brokers > 1 else "local broker"
             self.say(
-                f"[1/{total}] kafka: starting local broker on 127.0.0.1:{self.settings.local_kafka_port} "
-                "(first run fetches the jars with mvn)"
+                f"[1/{total}] kafka: starting {brokers} on {kafka.bootstrap} (first run fetches the jars with mvn)"
             )
-            LocalKafka.from_settings(self.settings).start()
+            kafka.start()
         else:
             self.say(f"[1/{total}] kafka: using {self.settings.kafka_bootstrap}")
         self.say(f"[2/{total}] topics: {', '.join(ensure_topics(self.settings)) or 'all present'}")
@@ -159,11 +181,16 @@ class Stack:
                 self.say("stopping kafka")
             kafka.stop()
 
-    def status(self) -> dict[str, bool]:
-        result = {s.name: bool(self.pid(s.name)) and s.ready() for s in services(self.settings)}
+    def status(self) -> list[ProcessStatus]:
+        found = []
         if self.settings.uses_local_kafka:
-            result = {"kafka": port_open(self.settings.local_kafka_port), **result}
-        return result
+            for node in LocalKafka.from_settings(self.settings).nodes:
+                pid = node.running_pid()
+                found.append(ProcessStatus(node.name, pid, node.port, _state(pid, partial(port_open, node.port))))
+        for service in services(self.settings):
+            pid = self.pid(service.name)
+            found.append(ProcessStatus(service.name, pid, service.port, _state(pid, service.ready)))
+        return found
 
     def wait(self) -> None:
         """Block until SIGINT/SIGTERM or until a service dies."""

@@ -27,7 +27,7 @@ from yarl import URL
 from processors.state_keys import Address, EngagementKey, MessageId, RollupKey
 from processors.store import K, PartitionStore
 from schemas.settings import Settings
-from schemas.topics import Topics, TopicSpec
+from schemas.topics import Topics, TopicSpec, durability
 
 # The worker's tables, by their faust names (which name their changelog topics).
 SUPPRESSION, SENT_LOG, ENGAGEMENT, CAMPAIGN_TOTALS = "suppression", "sent-log", "engagement", "campaign-totals"
@@ -42,7 +42,7 @@ def changelog_topic(settings: Settings, table: str) -> str:
 def state_topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics faust keeps the tables in, created up front with the others: faust's own lazy creation
     races its partition check on a fresh cluster and crashes the worker."""
-    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000", **durability(settings)}
     app = Topics.for_prefix(settings.topic_prefix).processors_app
     specs = [
         TopicSpec(changelog_topic(settings, table), settings.topic_partitions, settings.replication_factor, compacted)

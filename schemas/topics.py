@@ -60,14 +60,19 @@ class Topics:
         )
 
 
+def durability(settings: Settings) -> dict[str, str]:
+    """The config every topic gets, ours and the worker's state topics: how many copies take a write."""
+    return {"min.insync.replicas": str(settings.min_insync_replicas)}
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     names = Topics.for_prefix(settings.topic_prefix)
     retention = {"cleanup.policy": "delete", "retention.ms": str(settings.events_retention_ms)}
     # State topics keep the latest record per recipient forever: they rebuild state.
     compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 
-    def spec(name: str, config: dict[str, str]) -> TopicSpec:
-        return TopicSpec(name, settings.topic_partitions, settings.replication_factor, dict(config))
+    def spec(name: str, config: dict[str, str], partitions: int = settings.topic_partitions) -> TopicSpec:
+        return TopicSpec(name, partitions, settings.replication_factor, {**config, **durability(settings)})
 
     return [
         spec(names.outbox, retention),
@@ -80,6 +85,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         spec(names.alerts, retention),
         # One partition: the lifecycle of every campaign in one order, read whole by every worker. Keyed
         # so that compaction keeps each campaign's latest state and every record of what was queued.
-        TopicSpec(names.campaigns, 1, settings.replication_factor, dict(compacted)),
+        spec(names.campaigns, compacted, partitions=1),
         spec(names.held, retention),
     ]

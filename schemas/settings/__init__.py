@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.settings.common import DEV_SECRET_KEY, CommonSettings
+from schemas.settings.common import DEV_SECRET_KEY, CommonSettings, min_insync_replicas
 from schemas.settings.declare import Declared, Service, SettingsError
 from schemas.settings.edge import EdgeSettings
 from schemas.settings.sink import SinkSettings
@@ -74,7 +74,13 @@ class Settings(LocalStackSettings, SinkSettings, WorkerSettings, EdgeSettings, C
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap or f"127.0.0.1:{self.local_kafka_port}"
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return ",".join(f"127.0.0.1:{self.local_kafka_port + 2 * n}" for n in range(self.local_kafka_brokers))
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return min_insync_replicas(self.replication_factor)
 
     @property
     def uses_embedded_clickhouse(self) -> bool:

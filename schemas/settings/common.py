@@ -11,6 +11,12 @@ EDGE, WORKER, SINK, CLI, STACK = Service.EDGE, Service.WORKER, Service.SINK, Ser
 DEV_SECRET_KEY = "mailpulse-dev-only-secret-change-me"
 
 
+def min_insync_replicas(copies: int) -> int:
+    """Copies a write needs (acks=all): with three, one broker may be lost without losing an acknowledged
+    record or refusing writes."""
+    return 2 if copies >= 3 else 1
+
+
 @dataclass(frozen=True)
 class CommonSettings:
     var_dir: Path = setting(
@@ -34,7 +40,13 @@ class CommonSettings:
         parse=integer(1),
     )
     replication_factor: int = setting(
-        "REPLICATION_FACTOR", 1, "replication factor of created topics", read_by=(WORKER, STACK, CLI), parse=integer(1)
+        "REPLICATION_FACTOR",
+        1,
+        "copies of each created topic (with 3 or more, a write needs 2 in sync: `min.insync.replicas`)",
+        read_by=(WORKER, STACK, CLI),
+        parse=integer(1),
+        derive=lambda values: 1 if values["kafka_bootstrap"] else min(values["local_kafka_brokers"], 3),
+        shown="min(local brokers, 3); 1 with MAILPULSE_KAFKA_BOOTSTRAP",
     )
     events_retention_ms: int = setting(
         "EVENTS_RETENTION_MS",

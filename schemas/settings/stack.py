@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.settings.declare import Service, integer, setting
+from schemas.settings.declare import ALL, Service, integer, setting
 
 STACK, CLI = Service.STACK, Service.CLI
 
@@ -16,6 +16,14 @@ class LocalStackSettings:
         9092,
         "port of the local broker (its controller listens on the next one)",
         read_by=(STACK, CLI),
+        parse=integer(1),
+    )
+    local_kafka_brokers: int = setting(
+        "LOCAL_KAFKA_BROKERS",
+        1,
+        "brokers of the local cluster (KRaft; the first three are also its controllers), on ports two apart "
+        "from the local port; every service's bootstrap list names them all",
+        read_by=ALL,
         parse=integer(1),
     )
     smtp_sink_port: int = setting(
