@@ -43,7 +43,7 @@ def serve_edge(settings: Settings) -> None:
         uvicorn.Server(
             uvicorn.Config(
                 create_operator_app(settings, metrics=metrics),
-                host="127.0.0.1",
+                host=settings.private_host,
                 port=settings.operator_port,
                 log_level="warning",
                 access_log=False,

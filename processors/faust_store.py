@@ -150,8 +150,8 @@ def create_faust_app(settings: Settings) -> tuple[faust.App, WorkerTables]:
         # A worker that died holds its partitions (and the suppression they gate) until this passes.
         broker_session_timeout=settings.worker_session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 3),
-        web_host="127.0.0.1",
-        web_bind="127.0.0.1",  # faust binds every interface by default
+        web_host=settings.worker_advertised_host,
+        web_bind=settings.private_host,  # faust binds every interface by default
         web_port=settings.worker_web_port,
         web_in_thread=False,
         autodiscover=False,

@@ -46,7 +46,9 @@ def serve(settings: Settings) -> int:
     ]
     app = create_query_app(store, settings, health)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.sink_api_port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host=settings.private_host, port=settings.sink_api_port, log_level="warning", access_log=False
+        )
     )
 
     @contextlib.asynccontextmanager

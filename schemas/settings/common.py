@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schemas.settings.declare import ALL, Service, choice, integer, setting, upper
 
 EDGE, WORKER, SINK, CLI, STACK = Service.EDGE, Service.WORKER, Service.SINK, Service.CLI, Service.STACK
 DEV_SECRET_KEY = "mailpulse-dev-only-secret-change-me"
+
+
+def _advertised(values: Mapping[str, Any]) -> str:
+    host = str(values["private_host"])
+    return socket.gethostname() if host in ("0.0.0.0", "::") else host
 
 
 def min_insync_replicas(copies: int) -> int:
@@ -28,6 +36,21 @@ class CommonSettings:
     )
     kafka_bootstrap: str = setting(
         "KAFKA_BOOTSTRAP", "", "an existing cluster's bootstrap servers; when set, no local broker starts", read_by=ALL
+    )
+    private_host: str = setting(
+        "PRIVATE_HOST",
+        "127.0.0.1",
+        "address the operator edge, the worker's views and the sink's query API listen on: this machine alone, "
+        "or `0.0.0.0` on a private network (a container's)",
+        read_by=(EDGE, WORKER, SINK),
+    )
+    worker_advertised_host: str = setting(
+        "WORKER_ADVERTISED_HOST",
+        "",
+        "the name other workers reach this one's views by (a lookup asks the worker holding the key)",
+        read_by=(WORKER,),
+        derive=_advertised,
+        shown="PRIVATE_HOST, or the host name when that is `0.0.0.0`",
     )
     topic_prefix: str = setting(
         "TOPIC_PREFIX", "mailpulse", "prefix of every topic and of the worker's app id", read_by=ALL

@@ -14,7 +14,11 @@ class EdgeSettings:
     edge_host: str = setting("EDGE_HOST", "127.0.0.1", "address the public edge listens on", read_by=(EDGE, STACK))
     edge_port: int = setting("EDGE_PORT", 8080, "port of the public edge", read_by=(EDGE, STACK), parse=integer(1))
     operator_port: int = setting(
-        "OPERATOR_PORT", 8081, "port of the operator edge (always on 127.0.0.1)", read_by=(EDGE, CLI), parse=integer(1)
+        "OPERATOR_PORT",
+        8081,
+        "port of the operator edge (on MAILPULSE_PRIVATE_HOST)",
+        read_by=(EDGE, CLI),
+        parse=integer(1),
     )
     click_token_max_age_days: int = setting(
         "CLICK_TOKEN_MAX_AGE_DAYS", 0, "older click links get 410 (0: no limit)", read_by=(EDGE,)

@@ -164,3 +164,14 @@ def test_the_local_stack_key_is_made_once_and_found_by_the_commands(tmp_path: Pa
     own = Settings.from_env({"MAILPULSE_VAR_DIR": str(tmp_path), "MAILPULSE_API_KEYS": "mine"})
     assert stack_keys(own) == operator_keys(own) == ("mine",)  # an operator's own key wins, and is not stored
     assert key_file(own).read_text().strip() == made[0]
+
+
+def test_private_listeners_stay_on_this_machine_unless_opened_and_a_worker_announces_a_reachable_name() -> None:
+    import socket
+
+    default = Settings.from_env({})
+    assert default.private_host == "127.0.0.1" and default.worker_advertised_host == "127.0.0.1"
+    opened = Settings.from_env({"MAILPULSE_PRIVATE_HOST": "0.0.0.0"})
+    assert opened.worker_advertised_host == socket.gethostname()
+    named = Settings.from_env({"MAILPULSE_PRIVATE_HOST": "0.0.0.0", "MAILPULSE_WORKER_ADVERTISED_HOST": "worker-3"})
+    assert named.worker_advertised_host == "worker-3"
