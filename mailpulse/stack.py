@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
@@ -46,9 +46,22 @@ class ProcessStatus:
 
 @dataclass(frozen=True)
 class Service:
+    """One process `up` starts: ``python -m mailpulse <command>`` with ``env`` on top of the stack's."""
+
     name: str
     ready: Callable[[], bool]
     port: int
+    command: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def program(self) -> str:
+        return self.command or self.name
+
+
+# Instance i of a service listens on its ports + 10 (i - 1): edge-2 on 8090 (operator 8091, bounce mail 2536),
+# sink-2 on 8092, worker-2 on 6076.
+INSTANCE_PORT_STEP = 10
 
 
 def _http_ok(url: str) -> Callable[[], bool]:
@@ -66,15 +79,36 @@ def uses_local_smtp_sink(settings: Settings) -> bool:
     return parsed.hostname in ("127.0.0.1", "localhost") and parsed.port == settings.smtp_sink_port
 
 
+def _instances(kind: str, count: int) -> list[tuple[str, int]]:
+    """(name, port offset) of each instance: one is named as the service, several are numbered."""
+    if count == 1:
+        return [(kind, 0)]
+    return [(f"{kind}-{n}", INSTANCE_PORT_STEP * (n - 1)) for n in range(1, count + 1)]
+
+
 def services(settings: Settings) -> list[Service]:
+    """Every process of the stack, in the order they start (each kind ``MAILPULSE_<KIND>S`` times)."""
     chosen = []
     if uses_local_smtp_sink(settings):
-        chosen.append(Service("smtp-sink", lambda: port_open(settings.smtp_sink_port), settings.smtp_sink_port))
-    chosen += [
-        Service("sink", _http_ok(f"http://127.0.0.1:{settings.sink_api_port}/healthz"), settings.sink_api_port),
-        Service("worker", _http_ok(f"http://127.0.0.1:{settings.worker_web_port}/healthz"), settings.worker_web_port),
-        Service("edge", _http_ok(f"http://{settings.edge_host}:{settings.edge_port}/readyz"), settings.edge_port),
-    ]
+        chosen.append(Service("smtp-sink", partial(port_open, settings.smtp_sink_port), settings.smtp_sink_port))
+    for name, step in _instances("sink", settings.sinks):
+        port = settings.sink_api_port + step
+        env = {"MAILPULSE_SINK_API_PORT": str(port)}
+        chosen.append(Service(name, _http_ok(f"http://127.0.0.1:{port}/healthz"), port, "sink", env))
+    for name, step in _instances("worker", settings.workers):
+        port = settings.worker_web_port + step
+        env = {"MAILPULSE_WORKER_WEB_PORT": str(port)}
+        if step:  # its own tables and delivery process beside the first's
+            env["MAILPULSE_VAR_DIR"] = str(settings.var_dir / name)
+        chosen.append(Service(name, _http_ok(f"http://127.0.0.1:{port}/healthz"), port, "worker", env))
+    for name, step in _instances("edge", settings.edges):
+        port = settings.edge_port + step
+        env = {
+            "MAILPULSE_EDGE_PORT": str(port),
+            "MAILPULSE_OPERATOR_PORT": str(settings.operator_port + step),
+            "MAILPULSE_BOUNCE_SMTP_PORT": str(settings.bounce_smtp_port + step if settings.bounce_smtp_port else 0),
+        }
+        chosen.append(Service(name, _http_ok(f"http://{settings.edge_host}:{port}/readyz"), port, "edge", env))
     return chosen
 
 
@@ -105,7 +139,8 @@ class Stack:
             return None
         return pid if is_alive(pid) else None
 
-    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, service: Service) -> subprocess.Popen[bytes]:
+        name = service.name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {
@@ -113,10 +148,11 @@ class Stack:
             "MAILPULSE_VAR_DIR": str(self.settings.var_dir),
             # The operator's keys, or the stack's own when none is set (found again by the commands).
             "MAILPULSE_API_KEYS": ",".join(stack_keys(self.settings)),
+            **service.env,
         }
         with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mailpulse", name],
+                [sys.executable, "-m", "mailpulse", service.program],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -147,7 +183,7 @@ class Stack:
                 continue
             if port_open(service.port):
                 raise StackError(f"{service.name}: port {service.port} is taken by another process")
-            proc = self._spawn(service.name)
+            proc = self._spawn(service)
             deadline = time.monotonic() + timeout
             while not service.ready():
                 if proc.poll() is not None:

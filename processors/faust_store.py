@@ -137,6 +137,8 @@ class WorkerTables:
 def create_faust_app(settings: Settings) -> tuple[faust.App, WorkerTables]:
     """The worker's faust app, holding its tables; keyed like the topics feeding them, each worker holds
     the state of exactly the partitions it consumes."""
+    # faust makes its data dir but not the var dir above it (a fresh MAILPULSE_VAR_DIR).
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         Topics.for_prefix(settings.topic_prefix).processors_app,
         broker=f"kafka://{settings.bootstrap_servers}",

@@ -62,6 +62,11 @@ class Settings(LocalStackSettings, SinkSettings, WorkerSettings, EdgeSettings, C
             raise SettingsError(
                 "DKIM needs all of MAILPULSE_DKIM_SELECTOR, MAILPULSE_DKIM_DOMAIN and MAILPULSE_DKIM_PRIVATE_KEY_FILE"
             )
+        if self.sinks > 1 and self.uses_embedded_clickhouse:
+            raise SettingsError(
+                f"MAILPULSE_SINKS={self.sinks} needs a ClickHouse server (MAILPULSE_CLICKHOUSE_URL=http://...): "
+                "the embedded store belongs to one process"
+            )
         if 0 < self.unsubscribe_token_max_age_days < MIN_UNSUBSCRIBE_DAYS:
             # CAN-SPAM: an unsubscribe link must work for at least 30 days after the message was sent.
             raise SettingsError(

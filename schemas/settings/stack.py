@@ -26,6 +26,27 @@ class LocalStackSettings:
         read_by=ALL,
         parse=integer(1),
     )
+    workers: int = setting(
+        "WORKERS",
+        1,
+        "workers `mailpulse up` starts (the second on the worker's port + 10, and so on; each its own tables)",
+        read_by=(STACK,),
+        parse=integer(1),
+    )
+    sinks: int = setting(
+        "SINKS",
+        1,
+        "sinks `mailpulse up` starts (query API ports 10 apart); more than one needs a ClickHouse server",
+        read_by=(STACK,),
+        parse=integer(1),
+    )
+    edges: int = setting(
+        "EDGES",
+        1,
+        "edges `mailpulse up` starts, each on the edge's, operator's and bounce receiver's ports + 10 (i - 1)",
+        read_by=(STACK,),
+        parse=integer(1),
+    )
     smtp_sink_port: int = setting(
         "SMTP_SINK_PORT",
         2525,

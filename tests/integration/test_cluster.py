@@ -1,6 +1,6 @@
-"""A stack on a local cluster of three brokers (two of three copies take each write) loses one broker to
-SIGKILL mid-campaign: it keeps sending and tracking while the broker is down, and once it is back every
-recipient was mailed once and the report counts exactly what was sent and opened."""
+"""A stack on a local cluster of three brokers (two of three copies take each write), two workers and two
+edges loses one broker to SIGKILL mid-campaign: it keeps sending and tracking while the broker is down, and
+once it is back every recipient was mailed once and the report counts exactly what was sent and opened."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ CLUSTER_ENV = {
     **TEST_ENV,
     "MAILPULSE_VAR_DIR": str(ROOT / "var" / "test-cluster"),
     "MAILPULSE_LOCAL_KAFKA_BROKERS": "3",
+    "MAILPULSE_WORKERS": "2",  # the second's views on 16176
+    "MAILPULSE_EDGES": "2",  # the second on 18190 (operator 18191, bounce mail 12636)
     "MAILPULSE_LOCAL_KAFKA_PORT": "19400",  # brokers on 19400, 19402, 19404
     "MAILPULSE_SMTP_URL": "smtp://127.0.0.1:12625",
     "MAILPULSE_SMTP_SINK_PORT": "12625",
@@ -96,8 +98,13 @@ def test_the_stack_keeps_sending_and_tracking_through_a_broker_killed_mid_campai
 
     environ = {**os.environ, **CLUSTER_ENV}
     code, processes = status(environ)
-    assert code == 0 and set(processes) == {"kafka-1", "kafka-2", "kafka-3", "smtp-sink", "sink", "worker", "edge"}
-    assert processes["kafka-2"]["port"] == 19402 and all(p["state"] == "up" and p["pid"] for p in processes.values())
+    assert code == 0 and set(processes) == {
+        *("kafka-1", "kafka-2", "kafka-3", "smtp-sink", "sink"),
+        *("worker-1", "worker-2", "edge-1", "edge-2"),
+    }
+    assert all(p["state"] == "up" and p["pid"] for p in processes.values())
+    ports = {name: p["port"] for name, p in processes.items()}
+    assert (ports["kafka-2"], ports["worker-2"], ports["edge-2"]) == (19402, 16176, 18190)
 
     victim = busiest_leader(cluster, topics.outbox)
     assert kafka.node(victim).signal(signal.SIGKILL) is not None
@@ -110,13 +117,16 @@ def test_the_stack_keeps_sending_and_tracking_through_a_broker_killed_mid_campai
     }
     killed_at = report(cluster, campaign)["sent"]
 
-    # Tracking while the broker is down: every pixel is answered, and each open must reach the report.
+    # Tracking while the broker is down, through both edges: every pixel is answered, and each open must
+    # reach the report.
+    edges = [edge(cluster), f"http://127.0.0.1:{cluster.edge_port + 10}"]
     codec = TokenCodec(cluster.secret_keys)
     opened = people[:200]
     with httpx.Client(timeout=10) as client:
         for number, person in enumerate(opened):
             token = codec.mint(TokenClaims(LinkKind.OPEN, f"m{number}-{campaign}", campaign, "news", person))
-            pixel = client.get(f"{edge(cluster)}/o/{token}.gif", headers={"User-Agent": "Mozilla/5.0 Firefox/133.0"})
+            url = f"{edges[number % 2]}/o/{token}.gif"
+            pixel = client.get(url, headers={"User-Agent": "Mozilla/5.0 Firefox/133.0"})
             assert pixel.status_code == 200
     # With two brokers of three the whole campaign goes out and every open is counted before the third is
     # back: the leaders it held moved to the others, which hold every acknowledged record.

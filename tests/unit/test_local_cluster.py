@@ -8,7 +8,7 @@ import pytest
 
 from mailpulse.localkafka import LocalKafka, LocalKafkaError
 from processors.faust_store import state_topic_specs
-from schemas.settings import Settings
+from schemas.settings import Settings, SettingsError
 from schemas.topics import topic_specs
 
 
@@ -66,3 +66,36 @@ def test_every_service_names_every_local_broker_and_topics_get_their_copies() ->
     assert remote.bootstrap_servers == "k1:9092" and remote.replication_factor == 1
     chosen = Settings.from_env({"MAILPULSE_KAFKA_BOOTSTRAP": "k1:9092", "MAILPULSE_REPLICATION_FACTOR": "3"})
     assert chosen.replication_factor == 3 and chosen.min_insync_replicas == 2
+
+
+def test_several_of_each_service_get_their_own_names_ports_and_worker_tables() -> None:
+    from mailpulse.stack import services
+
+    settings = Settings.from_env(
+        {
+            "MAILPULSE_WORKERS": "3",
+            "MAILPULSE_EDGES": "2",
+            "MAILPULSE_SINKS": "2",
+            "MAILPULSE_CLICKHOUSE_URL": "http://ch:8123/default",
+            "MAILPULSE_VAR_DIR": "/srv/mp",
+        }
+    )
+    chosen = {s.name: s for s in services(settings)}
+    assert list(chosen) == ["smtp-sink", "sink-1", "sink-2", "worker-1", "worker-2", "worker-3", "edge-1", "edge-2"]
+    assert [chosen[f"worker-{n}"].port for n in (1, 2, 3)] == [6066, 6076, 6086]
+    assert {chosen[f"worker-{n}"].program for n in (1, 2, 3)} == {"worker"}
+    assert "MAILPULSE_VAR_DIR" not in chosen["worker-1"].env  # the first keeps the stack's tables
+    assert chosen["worker-3"].env["MAILPULSE_VAR_DIR"] == "/srv/mp/worker-3"
+    assert chosen["edge-2"].env == {
+        "MAILPULSE_EDGE_PORT": "8090",
+        "MAILPULSE_OPERATOR_PORT": "8091",
+        "MAILPULSE_BOUNCE_SMTP_PORT": "2536",
+    }
+    assert chosen["sink-2"].env == {"MAILPULSE_SINK_API_PORT": "8092"}
+    one = [s.name for s in services(Settings.from_env({}))]
+    assert one == ["smtp-sink", "sink", "worker", "edge"]
+
+
+def test_several_sinks_need_a_clickhouse_server() -> None:
+    with pytest.raises(SettingsError, match="MAILPULSE_SINKS=2 needs a ClickHouse server"):
+        Settings.from_env({"MAILPULSE_SINKS": "2"})
