@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
 import msgspec
@@ -26,7 +27,6 @@ from processors.feed import FeedControl, FeedRecord
 from processors.metrics import WorkerMetrics
 from processors.output import Output
 from schemas.codec import DecodeError, decode_send_request, encode
-from schemas.events import utcnow
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -71,7 +71,7 @@ class HeldRelease:
         await self._gate.ready()
         done: dict[int, int] = {}
         resting: set[int] = set()
-        now = utcnow()
+        now = datetime.fromtimestamp(self._clock(), UTC)  # one clock for every age this job compares
         tx = self._output.transaction()
         for record in records:
             partition, offset = record.message.partition, record.message.offset
