@@ -14,12 +14,21 @@ from typing import Any
 
 from mailpulse import commands as c
 from mailpulse.errors import CliError
+from schemas.campaigns import id_problem
 from schemas.settings import Settings, SettingsError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 SERVICES = {"edge", "worker", "sink", "smtp-sink"}
 # Exit status of a command whose reader went away (`| head`), as a process killed by SIGPIPE.
 BROKEN_PIPE = 141
+
+
+def campaign_id(value: str) -> str:
+    """An argparse type: a campaign id the intake could have taken (exit 2 with the reason otherwise)."""
+    problem = id_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"a campaign id {problem}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "enqueue one send request per audience recipient on the outbox topic (progress on stderr)",
         "mailpulse send --campaign autumn --audience people.csv --subject 'News for $first_name' --html news.html",
     )
-    send.add_argument("--campaign", required=True, help="campaign id")
+    send.add_argument("--campaign", required=True, type=campaign_id, help="campaign id")
     send.add_argument("--audience", required=True, type=Path, help="CSV (email column) or JSON Lines file")
     send.add_argument("--subject", required=True, help="subject; $variables from the audience are filled in")
     send.add_argument("--html", type=Path, help="HTML template file")
@@ -118,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mailpulse campaign status autumn --format json",
     )
     campaign.add_argument("action", choices=["pause", "resume", "cancel", "status", "list"])
-    campaign.add_argument("campaign", nargs="?", help="the campaign id (not for list)")
+    campaign.add_argument("campaign", nargs="?", type=campaign_id, help="the campaign id (not for list)")
     campaign.add_argument("--reason", default="", help="why (pause, resume, cancel): kept on the event")
     campaign.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -129,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mailpulse report --campaign autumn --format json",
         "mailpulse report --campaign autumn --open   # a link for the browser",
     )
-    report.add_argument("--campaign", required=True)
+    report.add_argument("--campaign", required=True, type=campaign_id)
     report.add_argument(
         "--format",
         choices=["table", "json", "csv", "html"],
@@ -170,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print a campaign's live counts from the worker (the keys of `report`)",
         "mailpulse stats --campaign autumn --by hour",
     )
-    stats.add_argument("--campaign", required=True)
+    stats.add_argument("--campaign", required=True, type=campaign_id)
     stats.add_argument("--format", choices=["table", "json", "csv"], default="table")
     stats.add_argument("--by", choices=["hour"], help="hourly rows instead of totals")
 

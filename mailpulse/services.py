@@ -9,6 +9,7 @@ import uvicorn
 
 from producers.app import create_operator_app, create_public_app
 from producers.bounce_intake import Attribution, BounceMailHandler, Keeper, start_receiver
+from producers.bounded_http import BoundedHttpToolsProtocol
 from producers.mailto_unsubscribe import MailtoUnsubscribes
 from producers.message_lookup import MessageLookup
 from producers.metrics import EdgeMetrics
@@ -27,6 +28,7 @@ def serve_edge(settings: Settings) -> None:
         log.warning("MAILPULSE_ENV=development: using the development secret; links are forgeable")
     if not settings.api_keys:
         log.warning("MAILPULSE_API_KEYS is not set: every operator route answers 401")
+    protocol = BoundedHttpToolsProtocol.bounded(settings.max_head_bytes)
     # One set of metrics for both apps, served on the operator port only.
     metrics = EdgeMetrics.create()
     servers = [
@@ -38,6 +40,7 @@ def serve_edge(settings: Settings) -> None:
                 log_level="warning",
                 access_log=False,
                 server_header=False,
+                http=protocol,
             )
         ),
         uvicorn.Server(
@@ -48,6 +51,7 @@ def serve_edge(settings: Settings) -> None:
                 log_level="warning",
                 access_log=False,
                 server_header=False,
+                http=protocol,
             )
         ),
     ]

@@ -9,18 +9,16 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
-import re
 import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from email_validator import EmailNotValidError, validate_email
 
+from schemas.campaigns import id_problem
 from schemas.events import SendRequest, TrackingMode, message_id_for, utcnow
+from schemas.json_input import NotJson, parse_json
 from schemas.keys import normalize_address
-
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class CampaignError(ValueError):
@@ -39,8 +37,9 @@ class Campaign:
 
     def __post_init__(self) -> None:
         for name in ("campaign_id", "list_id"):
-            if not _ID_PATTERN.match(getattr(self, name)):
-                raise CampaignError(f"{name} must be 1-128 letters, digits or ._:- (got {getattr(self, name)!r})")
+            problem = id_problem(getattr(self, name))
+            if problem:
+                raise CampaignError(f"{name} {problem}")
         for name in ("from_address", "subject"):
             if has_header_injection(getattr(self, name)):
                 raise CampaignError(f"{name} contains a line break (header injection refused)")
@@ -125,9 +124,9 @@ def read_audience(text: str, fmt: str) -> Iterator[dict[str, str]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CampaignError(f"line {number}: not JSON ({exc.msg})") from None
+                obj = parse_json(line)
+            except NotJson as exc:
+                raise CampaignError(f"line {number}: {exc}") from None
             if not isinstance(obj, dict):
                 raise CampaignError(f"line {number}: expected a JSON object")
             yield {str(k): "" if v is None else str(v) for k, v in obj.items()}

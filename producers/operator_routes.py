@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from producers.publisher import PublishError
 from schemas.campaigns import campaign_record, queued_event
 from schemas.codec import encode
 from schemas.events import TrackingMode
+from schemas.json_input import NotJson, parse_json
 from schemas.keys import recipient_key
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,9 @@ def _campaign_from(body: dict[str, Any], ctx: EdgeContext) -> Campaign:
 async def create_campaign(request: Request) -> Response:
     ctx: EdgeContext = request.app.state.edge
     try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "body must be JSON")
+        body = parse_json(await request.body())
+    except NotJson as exc:
+        return _error(400, f"body must be JSON: it is {exc}")
     if not isinstance(body, dict):
         return _error(400, "body must be a JSON object")
     recipients = body.get("recipients")
@@ -64,6 +64,10 @@ async def create_campaign(request: Request) -> Response:
     except CampaignError as exc:
         return _error(422, str(exc))
     intake = build_requests(campaign, ({str(k): str(v) for k, v in r.items()} for r in recipients))
+    rejected = [{"row": row, "reason": reason} for row, reason in intake.rejected]
+    if rejected and not intake.requests:
+        # Not one recipient could be queued: a refusal, not an accepted campaign of nobody.
+        return JSONResponse({"error": "no recipient could be queued", "rejected": rejected}, status_code=422)
     publisher = ctx.require_publisher()
     timeout = ctx.settings.publish_timeout_seconds * 6
     try:
@@ -91,7 +95,7 @@ async def create_campaign(request: Request) -> Response:
             "campaign_id": campaign.campaign_id,
             "queued": len(intake.requests),
             "duplicates": intake.duplicates,
-            "rejected": [{"row": row, "reason": reason} for row, reason in intake.rejected],
+            "rejected": rejected,
         },
         status_code=202,
     )

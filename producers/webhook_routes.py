@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from producers.publisher import PublishError
 from producers.webhooks import mailgun, postmark, sendgrid, ses
 from producers.webhooks.common import SignatureError, VerificationUnavailable, WebhookError
 from schemas.events import AnyEvent
+from schemas.json_input import NotJson, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,9 @@ async def ses_webhook(request: Request, ctx: EdgeContext) -> Response:
     if kind != "Notification":
         return JSONResponse({"accepted": 0})
     try:
-        notification = json.loads(str(message.get("Message", "")))
-    except json.JSONDecodeError:
-        raise WebhookError("SNS Message is not JSON") from None
+        notification = parse_json(str(message.get("Message", "")))
+    except NotJson as exc:
+        raise WebhookError(f"SNS Message is {exc}") from None
     if not isinstance(notification, dict):
         raise WebhookError("SNS Message is not a JSON object")
     return await _publish_all(ctx, ses.normalize(notification))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,16 @@ from schemas.codec import encode
 from schemas.events import CampaignCancelled, CampaignPaused, CampaignQueued, CampaignResumed, new_event_id, utcnow
 
 CampaignEvent = CampaignQueued | CampaignPaused | CampaignResumed | CampaignCancelled
+
+# A campaign's or a list's id: what the intake takes, the operator's commands check, and reports name.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a campaign or list id; None when it can."""
+    if ID_PATTERN.match(value):
+        return None
+    return f"must be 1-128 letters, digits or ._:- (got {value!r})"
 
 
 class CampaignAction(enum.StrEnum):

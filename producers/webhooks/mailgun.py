@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from producers.webhooks.common import (
 )
 from schemas.bounce_reasons import BounceReason, Verdict, classify
 from schemas.events import AnyEvent, Click, Complaint, Deferred, Delivered, Open, Unsubscribe, bounce_of
+from schemas.json_input import NotJson, parse_json
 
 # Mailgun's failure ``reason`` -> what it means when it names more than "the receiver refused".
 _REASONS = {
@@ -76,9 +76,9 @@ def verify(signing_key: str, signature: dict[str, Any], guard: ReplayGuard, max_
 
 def parse(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise WebhookError("body is not JSON") from None
+        payload = parse_json(body)
+    except NotJson as exc:
+        raise WebhookError(f"body is {exc}") from None
     if not isinstance(payload, dict):
         raise WebhookError("expected a JSON object")
     signature, data = payload.get("signature"), payload.get("event-data")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import json
 from typing import Any
 
 from producers.webhooks.common import (
@@ -18,6 +17,7 @@ from producers.webhooks.common import (
 )
 from schemas.bounce_reasons import BounceClass, BounceReason, Verdict
 from schemas.events import AnyEvent, Click, Complaint, Delivered, Open, Unsubscribe, bounce_of
+from schemas.json_input import NotJson, parse_json
 
 # Postmark bounce Type -> (reason when the details say nothing more, the class Postmark's type fixes).
 _TYPES: dict[str, tuple[BounceReason, BounceClass | None]] = {
@@ -62,9 +62,9 @@ def verify(authorization: str, configured: str) -> None:
 
 def parse(body: bytes) -> dict[str, Any]:
     try:
-        record = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise WebhookError("body is not JSON") from None
+        record = parse_json(body)
+    except NotJson as exc:
+        raise WebhookError(f"body is {exc}") from None
     if not isinstance(record, dict) or "RecordType" not in record:
         raise WebhookError("expected a Postmark record with RecordType")
     return record

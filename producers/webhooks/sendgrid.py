@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
 from typing import Any
 
@@ -23,6 +22,7 @@ from producers.webhooks.common import (
 )
 from schemas.bounce_reasons import BounceClass, BounceReason, Verdict, classify
 from schemas.events import AnyEvent, Click, Complaint, Deferred, Delivered, Open, Unsubscribe, bounce_of
+from schemas.json_input import NotJson, parse_json
 
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
@@ -54,9 +54,9 @@ def verify(key: ec.EllipticCurvePublicKey, body: bytes, signature: str, timestam
 
 def parse(body: bytes) -> list[dict[str, Any]]:
     try:
-        events = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise WebhookError("body is not JSON") from None
+        events = parse_json(body)
+    except NotJson as exc:
+        raise WebhookError(f"body is {exc}") from None
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise WebhookError("expected a JSON array of event objects")
     return events

@@ -8,7 +8,6 @@ URL (host pinned) and cached; the signature is RSA PKCS#1 v1.5 over the canonica
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +31,7 @@ from producers.webhooks.common import (
 from schemas.attribution import CAMPAIGN_HEADER, MESSAGE_HEADER
 from schemas.bounce_reasons import BounceReason, Verdict
 from schemas.events import AnyEvent, Click, Complaint, Delivered, Open, bounce_of
+from schemas.json_input import NotJson, parse_json
 
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _SIGNED_FIELDS = {
@@ -117,9 +117,9 @@ def verify(message: dict[str, Any], fetch_certificate: CertificateFetcher) -> No
 
 def parse_envelope(body: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise WebhookError("body is not JSON") from None
+        message = parse_json(body)
+    except NotJson as exc:
+        raise WebhookError(f"body is {exc}") from None
     if not isinstance(message, dict) or "Type" not in message:
         raise WebhookError("not an SNS message")
     return message

@@ -38,6 +38,13 @@ class EdgeSettings:
         "the pixel only authenticates its token in the request; a helper process decrypts, classifies and publishes",
         read_by=(EDGE,),
     )
+    max_head_bytes: int = setting(
+        "MAX_HEAD_BYTES",
+        32 * 1024,
+        "request line and headers limit of the edges (431 above, and at most 100 headers)",
+        read_by=(EDGE,),
+        parse=integer(4096),
+    )
     max_body_bytes: int = setting(
         "MAX_BODY_BYTES",
         64 * 1024,
