@@ -146,6 +146,9 @@ def create_faust_app(settings: Settings) -> tuple[faust.App, WorkerTables]:
         datadir=str(settings.var_dir / "faust"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
+        # A surviving worker that kept a standby copy takes a dead one's partitions over from the changelog's
+        # tail instead of all of it.
+        table_standby_replicas=settings.standby_replicas,
         processing_guarantee="at_least_once",  # exactly_once has open duplicate bugs on rebalance
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",

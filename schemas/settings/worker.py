@@ -166,6 +166,13 @@ class WorkerSettings:
         "faust's table store: `rocksdb://` keeps tables on disk and restarts from them",
         read_by=(WORKER,),
     )
+    standby_replicas: int = setting(
+        "STANDBY_REPLICAS",
+        1,
+        "copies of each table partition other workers keep warm from its changelog, ready to take over",
+        read_by=(WORKER,),
+        parse=integer(0),
+    )
     dkim_selector: str = setting(
         "DKIM_SELECTOR", "", "DKIM selector (all three DKIM settings, or none)", read_by=(WORKER,)
     )
