@@ -188,6 +188,17 @@ def check_gating(worker: Worker, entries: int) -> None:
             raise RuntimeError(f"gone{n}@bench.example is not suppressed after the restart")
 
 
+def restart_to_gating(app: Isolated, entries: int) -> float:
+    """Seconds from a worker's start until it is ready; then a sample of the addresses must be refused."""
+    worker = app.worker()
+    try:
+        seconds = wait_ready(worker, timeout=1800)
+        check_gating(worker, entries)
+    finally:
+        worker.stop()
+    return seconds
+
+
 def million_entries(settings: Settings, entries: int, store: str) -> list[Row]:
     app = Isolated(settings, "sup", store)
     say(f"    producing {entries:,} operator suppressions")
@@ -205,22 +216,11 @@ def million_entries(settings: Settings, entries: int, store: str) -> list[Row]:
     rows = []
     if store.startswith("rocksdb"):
         say(f"    restarting the worker on its local RocksDB files ({entries:,} entries)")
-        worker = app.worker()
-        try:
-            local = wait_ready(worker, timeout=1800)
-            check_gating(worker, entries)
-        finally:
-            worker.stop()
-        met = local <= 10
-        rows.append(Row(f"restart with local state to gating ({label})", local, "s", "<= 10", met))
+        local = restart_to_gating(app, entries)
+        rows.append(Row(f"restart with local state to gating ({label})", local, "s", "<= 10", local <= 10))
         app.wipe_local_state()  # recover from the changelog, not from the local RocksDB files
     say(f"    restarting the worker to recover {entries:,} entries from the changelog")
-    worker = app.worker()
-    try:
-        recovery = wait_ready(worker, timeout=1800)
-        check_gating(worker, entries)
-    finally:
-        worker.stop()
+    recovery = restart_to_gating(app, entries)
     return [
         *rows,
         Row(f"loading suppressions ({label})", rate, "events/s"),

@@ -76,6 +76,20 @@ TEST_ENV = {
 }
 
 
+def fresh_stack(environ: dict[str, str]) -> Iterator[Settings]:
+    """A stack started on empty storage (a fresh broker, store and Maildir: tests never see an earlier run's
+    data), stopped when the caller is done with it."""
+    settings = Settings.from_env(environ)
+    stack = Stack(settings, say=print, environ=environ)
+    stack.down()
+    shutil.rmtree(settings.var_dir, ignore_errors=True)
+    try:
+        stack.up(timeout=180)
+        yield settings
+    finally:
+        stack.down()
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     DKIM_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -83,16 +97,9 @@ def stack() -> Iterator[Settings]:
     write_sink_replies()
     saved = {k: os.environ.get(k) for k in TEST_ENV}
     os.environ.update(TEST_ENV)
-    settings = Settings.from_env()
-    stack = Stack(settings, say=print)
-    stack.down()
-    # A fresh broker, store and Maildir per session: tests never see an earlier run's data.
-    shutil.rmtree(settings.var_dir, ignore_errors=True)
     try:
-        stack.up(timeout=180)
-        yield settings
+        yield from fresh_stack(dict(os.environ))
     finally:
-        stack.down()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +19,10 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from mailpulse.localkafka import LocalKafka
-from mailpulse.stack import Stack
 from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 from schemas.topics import Topics
-from tests.integration.conftest import ROOT, TEST_ENV
+from tests.integration.conftest import ROOT, TEST_ENV, fresh_stack
 from tests.integration.helpers import edge, post_campaign, report, sql, unique, wait_until
 from tests.support.maildir_arrivals import arrivals
 
@@ -51,16 +49,7 @@ CLUSTER_ENV = {
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Settings]:
-    environ = {**os.environ, **CLUSTER_ENV}
-    settings = Settings.from_env(environ)
-    stack = Stack(settings, say=print, environ=environ)
-    stack.down()
-    shutil.rmtree(settings.var_dir, ignore_errors=True)
-    try:
-        stack.up(timeout=180)
-        yield settings
-    finally:
-        stack.down()
+    yield from fresh_stack({**os.environ, **CLUSTER_ENV})
 
 
 def busiest_leader(settings: Settings, topic: str) -> int:
