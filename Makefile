@@ -37,7 +37,7 @@ up: install ## all services in the background; returns once every one is ready
 down: install ## stop the background services
 	$(MP) down
 
-status: install ## which services are up
+status: install ## every process of the stack: pid, port, state (`mailpulse status --format json` for scripts)
 	$(MP) status
 
 system-deps: ## Debian packages the tests need (chromium for the report-page test)

@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("worker", c.cmd_worker, "run the worker: suppression, rollup, sender, retries (foreground)", "mailpulse worker")
     add("sink", c.cmd_sink, "run the ClickHouse sink and its query API (foreground)", "mailpulse sink")
     add("smtp-sink", c.cmd_smtp_sink, "run the local SMTP sink storing mail in var/maildir", "mailpulse smtp-sink")
-    add("kafka", c.cmd_kafka, "manage the local Kafka broker", "mailpulse kafka fetch").add_argument(
-        "action", choices=["fetch", "start", "stop"]
-    )
+    add(
+        "kafka", c.cmd_kafka, "manage the local Kafka broker(s): fetch the jars, start, stop", "mailpulse kafka fetch"
+    ).add_argument("action", choices=["fetch", "start", "stop"])
     add("topics", c.cmd_topics, "create the project's topics on the broker", "mailpulse topics")
     migrate = add(
         "migrate", c.cmd_migrate, "apply ClickHouse migrations (or revert to --target)", "mailpulse migrate --target 5"
