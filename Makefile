@@ -8,7 +8,7 @@ MP := $(PY) -m mailpulse
 export MAILPULSE_ENV ?= development
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps bench-deps kafka demo run up down status test unit integration bench lint typecheck fmt docs clean
+.PHONY: help install system-deps bench-deps kafka demo run up down status test unit integration bench chaos lint typecheck fmt docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-deps: ## Debian packages the benchmarks need (wrk; postfix for its smtp-si
 
 bench: install bench-deps ## benchmarks: medians and ratios measured side by side in one run
 	$(PY) -m tests.bench
+
+chaos: install ## kill and pause every kind of process under traffic (3 brokers, 2 workers, 2 edges), then check the books
+	$(PY) -m tests.chaos
 
 lint: install ## ruff and mypy
 	$(PY) -m ruff check .

@@ -1,0 +1,391 @@
+"""The chaos run: traffic of every acknowledged kind through a stack of three brokers, two workers, two edges
+and a sink, while processes are SIGKILLed and restarted and a broker is paused; then the books.
+
+Acknowledged means a client was told its event was taken: a campaign's 202 (every send request on Kafka),
+a one-click unsubscribe's 200, a webhook's 200. Those must all be in ClickHouse and in the worker's state.
+Pixels are answered before Kafka acknowledges them (a broken image helps nobody), so the opens an edge held
+when it was killed may be lost: they are counted, not required.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mailpulse.localkafka import LocalKafka
+from mailpulse.stack import Stack, StackError
+from schemas.auth import auth_headers
+from schemas.settings import Settings
+from schemas.tokens import LinkKind, TokenClaims, TokenCodec
+from tests.support.maildir_arrivals import stored
+from tests.support.webhook_signing import POSTMARK_AUTH, postmark_header
+
+ROOT = Path(__file__).resolve().parents[2]
+EDGE_STEP = 10  # an instance's ports are its service's + 10 (i - 1): mailpulse.stack.INSTANCE_PORT_STEP
+
+
+def chaos_env(var_dir: Path, base: int) -> dict[str, str]:
+    """The stack's settings, every port derived from ``base`` (19600 for `make chaos`)."""
+    return {
+        "MAILPULSE_VAR_DIR": str(var_dir),
+        "MAILPULSE_ENV": "development",
+        "MAILPULSE_LOCAL_KAFKA_BROKERS": "3",
+        "MAILPULSE_LOCAL_KAFKA_PORT": str(base),
+        "MAILPULSE_WORKERS": "2",
+        "MAILPULSE_EDGES": "2",
+        "MAILPULSE_SMTP_URL": f"smtp://127.0.0.1:{base + 100}",
+        "MAILPULSE_SMTP_SINK_PORT": str(base + 100),
+        "MAILPULSE_BOUNCE_SMTP_PORT": str(base + 101),
+        "MAILPULSE_EDGE_PORT": str(base + 200),
+        "MAILPULSE_OPERATOR_PORT": str(base + 201),
+        "MAILPULSE_SINK_API_PORT": str(base + 202),
+        "MAILPULSE_WORKER_WEB_PORT": str(base + 300),
+        "MAILPULSE_API_KEYS": "chaos-operator-key",
+        "MAILPULSE_SECRET_KEYS": "chaos-secret",
+        "MAILPULSE_POSTMARK_WEBHOOK_AUTH": POSTMARK_AUTH,
+        "MAILPULSE_KAFKA_BOOTSTRAP": "",
+        "MAILPULSE_CLICKHOUSE_URL": "",
+        "MAILPULSE_SINK_BATCH_SECONDS": "0.2",
+        "MAILPULSE_RETRY_BASE_SECONDS": "0.5",
+        "MAILPULSE_DOMAIN_RATE_LIMITS": "",
+        "MAILPULSE_AUTO_PAUSE": "false",  # a chaos run's refusals are the run's, not a receiver's verdict
+        "MAILPULSE_DKIM_SELECTOR": "",
+        "MAILPULSE_DKIM_DOMAIN": "",
+        "MAILPULSE_DKIM_PRIVATE_KEY_FILE": "",
+        "MAILPULSE_SMTP_SINK_REPLIES": "",
+    }
+
+
+@dataclass
+class Books:
+    """What clients were told, with when."""
+
+    campaigns: dict[str, list[str]] = field(default_factory=dict)
+    unsubscribed: dict[str, float] = field(default_factory=dict)  # address -> acknowledged at (epoch)
+    bounced: dict[str, float] = field(default_factory=dict)
+    opens_answered: int = 0
+    retries: Counter[str] = field(default_factory=Counter)  # refused or failed attempts, by kind
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Outage:
+    action: str
+    service: str
+    down_seconds: float  # from the signal until the service answered again
+    gating_seconds: float | None = None  # a worker: until it refused a suppressed address again
+
+
+class Chaos:
+    def __init__(self, env: dict[str, str], say: Callable[[str], None] = print, seed: int = 7) -> None:
+        self.environ = {**os.environ, **env}
+        self.settings = Settings.from_env(self.environ)
+        self.say = say
+        self.stack = Stack(self.settings, say=lambda line: None, environ=self.environ)
+        self.kafka = LocalKafka.from_settings(self.settings)
+        self.rng = random.Random(seed)
+        self.books = Books()
+        self.codec = TokenCodec(self.settings.secret_keys)
+        self.stop = threading.Event()
+        self.outages: list[Outage] = []
+        self.failed_starts = 0
+        s = self.settings
+        self.edges = [f"http://127.0.0.1:{s.edge_port + EDGE_STEP * n}" for n in range(2)]
+        self.operators = [f"http://127.0.0.1:{s.operator_port + EDGE_STEP * n}" for n in range(2)]
+        self.workers = [f"http://127.0.0.1:{s.worker_web_port + EDGE_STEP * n}" for n in range(2)]
+        self.sink = f"http://127.0.0.1:{s.sink_api_port}"
+        self.headers = auth_headers(s.api_keys)
+
+    # -- the stack -----------------------------------------------------------------------------------------
+    def up(self) -> None:
+        self.stack.down()
+        shutil.rmtree(self.settings.var_dir, ignore_errors=True)
+        self.say("starting 3 brokers, 2 workers, 2 edges, the sink and the SMTP sink")
+        self.stack.up(timeout=180)
+
+    def down(self) -> None:
+        for node in self.kafka.nodes:  # a paused broker would hold its stop forever
+            node.signal(signal.SIGCONT)
+        self.stack.down()
+
+    # -- traffic -------------------------------------------------------------------------------------------
+    def _post(self, urls: list[str], path: str, **kwargs: Any) -> httpx.Response | None:
+        """One attempt at each door in turn (one may be dead): the first answer below 500, or None."""
+        for url in self.rng.sample(urls, len(urls)):
+            try:
+                answer = httpx.post(url + path, timeout=15, **kwargs)
+            except httpx.HTTPError:
+                continue
+            if answer.status_code < 500:
+                return answer
+        return None
+
+    def send_campaigns(self, campaigns: int, recipients: int) -> None:
+        for number in range(campaigns):
+            campaign = f"chaos-{number}"
+            people = [f"p{number}-{n}@example.org" for n in range(recipients)]
+            for start in range(0, recipients, 400):
+                part = people[start : start + 400]
+                body = {
+                    "campaign_id": campaign,
+                    "list_id": "news",
+                    "subject": "Chaos $first_name",
+                    "html": "<p>Hi</p>",
+                    "text": "Hi",
+                    "recipients": [{"email": p, "first_name": "C"} for p in part],
+                }
+                while not self.stop.is_set():
+                    answer = self._post(self.operators, "/campaigns", json=body, headers=self.headers)
+                    if answer is not None and answer.status_code == 202:
+                        break
+                    self.books.retries["campaign"] += 1
+                    time.sleep(0.5)
+            self.books.campaigns[campaign] = people
+
+    def engage(self, until: threading.Event) -> None:
+        """One-click unsubscribes, Postmark bounces and pixels, on random recipients, until ``until``."""
+        while not until.is_set():
+            with self.books.lock:
+                known = [(c, p) for c, people in self.books.campaigns.items() for p in people[::97]]
+            if not known:
+                time.sleep(0.2)
+                continue
+            campaign, person = self.rng.choice(known)
+            roll = self.rng.random()
+            if roll < 0.3 and person not in self.books.unsubscribed:
+                token = self.codec.mint(TokenClaims(LinkKind.UNSUBSCRIBE, f"m-{person}", campaign, "news", person))
+                answer = self._post(self.edges, f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+                if answer is not None and answer.status_code == 200:
+                    self.books.unsubscribed[person] = time.time()
+                else:
+                    self.books.retries["unsubscribe"] += 1
+            elif roll < 0.45 and person not in self.books.bounced:
+                record = {
+                    "RecordType": "Bounce",
+                    "Type": "HardBounce",
+                    "ID": self.rng.randrange(1 << 40),
+                    "Email": person,
+                    "MessageID": f"pm-{person}",
+                    "BouncedAt": "2026-12-02T10:00:00Z",
+                    "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist",
+                    "Metadata": {"mailpulse_campaign": campaign, "mailpulse_message": f"m-{person}"},
+                }
+                answer = self._post(self.edges, "/webhooks/postmark", json=record, headers=postmark_header())
+                if answer is not None and answer.status_code == 200:
+                    self.books.bounced[person] = time.time()
+                else:
+                    self.books.retries["webhook"] += 1
+            else:
+                token = self.codec.mint(
+                    TokenClaims(LinkKind.OPEN, f"o-{self.rng.randrange(1 << 60)}", campaign, "news", person)
+                )
+                try:
+                    answer = httpx.get(f"{self.rng.choice(self.edges)}/o/{token}.gif", timeout=5)
+                    if answer.status_code == 200:
+                        self.books.opens_answered += 1
+                except httpx.HTTPError:
+                    self.books.retries["open"] += 1
+            time.sleep(0.005)
+
+    # -- failures ------------------------------------------------------------------------------------------
+    def _wait(self, ready: Callable[[], bool], timeout: float = 180) -> float:
+        started = time.monotonic()
+        while not ready():
+            if time.monotonic() - started > timeout:
+                raise RuntimeError("a service did not come back")
+            time.sleep(0.1)
+        return time.monotonic() - started
+
+    def _answers(self, url: str) -> Callable[[], bool]:
+        def check() -> bool:
+            try:
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        return check
+
+    def _gates(self, worker: str) -> Callable[[], bool]:
+        def check() -> bool:
+            with self.books.lock:
+                suppressed = list(self.books.unsubscribed)[:1]
+            if not suppressed:
+                return True
+            try:
+                answer = httpx.get(f"{worker}/suppression/{suppressed[0]}", headers=self.headers, timeout=2)
+            except httpx.HTTPError:
+                return False
+            return answer.status_code == 200 and bool(answer.json().get("suppressed"))
+
+        return check
+
+    def kill_service(self, name: str, health: str, worker: str | None = None) -> None:
+        pid = self.stack.pid(name)
+        if pid is None:
+            return
+        self.say(f"  SIGKILL {name} (pid {pid})")
+        started = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(self.rng.uniform(0.5, 2.0))
+        self.restart()
+        self._wait(self._answers(health))
+        down = time.monotonic() - started
+        gating = self._wait(self._gates(worker)) + down if worker else None
+        self.outages.append(Outage("SIGKILL + restart", name, down, gating))
+
+    def restart(self, attempts: int = 10) -> None:
+        """Start what is not running, as a supervisor would: a process that exits at start (a worker started
+        while a broker is still coming back does) is started again, and counted."""
+        for _ in range(attempts):
+            try:
+                self.stack.up(timeout=180)
+                return
+            except StackError as exc:
+                self.say(f"    {exc}; starting it again")
+                self.failed_starts += 1
+                time.sleep(2)
+        raise RuntimeError(f"not running after {attempts} starts")
+
+    def kill_broker(self, node: int) -> None:
+        self.say(f"  SIGKILL kafka-{node}")
+        started = time.monotonic()
+        self.kafka.node(node).signal(signal.SIGKILL)
+        time.sleep(self.rng.uniform(3, 8))
+        self.kafka.start_node(node)
+        self.outages.append(Outage("SIGKILL + restart", f"kafka-{node}", time.monotonic() - started))
+
+    def pause_broker(self, node: int, seconds: float) -> None:
+        self.say(f"  SIGSTOP kafka-{node} for {seconds:.0f} s (past its session timeout)")
+        started = time.monotonic()
+        self.kafka.node(node).signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        self.kafka.node(node).signal(signal.SIGCONT)
+        self.outages.append(Outage("SIGSTOP + SIGCONT", f"kafka-{node}", time.monotonic() - started))
+
+    def failures(self, rounds: int) -> list[Callable[[], None]]:
+        """Each kind of process killed ``rounds`` times, in a random order, and one broker paused."""
+        w = self.workers
+        actions: list[Callable[[], None]] = []
+        for _ in range(rounds):
+            actions += [
+                lambda: self.kill_service("worker-1", f"{w[0]}/healthz", w[0]),
+                lambda: self.kill_service("worker-2", f"{w[1]}/healthz", w[1]),
+                lambda: self.kill_service("edge-1", f"{self.edges[0]}/readyz"),
+                lambda: self.kill_service("edge-2", f"{self.edges[1]}/readyz"),
+                lambda: self.kill_service("sink", f"{self.sink}/healthz"),
+                lambda: self.kill_broker(self.rng.randint(1, 3)),
+            ]
+        self.rng.shuffle(actions)
+        actions.insert(self.rng.randrange(len(actions) + 1), lambda: self.pause_broker(self.rng.randint(1, 3), 12))
+        return actions
+
+    # -- the books -----------------------------------------------------------------------------------------
+    def sql(self, statement: str) -> list[dict[str, Any]]:
+        answer = httpx.post(f"{self.sink}/sql", content=statement.encode(), headers=self.headers, timeout=60)
+        answer.raise_for_status()
+        body = answer.json()
+        return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
+
+    def settled(self, timeout: float = 300) -> None:
+        """Until every queued send has an outcome in ClickHouse and nothing more arrives for 5 s."""
+        expected = sum(len(p) for p in self.books.campaigns.values())
+        last, since, deadline = -1, time.monotonic(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.sql(
+                "SELECT count() AS n, uniqExactIf(message_id, kind IN ('sent', 'send.skipped', 'failed')) AS done "
+                "FROM events WHERE campaign_id LIKE 'chaos-%'"
+            )[0]
+            if rows["n"] != last:
+                last, since = rows["n"], time.monotonic()
+            elif rows["done"] >= expected and time.monotonic() - since > 5:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"the books did not settle in {timeout:.0f}s")
+
+    def check(self) -> list[tuple[str, str, bool]]:
+        """(check, figure, passed) rows."""
+        rows: list[tuple[str, str, bool]] = []
+        maildir = [a for a in stored(self.settings.var_dir / "maildir") if a.campaign.startswith("chaos-")]
+        mailed = Counter(a.recipient for a in maildir)
+        first_mail = {}
+        for a in sorted(maildir, key=lambda a: a.at):
+            first_mail.setdefault(a.recipient, a.at)
+        queued = {p for people in self.books.campaigns.values() for p in people}
+        skipped = {
+            r["recipient"]
+            for r in self.sql("SELECT recipient FROM events WHERE kind = 'send.skipped' AND campaign_id LIKE 'chaos-%'")
+        }
+        missing = queued - set(mailed) - skipped
+        rows.append(
+            (
+                "every queued recipient mailed or skipped as suppressed",
+                f"{len(queued) - len(missing):,} of {len(queued):,}",
+                not missing,
+            )
+        )
+        duplicates = sum(n - 1 for n in mailed.values())
+        worker_kills = sum(o.service.startswith("worker") for o in self.outages)
+        bound = worker_kills * 2 * self.settings.send_batch_size
+        rows.append(
+            (
+                "mails sent twice (bound: 2 batches per worker kill)",
+                f"{duplicates:,} (bound {bound:,})",
+                duplicates <= bound,
+            )
+        )
+        counts = self.sql(
+            "SELECT count() AS n, uniqExact(event_id) AS ids, countIf(kind = 'open') AS opens FROM events "
+            "WHERE campaign_id LIKE 'chaos-%'"
+        )[0]
+        rows.append(
+            ("raw events stored once", f"{counts['n']:,} rows, {counts['ids']:,} ids", counts["n"] == counts["ids"])
+        )
+        for kind, acked in (("unsubscribe", self.books.unsubscribed), ("bounce", self.books.bounced)):
+            stored_for = {
+                r["recipient"]
+                for r in self.sql(
+                    f"SELECT DISTINCT recipient FROM events WHERE kind = '{kind}' AND campaign_id LIKE 'chaos-%'"
+                )
+            }
+            lost = set(acked) - stored_for
+            rows.append(
+                (f"acknowledged {kind}s in ClickHouse", f"{len(acked) - len(lost):,} of {len(acked):,}", not lost)
+            )
+        lost_opens = self.books.opens_answered - counts["opens"]
+        rows.append(
+            (
+                "pixels answered / stored (an edge killed loses what it held)",
+                f"{self.books.opens_answered:,} / {counts['opens']:,}",
+                lost_opens >= 0,
+            )
+        )
+        wrong = []
+        for address in [*self.books.unsubscribed, *self.books.bounced]:
+            answer = httpx.get(f"{self.workers[0]}/suppression/{address}", headers=self.headers, timeout=10)
+            if not answer.json().get("suppressed"):
+                wrong.append(address)
+        suppressed = len(self.books.unsubscribed) + len(self.books.bounced)
+        rows.append(("suppression equals the model", f"{suppressed - len(wrong):,} of {suppressed:,}", not wrong))
+        late = [
+            a
+            for a in maildir
+            if a.recipient in self.books.unsubscribed and a.at > self.books.unsubscribed[a.recipient] + 1.0
+        ]
+        rows.append(("mail more than 1 s after an acknowledged unsubscribe", f"{len(late)}", not late))
+        for a in late[:5]:
+            self.say(
+                f"  late: {a.recipient} ({a.campaign}) stored {a.at - self.books.unsubscribed[a.recipient]:.2f} s "
+                f"after its unsubscribe was acknowledged at {self.books.unsubscribed[a.recipient]:.3f}"
+            )
+        return rows
