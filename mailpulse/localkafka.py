@@ -14,8 +14,6 @@ import base64
 import contextlib
 import logging
 import os
-import re
-import shutil
 import signal
 import subprocess
 import time
@@ -23,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailpulse.kafka_jars import LocalKafkaError, fetch_jars, java, kafka_tool, kafka_version, libs_dir
 from mailpulse.processes import is_alive, port_open, terminate
 from schemas.settings import Settings
 from schemas.settings.common import min_insync_replicas
@@ -30,68 +29,9 @@ from schemas.settings.common import min_insync_replicas
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-POM = ROOT / "deploy" / "kafka" / "pom.xml"
 PROPERTIES_TEMPLATE = ROOT / "deploy" / "kafka" / "server.properties.in"
 LOG4J_CONFIG = ROOT / "deploy" / "kafka" / "log4j2.properties"
 MAX_CONTROLLERS = 3
-
-
-class LocalKafkaError(RuntimeError):
-    pass
-
-
-def kafka_version() -> str:
-    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
-    if not match:
-        raise LocalKafkaError(f"no kafka.version in {POM}")
-    return match.group(1)
-
-
-def libs_dir() -> Path:
-    return ROOT / "var" / "cache" / f"kafka-libs-{kafka_version()}"
-
-
-def fetch_jars() -> Path:
-    """Resolve the broker jars with Maven once; later calls find them cached."""
-    libs = libs_dir()
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    if shutil.which("mvn") is None:
-        raise LocalKafkaError("mvn not found: install Maven (Debian package 'maven')")
-    log.info("fetching Apache Kafka %s jars with mvn into %s", kafka_version(), libs)
-    libs.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={libs}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise LocalKafkaError(f"mvn failed to fetch Kafka:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    marker.touch()
-    return libs
-
-
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    if not java:
-        raise LocalKafkaError("java not found: Kafka 4 needs Java 17 or newer")
-    return java
-
-
-def _kafka_tool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_java(), "-cp", f"{libs_dir()}/*", *args], capture_output=True, text=True, check=False)
 
 
 @dataclass(frozen=True)
@@ -159,7 +99,7 @@ class LocalBroker:
         """Format the node's KRaft log dir once; an existing one (with data) is kept."""
         if (self.data_dir / "meta.properties").exists():
             return
-        result = _kafka_tool("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.write_properties()))
+        result = kafka_tool("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.write_properties()))
         if result.returncode != 0:
             raise LocalKafkaError(f"formatting {self.name}'s storage failed: {result.stdout}{result.stderr}")
 
@@ -175,7 +115,7 @@ class LocalBroker:
         with self.log_file.open("ab") as out:
             proc = subprocess.Popen(
                 [
-                    _java(),
+                    java(),
                     "-Xms256m",
                     "-Xmx1g",
                     "-XX:+UseG1GC",

@@ -17,36 +17,11 @@ from typing import Any
 import msgspec
 
 from schemas.bounce_reasons import BounceClass, BounceReason, Verdict
+from schemas.event_fields import AgentClass, TrackingMode, UnsubscribeScope
 from schemas.providers import mailbox_provider
 
 # 2: bounces carry a reason (and the class block), deferrals a reason, failures their SMTP answer.
 SCHEMA_VERSION = 2
-
-
-class AgentClass(enum.StrEnum):
-    """Who fetched a pixel or followed a link. Kept on the event, never used to drop it."""
-
-    HUMAN = "human"
-    APPLE_MPP = "apple_mpp"
-    GOOGLE_PROXY = "google_proxy"
-    YAHOO_PROXY = "yahoo_proxy"
-    SCANNER = "scanner"
-    BOT = "bot"
-
-    @property
-    def is_machine(self) -> bool:
-        return self is not AgentClass.HUMAN
-
-
-class TrackingMode(enum.StrEnum):
-    FULL = "full"
-    AGGREGATE = "aggregate"
-    OFF = "off"
-
-
-class UnsubscribeScope(enum.StrEnum):
-    LIST = "list"
-    ALL = "all"
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):

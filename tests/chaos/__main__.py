@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 
+from tests.chaos.books import check, settled
 from tests.chaos.scenario import ROOT, Chaos, chaos_env
 
 
@@ -34,8 +35,8 @@ def run(campaigns: int, recipients: int, rounds: int, seed: int, base: int = 196
         engaging.set()
         engagement.join(30)
         say("every failure done and every campaign queued; waiting for the books to settle")
-        chaos.settled()
-        checks = chaos.check()
+        settled(chaos)
+        checks = check(chaos)
     finally:
         chaos.down()
     print("\n## Chaos run\n")

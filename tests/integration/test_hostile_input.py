@@ -16,7 +16,9 @@ from mailpulse.stack import Stack
 from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 from tests.integration.helpers import edge, report, suppression, unique, wait_until
-from tests.support.hostile_corpus import CLI_CASES, HTTP_CASES, SMTP_CASES, http_status, smtp_conversation
+from tests.support.hostile_corpus import HTTP_CASES, http_status
+from tests.support.hostile_mail import CLI_CASES, SMTP_CASES, smtp_conversation
+from tests.support.hostile_operator import OPERATOR_CASES, SQL_CASES
 
 
 class ValidTraffic(threading.Thread):
@@ -54,7 +56,7 @@ def test_the_hostile_corpus_is_refused_cleanly_while_valid_traffic_is_all_accoun
     valid.start()
     wrong: list[str] = []
     try:
-        for case in HTTP_CASES:
+        for case in [*HTTP_CASES, *OPERATOR_CASES, *SQL_CASES]:
             status = http_status(case.port(stack), case.request(stack))
             if status not in case.allowed:
                 wrong.append(f"HTTP {case.name}: {status or 'no answer'}")
