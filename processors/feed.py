@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from typing import NamedTuple, Protocol
 
 from confluent_kafka import Message
+
+from processors.metrics import WorkerMetrics
+from schemas.codec import DecodeError, decode_send_request
+from schemas.events import SendRequest
+
+log = logging.getLogger(__name__)
 
 
 class FeedMessage(NamedTuple):
@@ -66,3 +73,25 @@ class FeedControl(Protocol):
 Handler = Callable[[FeedControl, list[FeedRecord]], Awaitable[dict[int, int]]]
 # The offset to read a newly assigned partition from, as the tables know it; None: the committed one.
 ResumeFrom = Callable[[int], int | None]
+
+
+def send_requests(
+    records: list[FeedRecord], topic: str, metrics: WorkerMetrics, done: dict[int, int], resting: set[int]
+) -> Iterator[tuple[int, int, SendRequest]]:
+    """(partition, offset, request) of each record of a feed of send requests (retries, held), in order.
+
+    Records of a partition the handler has put to rest since (it adds to ``resting`` while it reads) are
+    passed over; an undecodable one is counted, logged and marked done, so the feed moves past it.
+    """
+    for record in records:
+        partition, offset = record.message.partition, record.message.offset
+        if partition in resting:
+            continue
+        try:
+            request = decode_send_request(record.value)
+        except DecodeError as exc:
+            metrics.poison.labels(topic).inc()
+            log.warning("skipping undecodable %s request: %s", topic, exc)
+            done[partition] = offset + 1
+            continue
+        yield partition, offset, request

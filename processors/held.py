@@ -14,7 +14,6 @@ topic's retention never drops one, however long its campaign stays paused.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -23,14 +22,12 @@ from typing import Protocol
 import msgspec
 
 from processors.campaign_book import CAMPAIGN_PAUSED
-from processors.feed import FeedControl, FeedRecord
+from processors.feed import FeedControl, FeedRecord, send_requests
 from processors.metrics import WorkerMetrics
 from processors.output import Output
-from schemas.codec import DecodeError, decode_send_request, encode
+from schemas.codec import encode
 from schemas.settings import Settings
 from schemas.topics import Topics
-
-log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 6 * 3600.0
 
@@ -73,17 +70,7 @@ class HeldRelease:
         resting: set[int] = set()
         now = datetime.fromtimestamp(self._clock(), UTC)  # one clock for every age this job compares
         tx = self._output.transaction()
-        for record in records:
-            partition, offset = record.message.partition, record.message.offset
-            if partition in resting:
-                continue
-            try:
-                request = decode_send_request(record.value)
-            except DecodeError as exc:
-                self._metrics.poison.labels("held").inc()
-                log.warning("skipping undecodable held request: %s", exc)
-                done[partition] = offset + 1
-                continue
+        for partition, offset, request in send_requests(records, "held", self._metrics, done, resting):
             if self._gate.reasons(request.campaign_id) == [CAMPAIGN_PAUSED]:
                 held_at = (request.held_at or now).timestamp()
                 if held_at < self._woken_at or now.timestamp() - held_at > REFRESH_SECONDS:

@@ -8,17 +8,13 @@ before the offsets were committed) is gated by the sender's sent-log like any re
 
 from __future__ import annotations
 
-import logging
-
-from processors.feed import FeedControl, FeedRecord
+from processors.feed import FeedControl, FeedRecord, send_requests
 from processors.metrics import WorkerMetrics
 from processors.output import Output
-from schemas.codec import DecodeError, decode_send_request, encode
+from schemas.codec import encode
 from schemas.events import utcnow
 from schemas.settings import Settings
 from schemas.topics import Topics
-
-log = logging.getLogger(__name__)
 
 
 class RetryRelease:
@@ -31,17 +27,7 @@ class RetryRelease:
         resting: set[int] = set()
         now = utcnow()
         tx = self._output.transaction()
-        for record in records:
-            partition, offset = record.message.partition, record.message.offset
-            if partition in resting:
-                continue
-            try:
-                request = decode_send_request(record.value)
-            except DecodeError as exc:
-                self._metrics.poison.labels("retry").inc()
-                log.warning("skipping undecodable retry: %s", exc)
-                done[partition] = offset + 1
-                continue
+        for partition, offset, request in send_requests(records, "retry", self._metrics, done, resting):
             if request.not_before is not None and request.not_before > now:
                 feed.rest(partition, offset, (request.not_before - now).total_seconds())
                 resting.add(partition)

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from schemas.auth import auth_headers
+from producers.service_client import ServiceClient
 from schemas.settings import Settings
 
 # The counts and rates a campaign's status shows beside its state.
@@ -52,42 +52,26 @@ class WorkerClient:
     """Asks the worker at ``MAILPULSE_WORKER_URL`` with an operator key."""
 
     def __init__(self, settings: Settings, keys: tuple[str, ...], timeout: float = 10.0) -> None:
-        self.base = settings.worker_url
-        self.headers = auth_headers(keys) if keys else {}
-        self.timeout = timeout
-
-    async def _get(self, client: httpx.AsyncClient, path: str) -> httpx.Response:
-        try:
-            return await client.get(f"{self.base}{path}", headers=self.headers, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise WorkerUnavailable(f"no worker answers at {self.base}: {exc}") from None
+        self.worker = ServiceClient(settings.worker_url, keys, timeout, WorkerUnavailable)
 
     async def state(self, campaign: str) -> dict[str, Any] | None:
         """The book's record of ``campaign``; None when it has none (never queued nor paused: active)."""
         async with httpx.AsyncClient() as client:
-            answer = await self._get(client, f"/campaigns/{quote(campaign, safe='')}")
-        if answer.status_code == 404:
-            return None
-        if answer.status_code != 200:
-            raise WorkerUnavailable(f"the worker answered {answer.status_code}: {answer.text[:200]}")
-        state: dict[str, Any] = answer.json()
+            state: dict[str, Any] | None = await self.worker.get_json(
+                client, f"/campaigns/{quote(campaign, safe='')}", missing_ok=True
+            )
         return state
 
     async def status(self, campaign: str) -> dict[str, Any]:
         async with httpx.AsyncClient() as client:
-            stats = await self._get(client, f"/stats/{quote(campaign, safe='')}")
-        if stats.status_code != 200:
-            raise WorkerUnavailable(f"the worker answered {stats.status_code}: {stats.text[:200]}")
-        return status_of(await self.state(campaign), campaign, stats.json())
+            stats = await self.worker.get_json(client, f"/stats/{quote(campaign, safe='')}")
+        return status_of(await self.state(campaign), campaign, stats)
 
     async def statuses(self) -> list[dict[str, Any]]:
         """Every campaign the book knows, with its progress."""
         async with httpx.AsyncClient() as client:
-            answer = await self._get(client, "/campaigns")
-            if answer.status_code != 200:
-                raise WorkerUnavailable(f"the worker answered {answer.status_code}: {answer.text[:200]}")
             statuses = []
-            for state in answer.json():
-                stats = await self._get(client, f"/stats/{quote(state['campaign'], safe='')}")
+            for state in await self.worker.get_json(client, "/campaigns"):
+                stats = await self.worker.get(client, f"/stats/{quote(state['campaign'], safe='')}")
                 statuses.append(status_of(state, state["campaign"], stats.json() if stats.status_code == 200 else {}))
         return statuses

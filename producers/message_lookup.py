@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from schemas.auth import auth_headers
+from producers.service_client import ServiceClient
 
 
 class LookupUnavailable(RuntimeError):
@@ -16,21 +16,10 @@ class LookupUnavailable(RuntimeError):
 
 class MessageLookup:
     def __init__(self, sink_url: str, keys: tuple[str, ...], timeout: float = 5.0) -> None:
-        self.base, self.timeout = sink_url, timeout
-        self.headers = auth_headers(keys) if keys else {}
+        self.sink = ServiceClient(sink_url, keys, timeout, LookupUnavailable)
 
     async def __call__(self, message_id: str) -> dict[str, Any] | None:
         """The message's recipient, campaign and list; None while the sink has no `sent` for it."""
-        try:
-            async with httpx.AsyncClient() as client:
-                answer = await client.get(
-                    f"{self.base}/messages/{message_id}", headers=self.headers, timeout=self.timeout
-                )
-        except httpx.HTTPError as exc:
-            raise LookupUnavailable(f"the sink at {self.base} did not answer: {exc}") from None
-        if answer.status_code == 404:
-            return None
-        if answer.status_code != 200:
-            raise LookupUnavailable(f"the sink answered {answer.status_code}: {answer.text[:200]}")
-        found: dict[str, Any] = answer.json()
+        async with httpx.AsyncClient() as client:
+            found: dict[str, Any] | None = await self.sink.get_json(client, f"/messages/{message_id}", missing_ok=True)
         return found
