@@ -12,7 +12,8 @@ campaigns    ``.campaigns`` (all)    every campaign's state, for the gate       
 ===========  ======================  ==========================================  ====================
 
 Each feed reads beside faust's consumer (:mod:`processors.partition_feed`), on the partitions faust
-gave this worker; everything it writes goes through the one :class:`processors.output.Output`. The
+gave this worker; the sender hands a message off only while its partition's acknowledged events are
+applied (:mod:`processors.caught_up`); everything it writes goes through the one :class:`processors.output.Output`. The
 architecture is in docs/architecture.md, what each step guarantees in docs/guarantees.md.
 """
 
@@ -21,11 +22,12 @@ from __future__ import annotations
 import faust
 
 from processors.campaign_book import CampaignBook
+from processors.caught_up import CaughtUp, KafkaWatermarks
 from processors.control_feed import ControlFeed
 from processors.courier import Courier
 from processors.event_tracking import EventTracker
 from processors.faust_store import FaustHost, changelog_topic, create_faust_app
-from processors.feed import Handler, ResumeFrom
+from processors.feed import FeedProgress, Handler, ResumeFrom
 from processors.held import HeldRelease
 from processors.marks import MarkedFeed
 from processors.metrics import WorkerMetrics
@@ -54,32 +56,43 @@ def create_app(settings: Settings) -> faust.App:
     # and a relay that is down shows in the log at once.
     host.task(courier.start)
 
-    tracker = EventTracker(tables.suppression, tables.engagement, settings, metrics)
+    # Mail handed over but not begun is checked again when its recipient's suppression changes, or when its
+    # partition's events fall behind: the delivery process's queue (a second or more on a starved machine)
+    # never carries a message past an unsubscribe.
+    tracker = EventTracker(
+        tables.suppression, tables.engagement, settings, metrics, on_suppressed=lambda a: courier.recheck(recipient=a)
+    )
     events = MarkedFeed(output, tables.engagement, EngagementKeys.mark, tracker.apply)
     rollup = CampaignRollup(tables.campaign_totals, settings, metrics)
     partials = MarkedFeed(output, tables.campaign_totals, RollupKeys.mark, rollup.apply)
     book = CampaignBook()
     control = ControlFeed(names.campaigns, settings.bootstrap_servers, book, metrics)
     host.task(control.run)
-    sender = Sender(output, tables.suppression, tables.sent_log, courier, control, settings, metrics)
+    caught_up = CaughtUp(
+        KafkaWatermarks(names.events, settings.bootstrap_servers),
+        on_behind=lambda p: courier.recheck(partition=p),
+        rebalancing=host.settling,
+    )
+    host.task(caught_up.run)
+    sender = Sender(output, tables.suppression, tables.sent_log, courier, control, caught_up, settings, metrics)
     retries = RetryRelease(output, settings, metrics)
     held = HeldRelease(output, control, settings, metrics)
 
     # name, topic, batch size, handler, resume marks, batches in hand (the sender gates the next batch
-    # while this one's last messages go out). Each feed has a consumer of its own: a backlog of sends or
-    # retries never delays an event.
-    feeds: list[tuple[str, str, int, Handler, ResumeFrom | None, int]] = [
-        ("events", names.events, settings.event_batch_size, events.handle, events.resume_from, 1),
-        ("rollup", names.campaign_partials, settings.event_batch_size, partials.handle, partials.resume_from, 1),
-        ("sender", names.outbox, settings.send_batch_size, sender.handle, None, 2),
-        ("retries", names.retry, RETRY_BATCH_SIZE, retries.handle, None, 1),
-        ("held", names.held, RETRY_BATCH_SIZE, held.handle, None, 1),
+    # while this one's last messages go out), who follows its progress. Each feed has a consumer of its own:
+    # a backlog of sends or retries never delays an event.
+    feeds: list[tuple[str, str, int, Handler, ResumeFrom | None, int, FeedProgress | None]] = [
+        ("events", names.events, settings.event_batch_size, events.handle, events.resume_from, 1, caught_up),
+        ("rollup", names.campaign_partials, settings.event_batch_size, partials.handle, partials.resume_from, 1, None),
+        ("sender", names.outbox, settings.send_batch_size, sender.handle, None, 2, None),
+        ("retries", names.retry, RETRY_BATCH_SIZE, retries.handle, None, 1, None),
+        ("held", names.held, RETRY_BATCH_SIZE, held.handle, None, 1, None),
     ]
     connected = {}
-    for name, topic, batch_size, handle, resume_from, depth in feeds:
+    for name, topic, batch_size, handle, resume_from, depth, progress in feeds:
         connected[name] = PartitionFeed(
             host, name=name, topic=topic, bootstrap_servers=settings.bootstrap_servers, batch_size=batch_size,
-            handle=handle, resume_from=resume_from, depth=depth,
+            handle=handle, resume_from=resume_from, depth=depth, progress=progress,
         )  # fmt: skip
         connected[name].connect()
 

@@ -21,24 +21,30 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import os
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
-from pathlib import Path
 
 import msgspec
 
+from processors.caught_up import EVENTS_BEHIND
 from processors.delivery import WITHDRAWN_REASON, DeliveryResult, SmtpOutcome
-from processors.dkim_signing import DkimSigner
+from processors.delivery_process import (
+    RECHECK,
+    WITHDRAWN,
+    AnswerFrame,
+    JobFrame,
+    RecheckFrame,
+    WithdrawFrame,
+    process_main,
+    smtp_mailers,
+)
 from processors.frames import Frames, stream_pair
-from processors.mailer import Mailer, SmtpMailer
-from processors.render import RenderContext, RenderedMessage, RenderError, render_message
+from processors.render import RenderContext, RenderError, render_message
 from schemas.attribution import BounceAddresses
 from schemas.bounce_reasons import SmtpStage
 from schemas.events import SendRequest, utcnow
+from schemas.keys import normalize_address
 from schemas.mailto import MailtoAddresses
 from schemas.settings import Settings
 from schemas.tokens import token_codec
@@ -52,39 +58,6 @@ log = logging.getLogger(__name__)
 # connections: some 130 ms of sending on the bench machine). Alternating in one run (medians of 3):
 # 4 -> 8 per connection 3,606 -> 3,962 msg/s; 8 -> 16 3,451 -> 3,974; 16 -> 32 3,754 -> 4,060.
 QUEUED_PER_CONNECTION = 32
-# Senders taking turns on each connection: while one waits for its content's reply, the next one's envelope
-# has gone out with that content (processors.smtp_pipelining), one write and one round trip a message.
-SENDERS_PER_CONNECTION = 2
-# The delivery process holds finished outcomes this long for others to share their frame.
-OUTCOME_LINGER_SECONDS = 0.001
-QUIT_SECONDS = 2.0
-
-
-class JobFrame(msgspec.Struct, array_like=True, tag="job"):
-    seq: int
-    envelope_from: str
-    recipient: str
-    data: bytes
-    campaign: str = ""
-
-
-class WithdrawFrame(msgspec.Struct, array_like=True, tag="withdraw"):
-    """Drop every queued job of ``campaign`` (paused or cancelled): each is answered :data:`WITHDRAWN`."""
-
-    campaign: str
-
-
-# The code of a job withdrawn before its SMTP transaction began: nothing went out.
-WITHDRAWN = -1
-
-
-class AnswerFrame(msgspec.Struct, array_like=True):
-    seq: int
-    code: int  # the SMTP answer; 0 when none came (connection failed)
-    reply: str
-    answered_at: float  # unix time
-    stage: str = ""  # SmtpStage: the command answered
-    after_content: bool = False  # the content went out unanswered: the relay may have it
 
 
 class CourierError(RuntimeError):
@@ -100,90 +73,6 @@ def render_context(settings: Settings) -> RenderContext:
         unsubscribe_domain=settings.unsubscribe_domain,
         mailto=MailtoAddresses(settings.secret_keys),
     )
-
-
-def smtp_mailers(settings: Settings) -> list[Mailer]:
-    """One mailer per connection the delivery process keeps (``MAILPULSE_SMTP_CONNECTIONS``)."""
-    signer = None
-    if settings.dkim_selector:
-        key_file = Path(settings.dkim_private_key_file)
-        signer = DkimSigner.from_files(settings.dkim_selector, settings.dkim_domain, key_file)
-    return [
-        SmtpMailer(settings.smtp_url, signer=signer, pipelining=settings.smtp_pipelining)
-        for _ in range(settings.smtp_connections)
-    ]
-
-
-def _process_main(settings: Settings, conn: Connection) -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(_serve(settings, conn))
-    finally:
-        # The worker is gone: nobody is left to record an outcome, so nothing here is worth waiting for.
-        # (asyncio.run would wait for every task to take its cancellation; an SMTP exchange cut off
-        # mid-way may never do so, and the process stayed behind its killed worker.)
-        os._exit(0)
-
-
-async def _serve(settings: Settings, conn: Connection) -> None:
-    """The delivery process: senders on each SMTP connection, each taking the next job, until the worker goes."""
-    reader, writer = await stream_pair(conn)
-    # Answers wait up to a millisecond for company (the worker queued enough to cover it).
-    frames = Frames(
-        reader,
-        writer,
-        msgspec.msgpack.Decoder(list[JobFrame | WithdrawFrame]).decode,
-        OUTCOME_LINGER_SECONDS,
-        settings.smtp_connections,
-    )
-    jobs: asyncio.Queue[JobFrame] = asyncio.Queue()
-
-    async def sender(mailer: Mailer) -> None:
-        while True:
-            job = await jobs.get()
-            try:
-                outcome = await mailer.send(RenderedMessage(job.data, job.envelope_from, job.recipient))
-            except Exception as exc:  # not the relay's answer: retried like a failed connection, and logged
-                log.exception("sending message %d failed", job.seq)
-                with contextlib.suppress(Exception):  # a fresh connection for the next job, if it comes to that
-                    await mailer.close()
-                outcome = SmtpOutcome(0, f"delivery failed: {exc}", SmtpStage.CONNECT)
-            # When the relay answered.
-            frames.put(
-                AnswerFrame(
-                    job.seq, outcome.code, outcome.reply, time.time(), str(outcome.stage), outcome.after_content
-                )
-            )
-
-    def withdraw(campaign: str) -> None:
-        """Answer the queued jobs of ``campaign`` withdrawn, keeping the others in their order."""
-        kept = []
-        while not jobs.empty():
-            job = jobs.get_nowait()
-            if job.campaign == campaign:
-                frames.put(AnswerFrame(job.seq, WITHDRAWN, "withdrawn before its transaction", time.time()))
-            else:
-                kept.append(job)
-        for job in kept:
-            jobs.put_nowait(job)
-
-    mailers = smtp_mailers(settings)
-    senders = [asyncio.create_task(sender(mailer)) for mailer in mailers for _ in range(SENDERS_PER_CONNECTION)]
-    try:
-        while True:
-            try:
-                for frame in await frames.read():
-                    if isinstance(frame, WithdrawFrame):
-                        withdraw(frame.campaign)
-                    else:
-                        jobs.put_nowait(frame)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break  # the worker is gone: nobody is left to record an outcome
-    finally:
-        for task in senders:
-            task.cancel()
-        # A polite QUIT on each connection, if the relay answers at once.
-        await asyncio.wait([asyncio.ensure_future(mailer.close()) for mailer in mailers], timeout=QUIT_SECONDS)
 
 
 class Courier:
@@ -217,7 +106,7 @@ class Courier:
                 return running
             ours, theirs = self._context.Pipe(duplex=True)
             process = self._context.Process(
-                target=_process_main, args=(self.settings, theirs), daemon=True, name="mailpulse-delivery"
+                target=process_main, args=(self.settings, theirs), daemon=True, name="mailpulse-delivery"
             )
             process.start()
             theirs.close()
@@ -252,8 +141,11 @@ class Courier:
         """Spawn the delivery process now (the first request would otherwise)."""
         await self._started()
 
-    async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> DeliveryResult:
-        """Send ``request`` unless ``still_barred()``, asked once there is room, names a reason not to."""
+    async def deliver(
+        self, request: SendRequest, still_barred: Callable[[], list[str]], partition: int = -1
+    ) -> DeliveryResult:
+        """Send ``request`` unless ``still_barred()``, asked once there is room, names a reason not to.
+        :data:`processors.caught_up.EVENTS_BEHIND`: given back by :meth:`recheck` before it went out."""
         async with self._window:
             frames = self._running() or await self._started()
             barred = still_barred()
@@ -266,9 +158,13 @@ class Courier:
             self._seq += 1
             future: asyncio.Future[AnswerFrame] = asyncio.get_running_loop().create_future()
             self._waiting[self._seq] = future
-            job = JobFrame(self._seq, rendered.envelope_from, rendered.recipient, rendered.data, request.campaign_id)
+            job = JobFrame(
+                self._seq, rendered.envelope_from, rendered.recipient, rendered.data, request.campaign_id, partition
+            )
             frames.put(job)
             outcome = await future
+        if outcome.code == RECHECK:
+            return DeliveryResult([EVENTS_BEHIND], datetime.fromtimestamp(outcome.answered_at, UTC))
         if outcome.code == WITHDRAWN:
             return DeliveryResult([WITHDRAWN_REASON], datetime.fromtimestamp(outcome.answered_at, UTC))
         answer = SmtpOutcome(outcome.code, outcome.reply, SmtpStage(outcome.stage), outcome.after_content)
@@ -280,6 +176,16 @@ class Courier:
         frames = self._running()
         if frames is not None:
             frames.put(WithdrawFrame(campaign))
+            frames.flush()
+
+    def recheck(self, *, recipient: str = "", partition: int = -1) -> None:
+        """Give back the messages to ``recipient`` (normalized), or of ``partition``, not begun yet: a
+        suppression was applied, or the partition's events fell behind, since they were handed over. What
+        waits in the delivery process (a second or more when the machine is starved) is then never mailed
+        past an unsubscribe."""
+        frames = self._running()
+        if frames is not None:
+            frames.put(RecheckFrame(normalize_address(recipient), partition))
             frames.flush()
 
     def in_flight(self) -> int:

@@ -14,6 +14,7 @@ again, since it may be the record Kafka refused while the change itself was kept
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 import msgspec
@@ -87,8 +88,12 @@ class EventTracker:
         engagement: PartitionStore[EngagementKey],
         settings: Settings,
         metrics: WorkerMetrics,
+        on_suppressed: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_suppressed(address)`` is called for each recipient whose suppression a batch changed: mail to
+        them handed over before is to be checked again (:meth:`processors.courier.Courier.recheck`)."""
         self._suppression, self._engagement = suppression, engagement
+        self._on_suppressed = on_suppressed or (lambda address: None)
         self._topics = Topics.for_prefix(settings.topic_prefix)
         self._partitions = settings.topic_partitions
         self._policy = suppression_policy(settings)
@@ -129,6 +134,7 @@ class EventTracker:
                 batch.add(event, record.message.partition, record.message.offset)
         for change in changes:
             tx.produce(self._topics.suppression, key=change.recipient.encode(), value=encode(change))
+            self._on_suppressed(change.recipient)
         for partial in batch.write():
             self._publish(tx, partial)
         self._metrics.events.inc(len(records))

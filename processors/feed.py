@@ -68,6 +68,14 @@ class FeedControl(Protocol):
     def rest(self, partition: int, offset: int, seconds: float) -> None: ...
 
 
+class FeedProgress(Protocol):
+    """Who follows how far a feed got (:class:`processors.caught_up.CaughtUp`)."""
+
+    def assigned(self, starts: dict[int, int | None]) -> None: ...
+
+    def applied(self, done: dict[int, int]) -> None: ...
+
+
 # Handles one batch (in partition order) and returns, per partition, the next offset to commit.
 # A handler that stops early in a partition calls ``feed.rest`` for the rest of it.
 Handler = Callable[[FeedControl, list[FeedRecord]], Awaitable[dict[int, int]]]

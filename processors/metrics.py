@@ -17,7 +17,7 @@ class WorkerMetrics:
         self.sends = Counter(
             "mailpulse_worker_sends",
             "Send requests by outcome (sent, skipped, held, duplicate, possible_duplicate, rate_limited, deferred, "
-            "not_sent)",
+            "not_sent, requeued)",
             ["outcome"],
             registry=self.registry,
         )
@@ -52,6 +52,11 @@ class WorkerMetrics:
             "mailpulse_worker_held",
             "Send requests of paused campaigns on the held topic: released (resumed or cancelled) or requeued",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.handoff_waits = Counter(
+            "mailpulse_worker_handoff_waits",
+            "Hand-offs put back because their partition's acknowledged events were not applied yet",
             registry=self.registry,
         )
         self.poison = Counter(

@@ -33,7 +33,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
-from processors.feed import FeedHost, FeedRecord, Handler, ResumeFrom
+from processors.feed import FeedHost, FeedProgress, FeedRecord, Handler, ResumeFrom
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,16 @@ class PartitionFeed:
         handle: Handler,
         resume_from: ResumeFrom | None = None,
         depth: int = 1,
+        progress: FeedProgress | None = None,
     ) -> None:
         """``depth`` batches may be handled at once: the next is read once the one before it calls
-        :meth:`release` (or ends). Commits keep the order the batches were read in."""
+        :meth:`release` (or ends). Commits keep the order the batches were read in. ``progress`` is told
+        what the feed reads and how far its batches got (:class:`processors.caught_up.CaughtUp`)."""
         self.host, self.name, self.topic = host, name, topic
         self.batch_size = batch_size
         self.handle = handle
         self.resume_from = resume_from
+        self._progress = progress
         self.group_id = f"{host.group_prefix}-{name}"
         self._bootstrap = bootstrap_servers
         # Every librdkafka call on one thread of its own: consume() blocks, and the calls stay ordered.
@@ -86,6 +89,8 @@ class PartitionFeed:
             await self._settled()
             self._offered = self._wanted = frozenset()
             self._assigned = None
+            if self._progress is not None:
+                self._progress.assigned({})
 
     async def _on_assigned(self) -> None:
         self._offered = self.host.assigned()
@@ -102,6 +107,8 @@ class PartitionFeed:
         tps = [TopicPartition(self.topic, p, self._start_offset(p)) for p in sorted(partitions)]
         await self._call(consumer.assign, tps)
         self._assigned = partitions
+        if self._progress is not None:
+            self._progress.assigned({tp.partition: tp.offset if tp.offset >= 0 else None for tp in tps})
         starts = {
             tp.partition: "beginning" if tp.offset == OFFSET_BEGINNING else tp.offset
             for tp in tps
@@ -162,6 +169,8 @@ class PartitionFeed:
         (nothing of this one is committed then: it is read again)."""
         try:
             done = await self.handle(self, records)
+            if self._progress is not None:
+                self._progress.applied(done)
         except Exception:
             log.exception("%s: batch failed; it is read again", self.name)
             return False

@@ -7,8 +7,9 @@ Order per batch (docs/guarantees.md):
    more than :data:`MAX_RATE_WAIT_SECONDS` out: through the retry topic instead). The rest get a
    ``pending`` mark in the sent-log, acknowledged by Kafka before anything is sent;
 2. the feed may read and gate the next batch meanwhile (``release``): two batches in hand;
-3. **hand-off**: each message waits for its domain's pace, is checked against suppression once more
-   (an unsubscribe applied while its batch waited still stops it) and goes to the delivery process;
+3. **hand-off**: each message waits for its domain's pace and for its partition's events to be caught up
+   (:mod:`processors.caught_up`), is checked against suppression once more (an unsubscribe applied while
+   its batch waited still stops it) and goes to the delivery process;
 4. **outcomes**: each answer's sent mark, events and retry are produced as the answer comes, and all of
    them are acknowledged before the batch's offsets commit.
 
@@ -20,6 +21,7 @@ them ``pending``, sends them again and counts each as a possible duplicate.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -29,12 +31,14 @@ from typing import Protocol
 import msgspec
 
 from processors.campaign_book import CAMPAIGN_PAUSED
+from processors.caught_up import EVENTS_BEHIND, Rebalancing
 from processors.delivery import (
     WITHDRAWN_REASON,
     DeliveryResult,
     RetryPolicy,
     SentState,
     decide,
+    sent_event,
     sent_log_state,
     sent_log_value,
     skipped,
@@ -49,7 +53,7 @@ from processors.store import PartitionStore
 from processors.suppression import decode_entry, suppression_reasons
 from processors.transaction import Transaction
 from schemas.codec import DecodeError, decode_send_request, encode
-from schemas.events import AnyEvent, SendRequest, utcnow
+from schemas.events import AnyEvent, SendRequest, Sent, utcnow
 from schemas.keys import recipient_key
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -62,10 +66,20 @@ MAX_RATE_WAIT_SECONDS = 1.0
 GATE_YIELD_EVERY = 128
 
 
+class EventsGate(Protocol):
+    """Whether a partition's acknowledged events are applied (:class:`processors.caught_up.CaughtUp`)."""
+
+    def fresh(self, partition: int) -> bool: ...
+
+    async def wait(self, partition: int) -> None: ...
+
+
 class Handoff(Protocol):
     """The delivery process as the sender sees it (:class:`processors.courier.Courier`)."""
 
-    async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> DeliveryResult: ...
+    async def deliver(
+        self, request: SendRequest, still_barred: Callable[[], list[str]], partition: int = -1
+    ) -> DeliveryResult: ...
 
 
 def domain_limits(settings: Settings) -> DomainLimits:
@@ -82,12 +96,13 @@ class Sender:
         sent_log: PartitionStore[MessageId],
         courier: Handoff,
         campaigns: CampaignGate,
+        events: EventsGate,
         settings: Settings,
         metrics: WorkerMetrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._output, self._suppression, self._sent_log = output, suppression, sent_log
-        self._campaigns = campaigns
+        self._campaigns, self._events = campaigns, events
         self._courier, self._metrics, self._clock = courier, metrics, clock
         self._topics = Topics.for_prefix(settings.topic_prefix)
         self._retry_policy = RetryPolicy(
@@ -132,6 +147,11 @@ class Sender:
         entry = decode_entry(tx.read(self._suppression, address(request.recipient), partition))
         return suppression_reasons(entry, request.list_id)
 
+    def _handoff_barred(self, tx: Transaction, request: SendRequest, partition: int) -> list[str]:
+        if not self._events.fresh(partition):
+            return [EVENTS_BEHIND]
+        return self.barred(tx, request, partition)
+
     async def _gate(self, batch: list[tuple[SendRequest, int]], outgoing: list[tuple[SendRequest, int]]) -> None:
         """The requests of ``batch`` that may be mailed, into ``outgoing``, their pending marks acknowledged."""
         tx = self._output.transaction()
@@ -140,9 +160,16 @@ class Sender:
             if index % GATE_YIELD_EVERY == GATE_YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # the batch before this one is still handing messages over
             key = message(request.message_id)
-            state = sent_log_state(tx.read(self._sent_log, key, partition))
-            if state is SentState.SENT or request.message_id in self._sending:
+            entry = tx.read(self._sent_log, key, partition)
+            state = sent_log_state(entry)
+            if request.message_id in self._sending:  # the batch in hand records its outcome
                 self._metrics.sends.labels("duplicate").inc()
+                continue
+            if state is SentState.SENT:
+                self._metrics.sends.labels("duplicate").inc()
+                sent = sent_event(entry)
+                if sent is not None:  # its event may not have reached Kafka before a crash
+                    self._publish(tx, sent)
                 continue
             reasons = self.barred(tx, request, partition)
             if reasons == [CAMPAIGN_PAUSED]:
@@ -174,9 +201,21 @@ class Sender:
             wait = self._pacer.reserve(recipient_domain(request.recipient), self._clock())
             if wait > 0:
                 await asyncio.sleep(wait)  # the domain's rate limit
-            # Checked again right before the hand-off: an unsubscribe that arrived while the batch
-            # waited still stops this message.
-            result = await self._courier.deliver(request, lambda: self.barred(tx, request, partition))
+            while True:
+                try:
+                    await self._events.wait(partition)
+                except Rebalancing:
+                    self._requeue(tx, request, partition)
+                    return
+                # Checked again right before the hand-off: an unsubscribe that arrived while the batch
+                # waited still stops this message. The delivery process may have had no room until the
+                # partition fell behind again, or give it back (its recipient suppressed, its partition
+                # behind): then the message waits once more.
+                barred = functools.partial(self._handoff_barred, tx, request, partition)
+                result = await self._courier.deliver(request, barred, partition)
+                if result.outcome != [EVENTS_BEHIND]:
+                    break
+                self._metrics.handoff_waits.inc()
             self._record(tx, request, partition, result)
 
         # One failure cancels the rest; the batch is read again from its offsets.
@@ -204,7 +243,8 @@ class Sender:
                 "message %s: connection lost after its content was sent; it may arrive twice", request.message_id
             )
         if decision.delivered:
-            tx.write(self._sent_log, key, sent_log_value(SentState.SENT, answered_at), partition)
+            sent = next(e for e in decision.events if isinstance(e, Sent))
+            tx.write(self._sent_log, key, sent_log_value(SentState.SENT, sent), partition)
             self._metrics.sends.labels("sent").inc()
         else:
             # Not mailed: a retry of it is no duplicate.
@@ -214,6 +254,14 @@ class Sender:
             self._publish(tx, event)
         if decision.retry is not None:
             self._retry(tx, decision.retry)
+
+    def _requeue(self, tx: Transaction, request: SendRequest, partition: int) -> None:
+        """Never handed over, and its partition is moving: it goes back through the retry topic to whoever
+        gets the partition, as not mailed. Failing the batch instead would leave the messages of it that
+        did go out ``pending``, and the next owner would mail them again."""
+        self._metrics.sends.labels("requeued").inc()
+        tx.write(self._sent_log, message(request.message_id), sent_log_value(SentState.NEVER), partition)
+        self._retry(tx, request)
 
     def _publish(self, tx: Transaction, event: AnyEvent) -> None:
         tx.produce(self._topics.events, key=recipient_key(event.recipient, event.campaign_id), value=encode(event))

@@ -16,8 +16,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailpulse.smtp_sink import MaildirHandler
-from processors.courier import QUIT_SECONDS, Courier, CourierError
+from processors.caught_up import EVENTS_BEHIND
+from processors.courier import Courier, CourierError
 from processors.delivery import DeliveryResult, SmtpOutcome
+from processors.delivery_process import QUIT_SECONDS
 from schemas.events import SendRequest, message_id_for, utcnow
 from schemas.settings import Settings
 from tests.support.ports import free_port
@@ -111,6 +113,41 @@ def test_a_request_barred_at_hand_off_is_neither_rendered_nor_sent(relay: tuple[
     barred, broken = asyncio.run(run())
     assert barred.outcome == ["unsubscribed:news"]
     assert broken.outcome == ["unrenderable: line break in the Subject header"]
+    assert stored(maildir) == []
+
+
+def test_queued_mail_to_a_recipient_just_suppressed_or_of_a_partition_behind_is_given_back(
+    relay: tuple[Settings, Path],
+) -> None:
+    """Every sender is busy with a slow relay; what waits behind them is given back when its recipient's
+    suppression changes or its partition's events fall behind, and goes out otherwise."""
+    settings, maildir = relay
+
+    async def run() -> tuple[list[DeliveryResult], bool]:
+        courier = Courier(settings)
+        try:
+            await courier.start()
+            busy = [asyncio.create_task(courier.deliver(request(f"slow@{n}.example"), nothing_bars)) for n in range(4)]
+            await asyncio.sleep(0.5)
+            queued = {
+                who: asyncio.create_task(courier.deliver(request(f"{who}@example.org"), nothing_bars, partition))
+                for who, partition in (("unsubscribed", 3), ("behind", 4), ("waiting", 5))
+            }
+            await asyncio.sleep(0.3)
+            courier.recheck(recipient="Unsubscribed@Example.org")
+            courier.recheck(partition=4)
+            given_back = await asyncio.wait_for(asyncio.gather(queued["unsubscribed"], queued["behind"]), 10)
+            await asyncio.sleep(0.3)
+            still_waiting = not queued["waiting"].done()
+            for task in [*busy, queued["waiting"]]:
+                task.cancel()
+            return list(given_back), still_waiting
+        finally:
+            await courier.close(timeout=1)
+
+    given_back, still_waiting = asyncio.run(run())
+    assert [r.outcome for r in given_back] == [[EVENTS_BEHIND], [EVENTS_BEHIND]]
+    assert still_waiting
     assert stored(maildir) == []
 
 

@@ -71,6 +71,15 @@ class MemoryProducer:
             self._deliver(topic, partition, key, value, report)
         return len(taken)
 
+    def release_topic(self, topic: str) -> int:
+        """Deliver the queued records of ``topic`` only (its partitions' leaders answer, the others' do not)."""
+        with self._ready:
+            taken = [q for q in self._queued if q[0] == topic]
+            self._queued = [q for q in self._queued if q[0] != topic]
+        for queued_topic, partition, key, value, report in taken:
+            self._deliver(queued_topic, partition, key, value, report)
+        return len(taken)
+
     def lose(self) -> int:
         """Drop every queued record, as the broker never got them (their producer was killed); how many."""
         with self._ready:

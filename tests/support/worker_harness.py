@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from processors.campaign_book import CampaignBook
+from processors.caught_up import Rebalancing
 from processors.event_tracking import EventTracker
 from processors.faust_store import CAMPAIGN_TOTALS, ENGAGEMENT, SENT_LOG, SUPPRESSION, WorkerTables, changelog_topic
 from processors.feed import FeedMessage, FeedRecord
@@ -46,6 +47,35 @@ class FeedCalls:
 
     def rest(self, partition: int, offset: int, seconds: float) -> None:
         self.rests.append((partition, offset, seconds))
+
+
+class EventsApplied:
+    """The events gate of a worker whose events are applied (``behind``: these partitions are not yet)."""
+
+    def __init__(self, behind: set[int] | None = None) -> None:
+        self.behind = behind or set()
+        self.waits = 0
+        self.rebalancing = False
+        self._caught_up = asyncio.Event()
+
+    def fresh(self, partition: int) -> bool:
+        return partition not in self.behind
+
+    async def wait(self, partition: int) -> None:
+        if partition in self.behind:
+            self.waits += 1
+            await self._caught_up.wait()
+            if self.rebalancing:
+                raise Rebalancing(f"partition {partition} moves")
+
+    def catch_up(self) -> None:
+        self.behind.clear()
+        self._caught_up.set()
+
+    def rebalance(self) -> None:
+        """The partitions move while hand-offs wait: they give up."""
+        self.rebalancing = True
+        self._caught_up.set()
 
 
 class BookGate:

@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from processors.delivery import DeliveryResult, SentState, SmtpOutcome, sent_log_state
+from processors.delivery import DeliveryResult, SentState, SmtpOutcome, outcome_event_id, sent_log_state
+from processors.faust_store import SENT_LOG, changelog_topic
 from processors.feed import FeedMessage, FeedRecord
 from processors.sender import Sender
 from processors.state_keys import address, message
@@ -16,7 +17,7 @@ from schemas.bounce_reasons import SmtpStage
 from schemas.codec import decode_event, decode_send_request, encode
 from schemas.events import SendRequest, message_id_for
 from schemas.settings import Settings
-from tests.support.worker_harness import BookGate, FeedCalls, Harness
+from tests.support.worker_harness import BookGate, EventsApplied, FeedCalls, Harness
 
 AT = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
@@ -30,7 +31,9 @@ class Relay:
         self.barred: list[str] = []
         self._on_handoff = on_handoff or (lambda: None)
 
-    async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> DeliveryResult:
+    async def deliver(
+        self, request: SendRequest, still_barred: Callable[[], list[str]], partition: int = -1
+    ) -> DeliveryResult:
         self._on_handoff()
         reasons = still_barred()
         if reasons:
@@ -61,11 +64,24 @@ def records(requests: list[SendRequest], partition: int = 0, first: int = 0) -> 
     return [FeedRecord(FeedMessage(topic, partition, first + i), encode(r)) for i, r in enumerate(requests)]
 
 
-def sender(harness: Harness, relay: Relay, settings: Settings | None = None, gate: BookGate | None = None) -> Sender:
+def sender(
+    harness: Harness,
+    relay: Relay,
+    settings: Settings | None = None,
+    gate: BookGate | None = None,
+    events: EventsApplied | None = None,
+) -> Sender:
     t = harness.tables
     campaigns = gate or BookGate()
     return Sender(
-        harness.output, t.suppression, t.sent_log, relay, campaigns, settings or harness.settings, harness.metrics
+        harness.output,
+        t.suppression,
+        t.sent_log,
+        relay,
+        campaigns,
+        events or EventsApplied(),
+        settings or harness.settings,
+        harness.metrics,
     )
 
 
@@ -127,6 +143,57 @@ def test_an_unsubscribe_applied_while_its_batch_waits_stops_the_message_at_the_h
     harness.output.close()
 
 
+def test_a_partition_whose_events_are_behind_hands_nothing_off_until_they_are_applied() -> None:
+    """A worker that took partition 1 over reads its events' tail: the unsubscribe in it stops the mail."""
+    harness = Harness()
+    events = EventsApplied(behind={1})
+    relay = Relay()
+
+    async def run() -> None:
+        batch = records([request("a@example.org")]) + records([request("b@example.org")], partition=1)
+        handling = asyncio.create_task(sender(harness, relay, events=events).handle(FeedCalls(), batch))
+        for _ in range(200):
+            if relay.mailed:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert relay.mailed == ["a@example.org"] and events.waits == 1  # partition 0 is not held up
+        entry = encode_entry(SuppressionEntry(reasons=(Reason.UNSUBSCRIBED,))).decode()
+        harness.output.write(harness.tables.suppression, address("b@example.org"), entry, 1)
+        events.catch_up()
+        await handling
+
+    asyncio.run(run())
+    assert relay.mailed == ["a@example.org"] and relay.barred == ["b@example.org"]
+    assert ("send.skipped", "b@example.org") in kinds(harness)
+    harness.output.close()
+
+
+def test_a_hand_off_waiting_when_its_partition_moves_is_requeued_as_not_mailed() -> None:
+    """The rebalance waits for the batch; the waiting message goes back through the retry topic, the rest
+    of the batch is mailed and recorded (failing the whole batch would leave those pending, mailed twice)."""
+    harness = Harness()
+    events = EventsApplied(behind={1})
+    relay = Relay()
+
+    async def run() -> dict[int, int]:
+        batch = records([request("a@example.org")]) + records([request("b@example.org")], partition=1)
+        handling = asyncio.create_task(sender(harness, relay, events=events).handle(FeedCalls(), batch))
+        while not relay.mailed:
+            await asyncio.sleep(0.01)
+        events.rebalance()
+        return await asyncio.wait_for(handling, 5)
+
+    assert asyncio.run(run()) == {0: 1, 1: 1}
+    assert relay.mailed == ["a@example.org"] and kinds(harness) == [("sent", "a@example.org")]
+    retried = [decode_send_request(v) for v in harness.producer.values(harness.names.retry)]
+    assert [(r.recipient, r.attempt) for r in retried] == [("b@example.org", 1)]
+    b = message(request("b@example.org").message_id)
+    assert sent_log_state(harness.tables.sent_log.get(b, 1)) is SentState.NEVER
+    assert harness.metrics.value("mailpulse_worker_sends_total", outcome="requeued") == 1
+    harness.output.close()
+
+
 def test_requests_met_again_are_duplicates_and_a_pending_one_is_sent_again_and_counted() -> None:
     worker = Harness()
     relay = Relay()
@@ -158,7 +225,9 @@ def test_a_sender_killed_mid_batch_mails_twice_only_what_had_no_acknowledged_sen
     class Dying(Relay):
         """Answers 30 messages; the sent marks of the last 5 never reach Kafka, and the worker is killed."""
 
-        async def deliver(self, request: SendRequest, still_barred: Callable[[], list[str]]) -> DeliveryResult:
+        async def deliver(
+            self, request: SendRequest, still_barred: Callable[[], list[str]], partition: int = -1
+        ) -> DeliveryResult:
             if len(mailed) == 25:
                 worker.producer.release()  # the first 25 answers' marks acknowledged ...
                 worker.producer.hold = True  # ... and from here nothing the worker produces reaches the broker
@@ -194,6 +263,7 @@ def test_a_domain_over_its_rate_goes_through_the_retry_topic_instead_of_holding_
         harness.tables.sent_log,
         relay,
         BookGate(),
+        EventsApplied(),
         settings,
         harness.metrics,
         clock=lambda: now[0],
@@ -217,3 +287,37 @@ def test_an_undecodable_request_is_counted_and_skipped() -> None:
     assert relay.mailed == ["a@example.org"]
     assert harness.metrics.value("mailpulse_worker_undecodable_total", topic="outbox") == 1
     harness.output.close()
+
+
+def test_a_sent_mark_acknowledged_without_its_event_publishes_the_event_on_redelivery() -> None:
+    """A worker killed while the events' leader was down: its sent marks reached Kafka, its ``sent`` events
+    did not. The redelivery mails nobody again and publishes each kept event, under the id it had."""
+    worker = Harness()
+    batch = [request(f"m{i}@example.org") for i in range(6)]
+
+    def outage() -> None:  # from the first hand-off on (the pending marks are acknowledged by then)
+        worker.producer.hold = True
+
+    relay = Relay(on_handoff=outage)
+
+    async def killed_after_the_marks() -> None:
+        sending = asyncio.create_task(sender(worker, relay).handle(FeedCalls(), records(batch)))
+        while len(relay.mailed) < len(batch):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # outcomes recorded, waiting for their acknowledgements
+        sent_log = changelog_topic(worker.settings, SENT_LOG)
+        assert worker.producer.release_topic(sent_log) == len(batch)
+        sending.cancel()  # SIGKILL: the events never reach the broker
+
+    asyncio.run(asyncio.wait_for(killed_after_the_marks(), 10))
+    assert worker.producer.lose() == len(batch) and kinds(worker) == []
+    worker.producer.hold = False
+    restarted = worker.restarted()
+    again = Relay()
+    asyncio.run(sender(restarted, again).handle(FeedCalls(), records(batch)))
+    assert again.mailed == []
+    published = [decode_event(v) for v in restarted.producer.values(restarted.names.events)]
+    assert sorted((e.kind, e.recipient) for e in published) == sorted(("sent", r.recipient) for r in batch)
+    assert {e.event_id for e in published} == {outcome_event_id("sent", r.message_id, 1) for r in batch}
+    assert restarted.metrics.value("mailpulse_worker_sends_total", outcome="duplicate") == len(batch)
+    restarted.output.close()

@@ -1,0 +1,219 @@
+"""Whether the events feed has applied, per partition, everything the edges had acknowledged a moment ago.
+
+An unsubscribe acknowledged by an edge is in the events topic below its partition's high watermark
+(``acks=all``: the leader answers once the record is in sync). The sender hands a message off only while its
+partition is *caught up*: the events applied up to a high watermark read less than :data:`CAUGHT_UP_SECONDS`
+ago. The suppression check right before that hand-off then sees every unsubscribe acknowledged before the
+watermark was read, and the mail leaves within a second of any later one.
+
+Without it the sender went on mailing whenever the events feed fell behind while the outbox did not: a
+worker that had just taken partitions over (it resumes the events from its tables' marks and reads their
+tail while the outbox's first batch is already gated), or an events leader paused while the outbox's leader
+answered. ``make chaos`` saw mails 1.3 to 2 s after an acknowledged unsubscribe both ways. Now the sends of
+that partition wait instead: for the tail to be read, or for a new leader.
+
+The high watermarks come from a probe of the partition's leader (a ListOffsets request per partition, every
+:data:`PROBE_SECONDS`), not from the feed's fetch responses, whose age is unknown: a fetch stuck on a
+paused broker would leave the last answer looking current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from typing import Any, NamedTuple, Protocol
+
+from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+log = logging.getLogger(__name__)
+
+# The reason a hand-off is put back: its partition's events are not known to be applied yet. It waits.
+EVENTS_BEHIND = "events not caught up"
+# How old the watermark a partition was caught up to may be. With the delivery process's window (some
+# 130 ms of sending) a mail leaves well within a second of an unsubscribe acknowledged after it.
+CAUGHT_UP_SECONDS = 0.5
+PROBE_SECONDS = 0.1
+# A probe not answered by then is dropped (a paused or dead leader); the next one asks again.
+PROBE_TIMEOUT_SECONDS = 2.0
+# Probes kept per partition until the events feed applies past their watermark.
+KEPT_PROBES = 32
+
+
+class Rebalancing(RuntimeError):
+    """The partitions are moving: a hand-off waiting for its events gives up; its batch is read again."""
+
+
+class Probe(NamedTuple):
+    asked_at: float  # the clock when the question went out: the answer is at least as new
+    low: int
+    high: int
+
+
+class Watermarks(Protocol):
+    """Asks a partition's leader for its log's first and next offsets (:class:`KafkaWatermarks`)."""
+
+    def ask(self, partition: int, timeout: float) -> Future[tuple[int, int]]: ...
+
+    def close(self) -> None: ...
+
+
+class CaughtUp:
+    """Told by the events feed (:meth:`assigned`, :meth:`applied`), asked by the sender (:meth:`fresh`,
+    :meth:`wait`)."""
+
+    def __init__(
+        self,
+        watermarks: Watermarks,
+        clock: Callable[[], float] = time.monotonic,
+        on_behind: Callable[[int], None] | None = None,
+        rebalancing: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """``on_behind(partition)`` is called when a caught-up partition falls behind: what was handed over
+        from it and has not gone out yet is to be checked again (:meth:`processors.courier.Courier.recheck`).
+        While ``rebalancing()``, :meth:`wait` gives up (:class:`Rebalancing`)."""
+        self._watermarks, self._clock, self._rebalancing = watermarks, clock, rebalancing
+        self._on_behind = on_behind or (lambda partition: None)
+        self._were_fresh: set[int] = set()
+        # Next offset applied per partition; None: read from the beginning and nothing applied yet.
+        self._applied: dict[int, int | None] = {}
+        self._probes: dict[int, collections.deque[Probe]] = {}
+        self._caught_up_at: dict[int, float] = {}
+        self._asking: set[int] = set()
+        self._changed = asyncio.Event()
+
+    # The events feed's side.
+    def assigned(self, starts: dict[int, int | None]) -> None:
+        """The feed reads these partitions now, each from this offset (None: the beginning)."""
+        self._applied = dict(starts)
+        for table in (self._probes, self._caught_up_at):
+            for partition in [p for p in table if p not in starts]:
+                del table[partition]
+
+    def applied(self, done: dict[int, int]) -> None:
+        """A batch was applied: per partition, the next offset to apply."""
+        for partition, offset in done.items():
+            if partition in self._applied:
+                self._applied[partition] = offset
+                self._settle(partition)
+
+    # The sender's side.
+    def fresh(self, partition: int) -> bool:
+        at = self._caught_up_at.get(partition)
+        return at is not None and self._clock() - at <= CAUGHT_UP_SECONDS
+
+    async def wait(self, partition: int) -> None:
+        """Until ``partition`` is caught up. A rebalance waits for the sender's batches in hand, and the events
+        feed may be revoked first, so a hand-off waiting here would hold the rebalance forever: it gives up
+        instead (the sender requeues its message for whoever gets the partition)."""
+        while not self.fresh(partition):
+            if self._rebalancing():
+                raise Rebalancing(f"a rebalance began while partition {partition}'s hand-offs waited")
+            changed = self._changed
+            if changed.is_set():
+                self._changed = changed = asyncio.Event()
+            # The probe's answers and the feed's batches set it; the timeout notices a partition given up.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), PROBE_SECONDS)
+
+    # The probe.
+    async def run(self) -> None:
+        try:
+            while True:
+                self.probe()
+                self.notice_behind()
+                await asyncio.sleep(PROBE_SECONDS)
+        finally:
+            self._watermarks.close()
+
+    def notice_behind(self) -> None:
+        fresh = {partition for partition in self._applied if self.fresh(partition)}
+        for partition in sorted(self._were_fresh - fresh):
+            if partition in self._applied:
+                self._on_behind(partition)
+        self._were_fresh = fresh
+
+    def probe(self) -> None:
+        """Ask each partition's leader for its watermarks, unless a question to it is still unanswered."""
+        loop = asyncio.get_running_loop()
+        for partition in sorted(set(self._applied) - self._asking):
+            asked_at = self._clock()
+            try:
+                answer = self._watermarks.ask(partition, PROBE_TIMEOUT_SECONDS)
+            except Exception as exc:  # the client refused the call itself; asked again next time
+                log.warning("events partition %d: watermark probe failed: %s", partition, exc)
+                continue
+            self._asking.add(partition)
+
+            answer.add_done_callback(functools.partial(self._came, loop, partition, asked_at))
+
+    def _came(self, loop: asyncio.AbstractEventLoop, partition: int, asked_at: float, answer: Future[Any]) -> None:
+        loop.call_soon_threadsafe(self._answered, partition, asked_at, answer)
+
+    def _answered(self, partition: int, asked_at: float, answer: Future[tuple[int, int]]) -> None:
+        self._asking.discard(partition)
+        try:
+            low, high = answer.result()
+        except Exception as exc:  # a leader down or moving: this partition's sends wait for the next answer
+            log.debug("events partition %d: no watermarks: %s", partition, exc)
+            return
+        if partition not in self._applied:
+            return
+        probes = self._probes.setdefault(partition, collections.deque(maxlen=KEPT_PROBES))
+        probes.append(Probe(asked_at, low, high))
+        self._settle(partition)
+
+    def _settle(self, partition: int) -> None:
+        """Take the newest probe whose watermark the applied offset has reached."""
+        probes = self._probes.get(partition)
+        if not probes:
+            return
+        applied = self._applied.get(partition)
+        reached = [p for p in probes if (p.high <= p.low if applied is None else applied >= p.high)]
+        if not reached:
+            return
+        newest = max(p.asked_at for p in reached)
+        self._probes[partition] = collections.deque((p for p in probes if p.asked_at > newest), maxlen=KEPT_PROBES)
+        if newest > self._caught_up_at.get(partition, float("-inf")):
+            self._caught_up_at[partition] = newest
+            self._changed.set()
+
+
+class KafkaWatermarks:
+    """The events topic's watermarks from each partition's leader, one ListOffsets request a partition (one
+    paused leader delays only its own partitions' answers)."""
+
+    def __init__(self, topic: str, bootstrap_servers: str) -> None:
+        self._topic = topic
+        self._admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+
+    def ask(self, partition: int, timeout: float) -> Future[tuple[int, int]]:
+        tp = TopicPartition(self._topic, partition)
+        latest = self._admin.list_offsets(
+            {tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout
+        )
+        # The first offset matters only to a partition read from its beginning with nothing applied yet.
+        earliest = self._admin.list_offsets({tp: OffsetSpec.earliest()}, request_timeout=timeout)
+        both: Future[tuple[int, int]] = Future()
+
+        def done(_: Future[object]) -> None:
+            if not (latest[tp].done() and earliest[tp].done()) or both.done():
+                return
+            with contextlib.suppress(InvalidStateError):  # both answers came at once
+                try:
+                    both.set_result((earliest[tp].result().offset, latest[tp].result().offset))
+                except Exception as exc:
+                    both.set_exception(exc)
+
+        latest[tp].add_done_callback(done)
+        earliest[tp].add_done_callback(done)
+        return both
+
+    def close(self) -> None:
+        pass  # the admin client has no close; it goes with the worker
