@@ -118,6 +118,15 @@ def _state(pid: int | None, ready: Callable[[], bool]) -> str:
     return "up" if ready() else "starting"
 
 
+def _ready_within(ready: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 class Stack:
     def __init__(
         self, settings: Settings, say: Say = lambda line: None, environ: Mapping[str, str] | None = None
@@ -178,7 +187,15 @@ class Stack:
         self.say(f"[2/{total}] topics: {', '.join(ensure_topics(self.settings)) or 'all present'}")
         for number, service in enumerate(steps, start=3):
             t0 = time.monotonic()
-            if self.pid(service.name) and service.ready():
+            running = self.pid(service.name)
+            if running:
+                # Running but perhaps not ready yet (a worker recovering its tables after a rebalance): waited
+                # for, never mistaken for a stranger on its port.
+                if not _ready_within(service.ready, timeout):
+                    raise StackError(
+                        f"{service.name} (pid {running}) runs but is not ready after {timeout:.0f}s; "
+                        f"see {self.log_dir}/{service.name}.log"
+                    )
                 self.say(f"[{number}/{total}] {service.name}: already running")
                 continue
             if port_open(service.port):
