@@ -10,7 +10,8 @@ evaluated, no error can carry data back) and :func:`check_ast` walks that tree:
   or a table of the session's database, which holds only this project's tables);
 - table functions only from a short list that generates rows (``numbers``, ``zeros``, ...);
 - no function that reads files, dictionaries, other tables by name, settings or server identity;
-- no ``SETTINGS`` or ``FORMAT`` clause (the limits and the output format are the API's).
+- no ``SETTINGS``, ``FORMAT`` or ``INTO OUTFILE`` clause (the limits, the output format and where the
+  result goes are the API's: embedded, ``INTO OUTFILE`` wrote a file on the host under ``readonly=1``).
 
 The limits themselves (time, rows, memory, threads) are set on the analysts' own session before
 ``readonly=1`` locks it; see :class:`sinks.store.EventStore`.
@@ -153,6 +154,11 @@ def check_ast(ast: str, database: str) -> None:
         nodes = nodes[1:]
         if not nodes or nodes[0].kind not in _ROOTS:
             raise RefusedStatement("EXPLAIN only of a SELECT")
+        # EXPLAIN's own clauses sit beside its query: INTO OUTFILE, FORMAT, SETTINGS.
+        for clause in (n for n in nodes[1:] if n.depth == nodes[0].depth):
+            if clause.kind == "Literal":
+                raise RefusedStatement("INTO OUTFILE is not allowed: results come back through the API")
+            raise RefusedStatement(f"EXPLAIN takes no {clause.kind} clause here")
     elif root.kind == "ShowTables":
         if len(nodes) > 1:
             raise RefusedStatement("SHOW TABLES lists this project's tables only (no FROM)")
@@ -172,8 +178,14 @@ def check_ast(ast: str, database: str) -> None:
                 for operand in _in_operands(nodes, index)[1:2]:
                     if operand.kind == "Identifier":
                         _check_table(operand.name, database)
-        elif node.kind == "Identifier" and node.depth == top.depth + 1 and top.kind == "SelectWithUnionQuery":
-            raise RefusedStatement("FORMAT is chosen by the API; leave it out")
+        elif node.depth == top.depth + 1 and top.kind == "SelectWithUnionQuery" and node.kind != "ExpressionList":
+            # The query's own clauses: INTO OUTFILE (a Literal: embedded, the server writes it on the host)
+            # and FORMAT (an Identifier). Only the statement itself (its ExpressionList) is kept.
+            if node.kind == "Literal":
+                raise RefusedStatement("INTO OUTFILE is not allowed: results come back through the API")
+            if node.kind == "Identifier":
+                raise RefusedStatement("FORMAT is chosen by the API; leave it out")
+            raise RefusedStatement(f"{node.kind} clause is not allowed")
     if top.kind == "ExistsTableQuery":
         # EXISTS db.t has two identifiers, the database first.
         names = [n.name for n in nodes if n.kind == "Identifier" and n.depth == top.depth + 1]

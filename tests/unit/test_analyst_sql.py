@@ -68,6 +68,13 @@ REFUSED = [
     ("SELECT joinGet('j', 'v', 1)", "function joinGet"),
     ("SELECT hasColumnInTable('system', 'users', 'name')", "function hasColumnInTable"),
     ("SELECT count() FROM events FORMAT JSON", "FORMAT"),
+    # Written by the embedded server on the host (a 2 MB /tmp/x from the hostile corpus).
+    ("SELECT * FROM events INTO OUTFILE '/tmp/x'", "INTO OUTFILE"),
+    ("SELECT 1 INTO OUTFILE '/tmp/x' APPEND", "INTO OUTFILE"),
+    ("SELECT 1 INTO OUTFILE '/tmp/x.gz' TRUNCATE COMPRESSION 'gzip' FORMAT CSV", "INTO OUTFILE"),
+    ("SELECT 1 INTO OUTFILE '/tmp/x' AND STDOUT", "INTO OUTFILE"),
+    ("SELECT * FROM (SELECT 1) INTO OUTFILE '/tmp/x'", "INTO OUTFILE"),
+    ("EXPLAIN SELECT 1 INTO OUTFILE '/tmp/x'", "INTO OUTFILE"),
     ("SHOW DATABASES", "only SELECT"),
     ("SHOW SETTINGS LIKE '%'", "only SELECT"),
     ("SHOW TABLES FROM system", "only SELECT"),
