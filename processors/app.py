@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> faust.App:
     control = ControlFeed(names.campaigns, settings.bootstrap_servers, book, metrics)
     host.task(control.run)
     caught_up = CaughtUp(
-        KafkaWatermarks(names.events, settings.bootstrap_servers),
+        KafkaWatermarks(names.events, settings.bootstrap_servers, settings.topic_partitions),
         on_behind=lambda p: courier.recheck(partition=p),
         rebalancing=host.settling,
     )

@@ -26,11 +26,10 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol
 
-from confluent_kafka import IsolationLevel, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import Consumer, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +41,8 @@ CAUGHT_UP_SECONDS = 0.5
 PROBE_SECONDS = 0.1
 # A probe not answered by then is dropped (a paused or dead leader); the next one asks again.
 PROBE_TIMEOUT_SECONDS = 2.0
+# A partition behind this long is logged (again every as long).
+BEHIND_TOLD_SECONDS = 5.0
 # Probes kept per partition until the events feed applies past their watermark.
 KEPT_PROBES = 32
 
@@ -60,6 +61,9 @@ class Watermarks(Protocol):
     """Asks a partition's leader for its log's first and next offsets (:class:`KafkaWatermarks`)."""
 
     def ask(self, partition: int, timeout: float) -> Future[tuple[int, int]]: ...
+
+    def refresh(self) -> None:
+        """Learn the partitions' leaders again (blocking): an answer failed, the leader may have moved."""
 
     def close(self) -> None: ...
 
@@ -86,6 +90,8 @@ class CaughtUp:
         self._probes: dict[int, collections.deque[Probe]] = {}
         self._caught_up_at: dict[int, float] = {}
         self._asking: set[int] = set()
+        self._refreshing = False
+        self._told: dict[int, float] = {}
         self._changed = asyncio.Event()
 
     # The events feed's side.
@@ -138,6 +144,25 @@ class CaughtUp:
             if partition in self._applied:
                 self._on_behind(partition)
         self._were_fresh = fresh
+        now = self._clock()
+        for partition in sorted(set(self._applied) - fresh):
+            since = self._caught_up_at.get(partition)
+            quiet = self._told.get(partition, float("-inf"))
+            if (since is None or now - since > BEHIND_TOLD_SECONDS) and now - quiet > BEHIND_TOLD_SECONDS:
+                self._told[partition] = now
+                probes = self._probes.get(partition)
+                newest = (
+                    f"watermark {probes[-1].high} read {now - probes[-1].asked_at:.1f} s ago"
+                    if probes
+                    else "no watermark answered"
+                )
+                log.warning(
+                    "events partition %d not caught up (%s): its sends wait; applied to %s, %s",
+                    partition,
+                    "never" if since is None else f"for {now - since:.1f} s",
+                    self._applied.get(partition),
+                    newest,
+                )
 
     def probe(self) -> None:
         """Ask each partition's leader for its watermarks, unless a question to it is still unanswered."""
@@ -162,12 +187,21 @@ class CaughtUp:
             low, high = answer.result()
         except Exception as exc:  # a leader down or moving: this partition's sends wait for the next answer
             log.debug("events partition %d: no watermarks: %s", partition, exc)
+            if not self._refreshing:
+                self._refreshing = True
+                refreshed = asyncio.get_running_loop().run_in_executor(None, self._watermarks.refresh)
+                refreshed.add_done_callback(self._refreshed)
             return
         if partition not in self._applied:
             return
         probes = self._probes.setdefault(partition, collections.deque(maxlen=KEPT_PROBES))
         probes.append(Probe(asked_at, low, high))
         self._settle(partition)
+
+    def _refreshed(self, done: asyncio.Future[None]) -> None:
+        self._refreshing = False
+        if not done.cancelled() and done.exception() is not None:
+            log.debug("events leaders not refreshed: %s", done.exception())
 
     def _settle(self, partition: int) -> None:
         """Take the newest probe whose watermark the applied offset has reached."""
@@ -186,34 +220,37 @@ class CaughtUp:
 
 
 class KafkaWatermarks:
-    """The events topic's watermarks from each partition's leader, one ListOffsets request a partition (one
-    paused leader delays only its own partitions' answers)."""
+    """The events topic's watermarks from each partition's leader, through a consumer of its own that never
+    joins a group: its questions follow a moved leader as any consumer's fetches do. One thread a partition,
+    so a paused leader delays only its own partitions' answers."""
 
-    def __init__(self, topic: str, bootstrap_servers: str) -> None:
+    def __init__(self, topic: str, bootstrap_servers: str, partitions: int) -> None:
         self._topic = topic
-        self._admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": f"{topic}-watermarks",
+                "enable.auto.commit": False,
+                # Leaders learned again every second, and at once after a failed answer (refresh).
+                "topic.metadata.refresh.interval.ms": 1000,
+            }
+        )
+        self._pool = ThreadPoolExecutor(max_workers=max(1, partitions), thread_name_prefix="watermarks")
 
     def ask(self, partition: int, timeout: float) -> Future[tuple[int, int]]:
-        tp = TopicPartition(self._topic, partition)
-        latest = self._admin.list_offsets(
-            {tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout
+        return self._pool.submit(self._ask, partition, timeout)
+
+    def _ask(self, partition: int, timeout: float) -> tuple[int, int]:
+        low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, partition), timeout=timeout, cached=False
         )
-        # The first offset matters only to a partition read from its beginning with nothing applied yet.
-        earliest = self._admin.list_offsets({tp: OffsetSpec.earliest()}, request_timeout=timeout)
-        both: Future[tuple[int, int]] = Future()
+        if low < 0 or high < 0:  # no answer from a leader: never taken for an empty partition
+            raise LookupError(f"no watermarks for partition {partition} ({low}, {high})")
+        return low, high
 
-        def done(_: Future[object]) -> None:
-            if not (latest[tp].done() and earliest[tp].done()) or both.done():
-                return
-            with contextlib.suppress(InvalidStateError):  # both answers came at once
-                try:
-                    both.set_result((earliest[tp].result().offset, latest[tp].result().offset))
-                except Exception as exc:
-                    both.set_exception(exc)
-
-        latest[tp].add_done_callback(done)
-        earliest[tp].add_done_callback(done)
-        return both
+    def refresh(self) -> None:
+        self._consumer.list_topics(self._topic, timeout=PROBE_TIMEOUT_SECONDS)
 
     def close(self) -> None:
-        pass  # the admin client has no close; it goes with the worker
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._consumer.close()

@@ -15,6 +15,7 @@ class Leaders:
 
     def __init__(self) -> None:
         self.asked: dict[int, list[Future[tuple[int, int]]]] = {}
+        self.refreshed = 0
 
     def ask(self, partition: int, timeout: float) -> Future[tuple[int, int]]:
         future: Future[tuple[int, int]] = Future()
@@ -26,6 +27,9 @@ class Leaders:
 
     def fail(self, partition: int) -> None:
         self.asked[partition].pop(0).set_exception(RuntimeError("leader not available"))
+
+    def refresh(self) -> None:
+        self.refreshed += 1
 
     def close(self) -> None:
         pass
@@ -79,6 +83,8 @@ def test_a_leader_that_does_not_answer_holds_its_partition_only() -> None:
         assert gate.fresh(0) and not gate.fresh(1)
         leaders.fail(1)
         await settle()
+        await asyncio.sleep(0.05)
+        assert leaders.refreshed == 1  # its leader may have moved: learned again
         gate.probe()
         assert len(leaders.asked[1]) == 1  # asked again after the failure
 
