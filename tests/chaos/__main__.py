@@ -1,4 +1,4 @@
-"""`make chaos`: python -m tests.chaos [--campaigns N] [--recipients N] [--rounds N] [--seed N]."""
+"""`make chaos`: python -m tests.chaos [--campaigns N] [--recipients N] [--rounds N] [--seed N] [--clients N]."""
 
 from __future__ import annotations
 
@@ -15,15 +15,18 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run(campaigns: int, recipients: int, rounds: int, seed: int, base: int = 19600, var: str = "chaos") -> bool:
+def run(
+    campaigns: int, recipients: int, rounds: int, seed: int, base: int = 19600, var: str = "chaos", clients: int = 1
+) -> bool:
     chaos = Chaos(chaos_env(ROOT / "var" / var, base), say=say, seed=seed)
     started = time.monotonic()
     chaos.up()
     try:
         engaging = threading.Event()
-        engagement = threading.Thread(target=chaos.engage, args=(engaging,), daemon=True)
+        engagement = [threading.Thread(target=chaos.engage, args=(engaging,), daemon=True) for _ in range(clients)]
         sending = threading.Thread(target=chaos.send_campaigns, args=(campaigns, recipients), daemon=True)
-        engagement.start()
+        for client in engagement:
+            client.start()
         sending.start()
         actions = chaos.failures(rounds)
         say(f"traffic under way: {campaigns} campaigns of {recipients:,}; {len(actions)} failures to come")
@@ -33,7 +36,8 @@ def run(campaigns: int, recipients: int, rounds: int, seed: int, base: int = 196
             action()
         sending.join()
         engaging.set()
-        engagement.join(30)
+        for client in engagement:
+            client.join(30)
         say("every failure done and every campaign queued; waiting for the books to settle")
         settled(chaos)
         checks = check(chaos)
@@ -44,6 +48,13 @@ def run(campaigns: int, recipients: int, rounds: int, seed: int, base: int = 196
     for o in chaos.outages:
         gating = f"{o.gating_seconds:.1f} s" if o.gating_seconds is not None else ""
         print(f"| {o.service} | {o.action} | {o.down_seconds:.1f} s | {gating} |")
+    books = chaos.books
+    driven = (
+        f"{sum(len(p) for p in books.campaigns.values()):,} sends queued, {len(books.unsubscribed):,} one-click "
+        f"unsubscribes, {len(books.bounced):,} webhook bounces, {len(books.dsn_bounced):,} bounce mails, "
+        f"{books.clicks_answered:,} clicks and {books.opens_answered:,} pixels answered"
+    )
+    print(f"\ntraffic: {driven}")
     print("\n| check | figure | passed |\n| --- | --- | --- |")
     for name, figure, passed in checks:
         print(f"| {name} | {figure} | {'yes' if passed else 'NO'} |")
@@ -59,9 +70,10 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=10_000, help="per campaign")
     parser.add_argument("--rounds", type=int, default=3, help="kills of each kind of process")
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--clients", type=int, default=4, help="threads sending unsubscribes, bounces, clicks, pixels")
     args = parser.parse_args()
     say(f"chaos seed {args.seed}")
-    return 0 if run(args.campaigns, args.recipients, args.rounds, args.seed) else 1
+    return 0 if run(args.campaigns, args.recipients, args.rounds, args.seed, clients=args.clients) else 1
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 and a sink, while processes are SIGKILLed and restarted and a broker is paused; then the books.
 
 Acknowledged means a client was told its event was taken: a campaign's 202 (every send request on Kafka),
-a one-click unsubscribe's 200, a webhook's 200. Those must all be in ClickHouse and in the worker's state.
-Pixels are answered before Kafka acknowledges them (a broken image helps nobody), so the opens an edge held
-when it was killed may be lost: they are counted, not required.
+a one-click unsubscribe's 200, a webhook's 200, the bounce receiver's 250. Those must all be in ClickHouse and
+in the worker's state. Pixels and clicks are answered before Kafka acknowledges them (a broken image or link
+helps nobody), so what an edge held when it was killed may be lost: they are counted, not required.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import smtplib
 import threading
 import time
 from collections import Counter
@@ -25,12 +26,16 @@ import httpx
 
 from mailpulse.localkafka import LocalKafka
 from mailpulse.stack import Stack, StackError
+from schemas.attribution import BounceAddresses
 from schemas.auth import auth_headers
+from schemas.events import message_id_for
 from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 from tests.support.webhook_signing import POSTMARK_AUTH, postmark_header
 
 ROOT = Path(__file__).resolve().parents[2]
+DSN_SAMPLE = ROOT / "tests" / "fixtures" / "bounces" / "postfix_user_unknown.eml"
+DSN_MESSAGE = b"4f2b9c0d1e2a4b6c8d0e1f2a3b4c5d6e"  # the sample's message id
 EDGE_STEP = 10  # an instance's ports are its service's + 10 (i - 1): mailpulse.stack.INSTANCE_PORT_STEP
 
 
@@ -72,10 +77,16 @@ class Books:
 
     campaigns: dict[str, list[str]] = field(default_factory=dict)
     unsubscribed: dict[str, float] = field(default_factory=dict)  # address -> acknowledged at (epoch)
-    bounced: dict[str, float] = field(default_factory=dict)
+    bounced: dict[str, float] = field(default_factory=dict)  # Postmark webhooks
+    dsn_bounced: dict[str, float] = field(default_factory=dict)  # bounce mail taken by the SMTP receiver
     opens_answered: int = 0
+    clicks_answered: int = 0
     retries: Counter[str] = field(default_factory=Counter)  # refused or failed attempts, by kind
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def retry(self, kind: str) -> None:
+        with self.lock:
+            self.retries[kind] += 1
 
 
 @dataclass
@@ -148,15 +159,16 @@ class Chaos:
                     answer = self._post(self.operators, "/campaigns", json=body, headers=self.headers)
                     if answer is not None and answer.status_code == 202:
                         break
-                    self.books.retries["campaign"] += 1
+                    self.books.retry("campaign")
                     time.sleep(0.5)
             self.books.campaigns[campaign] = people
 
     def engage(self, until: threading.Event) -> None:
-        """One-click unsubscribes, Postmark bounces and pixels, on random recipients, until ``until``."""
+        """One-click unsubscribes, Postmark bounces, bounce mail, clicks and pixels, on random recipients, until
+        ``until``."""
         while not until.is_set():
             with self.books.lock:
-                known = [(c, p) for c, people in self.books.campaigns.items() for p in people[::97]]
+                known = [(c, p) for c, people in self.books.campaigns.items() for p in people[::13]]
             if not known:
                 time.sleep(0.2)
                 continue
@@ -166,9 +178,9 @@ class Chaos:
                 token = self.codec.mint(TokenClaims(LinkKind.UNSUBSCRIBE, f"m-{person}", campaign, "news", person))
                 answer = self._post(self.edges, f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
                 if answer is not None and answer.status_code == 200:
-                    self.books.unsubscribed[person] = time.time()
+                    self.books.unsubscribed.setdefault(person, time.time())  # the first acknowledgement binds
                 else:
-                    self.books.retries["unsubscribe"] += 1
+                    self.books.retry("unsubscribe")
             elif roll < 0.45 and person not in self.books.bounced:
                 record = {
                     "RecordType": "Bounce",
@@ -182,20 +194,51 @@ class Chaos:
                 }
                 answer = self._post(self.edges, "/webhooks/postmark", json=record, headers=postmark_header())
                 if answer is not None and answer.status_code == 200:
-                    self.books.bounced[person] = time.time()
+                    self.books.bounced.setdefault(person, time.time())
                 else:
-                    self.books.retries["webhook"] += 1
+                    self.books.retry("webhook")
+            elif roll < 0.55 and person not in self.books.dsn_bounced:
+                self.bounce_mail(campaign, person)
+            elif roll < 0.75:
+                self.track(LinkKind.CLICK, campaign, person)
             else:
-                token = self.codec.mint(
-                    TokenClaims(LinkKind.OPEN, f"o-{self.rng.randrange(1 << 60)}", campaign, "news", person)
-                )
-                try:
-                    answer = httpx.get(f"{self.rng.choice(self.edges)}/o/{token}.gif", timeout=5)
-                    if answer.status_code == 200:
-                        self.books.opens_answered += 1
-                except httpx.HTTPError:
-                    self.books.retries["open"] += 1
+                self.track(LinkKind.OPEN, campaign, person)
             time.sleep(0.005)
+
+    def track(self, kind: LinkKind, campaign: str, person: str) -> None:
+        """A pixel or a click through a random edge; answered before Kafka has it, so counted, not required."""
+        url = "https://example.com/offer" if kind is LinkKind.CLICK else None
+        token = self.codec.mint(TokenClaims(kind, f"o-{self.rng.randrange(1 << 60)}", campaign, "news", person, url))
+        path = f"/o/{token}.gif" if kind is LinkKind.OPEN else f"/c/{token}"
+        try:
+            answer = httpx.get(f"{self.rng.choice(self.edges)}{path}", timeout=5)
+        except httpx.HTTPError:
+            self.books.retry(kind.name.lower())
+            return
+        with self.books.lock:  # several client threads
+            if kind is LinkKind.OPEN and answer.status_code == 200:
+                self.books.opens_answered += 1
+            elif kind is LinkKind.CLICK and answer.status_code in (302, 303, 307):
+                self.books.clicks_answered += 1
+
+    def bounce_mail(self, campaign: str, person: str) -> None:
+        """A Postfix DSN for the person's real message, to its signed VERP address at the SMTP receiver; the
+        receiver's 250 is the acknowledgement."""
+        message = message_id_for(campaign, person)
+        dsn = DSN_SAMPLE.read_bytes().replace(b"autumn-2026", campaign.encode())
+        dsn = dsn.replace(b"nobody@example.org", person.encode()).replace(DSN_MESSAGE, message.encode())
+        to = BounceAddresses(self.settings.secret_keys).address(message, person, self.settings.bounce_domain)
+        wire = dsn.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        ports = [self.settings.bounce_smtp_port + EDGE_STEP * n for n in range(2)]  # each edge has a receiver
+        for port in self.rng.sample(ports, len(ports)):
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=15) as smtp:
+                    smtp.sendmail("", [to], wire)
+            except (smtplib.SMTPException, OSError):
+                continue
+            self.books.dsn_bounced.setdefault(person, time.time())
+            return
+        self.books.retry("bounce mail")
 
     # -- failures ------------------------------------------------------------------------------------------
     def _wait(self, ready: Callable[[], bool], timeout: float = 180) -> float:
