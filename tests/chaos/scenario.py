@@ -82,11 +82,16 @@ class Books:
     opens_answered: int = 0
     clicks_answered: int = 0
     retries: Counter[str] = field(default_factory=Counter)  # refused or failed attempts, by kind
+    unsure: dict[str, set[str]] = field(default_factory=dict)  # whom a failed attempt named, by kind
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def retry(self, kind: str) -> None:
+    def retry(self, kind: str, person: str | None = None) -> None:
+        """A request that failed or was refused: its event may still have been stored (the door died after
+        handing it to Kafka), so the model allows for it without requiring it."""
         with self.lock:
             self.retries[kind] += 1
+            if person is not None:
+                self.unsure.setdefault(kind, set()).add(person)
 
 
 @dataclass
@@ -180,7 +185,7 @@ class Chaos:
                 if answer is not None and answer.status_code == 200:
                     self.books.unsubscribed.setdefault(person, time.time())  # the first acknowledgement binds
                 else:
-                    self.books.retry("unsubscribe")
+                    self.books.retry("unsubscribe", person)
             elif roll < 0.45 and person not in self.books.bounced:
                 record = {
                     "RecordType": "Bounce",
@@ -196,7 +201,7 @@ class Chaos:
                 if answer is not None and answer.status_code == 200:
                     self.books.bounced.setdefault(person, time.time())
                 else:
-                    self.books.retry("webhook")
+                    self.books.retry("webhook", person)
             elif roll < 0.55 and person not in self.books.dsn_bounced:
                 self.bounce_mail(campaign, person)
             elif roll < 0.75:
@@ -238,7 +243,7 @@ class Chaos:
                 continue
             self.books.dsn_bounced.setdefault(person, time.time())
             return
-        self.books.retry("bounce mail")
+        self.books.retry("bounce mail", person)
 
     # -- failures ------------------------------------------------------------------------------------------
     def _wait(self, ready: Callable[[], bool], timeout: float = 180) -> float:
