@@ -17,7 +17,7 @@ import enum
 import hashlib
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypedDict
 
 import msgspec
@@ -104,9 +104,9 @@ class _Common(TypedDict):
     list_id: str
 
 
-def _common(request: SendRequest, now: datetime) -> _Common:
+def _common(request: SendRequest, now: datetime, event_id: str | None = None) -> _Common:
     return {
-        "event_id": new_event_id(),
+        "event_id": event_id or new_event_id(),
         "occurred_at": now,
         "campaign_id": request.campaign_id,
         "message_id": request.message_id,
@@ -128,14 +128,13 @@ def decide(
     policy: RetryPolicy,
     rng: random.Random | None = None,
 ) -> Decision:
-    common = _common(request, now)
     if 200 <= outcome.code < 300:
         # Its id names the attempt: published again from the sent-log (:func:`sent_event`), it is the same event.
-        common["event_id"] = outcome_event_id("sent", request.message_id, request.attempt)
+        sent_id = outcome_event_id("sent", request.message_id, request.attempt)
         return Decision(
             [
                 Sent(
-                    **common,
+                    **_common(request, now, sent_id),
                     smtp_code=outcome.code,
                     smtp_reply=outcome.reply[:500],
                     attempt=request.attempt,
@@ -143,6 +142,7 @@ def decide(
             ],
             delivered=True,
         )
+    common = _common(request, now)
     verdict = verdict_of(outcome)
     answer = f"{outcome.code} {outcome.reply}" if outcome.code else outcome.reply
     temporary = not 500 <= outcome.code < 600
@@ -169,9 +169,8 @@ def decide(
 
 
 def skipped(request: SendRequest, reasons: list[str], now: datetime) -> SendSkipped:
-    common = _common(request, now)
-    common["event_id"] = outcome_event_id("send.skipped", request.message_id, request.attempt)
-    return SendSkipped(**common, reason=",".join(reasons))
+    event_id = outcome_event_id("send.skipped", request.message_id, request.attempt)
+    return SendSkipped(**_common(request, now, event_id), reason=",".join(reasons))
 
 
 class SentState(enum.StrEnum):
@@ -197,8 +196,8 @@ def sent_log_value(state: SentState, sent: Sent | None = None) -> str:
     The mark and the event are separate Kafka records: a worker killed while a broker was down was seen to
     have its mark acknowledged and not the event (``make chaos``). The request's redelivery finds it sent and
     publishes the kept event again, under its own id: the reports count it once."""
-    if state is SentState.SENT:
-        return SENT_PREFIX + (msgspec.json.encode(sent).decode() if sent is not None else datetime.now(UTC).isoformat())
+    if state is SentState.SENT and sent is not None:
+        return SENT_PREFIX + msgspec.json.encode(sent).decode()
     return str(state)
 
 
