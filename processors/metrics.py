@@ -16,8 +16,8 @@ class WorkerMetrics:
         )
         self.sends = Counter(
             "mailpulse_worker_sends",
-            "Send requests by outcome (sent, skipped, held, duplicate, possible_duplicate, rate_limited, deferred, "
-            "not_sent, requeued)",
+            "Send requests by outcome (sent, skipped, skipped_possibly_mailed, held, duplicate, possible_duplicate, "
+            "rate_limited, deferred, not_sent, requeued)",
             ["outcome"],
             registry=self.registry,
         )

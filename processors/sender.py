@@ -25,7 +25,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import msgspec
@@ -53,7 +53,7 @@ from processors.store import PartitionStore
 from processors.suppression import decode_entry, suppression_reasons
 from processors.transaction import Transaction
 from schemas.codec import DecodeError, decode_send_request, encode
-from schemas.events import AnyEvent, SendRequest, Sent, utcnow
+from schemas.events import POSSIBLY_MAILED, AnyEvent, SendRequest, Sent, utcnow
 from schemas.keys import recipient_key
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -118,6 +118,8 @@ class Sender:
         # Message ids of the batches in hand, from their gate until their outcome is recorded: a request met
         # again meanwhile (in the same batch or the next) is a duplicate, whatever the sent-log says yet.
         self._sending: set[str] = set()
+        # Those of them found ``pending``: mailed perhaps before a crash, so not skipped as never mailed.
+        self._found_pending: set[str] = set()
 
     async def handle(self, feed: FeedControl, records: list[FeedRecord]) -> dict[int, int]:
         """One batch of the outbox; ``feed.release()`` once only the answers are left to wait for, so the
@@ -137,6 +139,7 @@ class Sender:
             await self._send(outgoing)
         finally:
             self._sending.difference_update(request.message_id for request, _ in outgoing)
+            self._found_pending.difference_update(request.message_id for request, _ in outgoing)
         return {r.message.partition: r.message.offset + 1 for r in records}
 
     def barred(self, tx: Transaction, request: SendRequest, partition: int) -> list[str]:
@@ -176,8 +179,7 @@ class Sender:
                 self._hold(tx, request)
                 continue
             if reasons:
-                self._metrics.sends.labels("skipped").inc()
-                self._publish(tx, skipped(request, reasons, now))
+                self._skip(tx, request, reasons, now, found_pending=state is SentState.PENDING)
                 continue
             wait = self._limiter.reserve(recipient_domain(request.recipient), self._clock(), MAX_RATE_WAIT_SECONDS)
             if wait > MAX_RATE_WAIT_SECONDS:
@@ -188,6 +190,7 @@ class Sender:
             if state is SentState.PENDING:
                 self._metrics.sends.labels("possible_duplicate").inc()
                 log.warning("message %s may have been mailed before a crash; sending it again", request.message_id)
+                self._found_pending.add(request.message_id)
             self._sending.add(request.message_id)
             outgoing.append((request, partition))
             tx.write(self._sent_log, key, sent_log_value(SentState.PENDING), partition)
@@ -233,8 +236,7 @@ class Sender:
             if outcome in ([CAMPAIGN_PAUSED], [WITHDRAWN_REASON]):  # paused before it went out: it waits
                 self._hold(tx, request)
                 return
-            self._metrics.sends.labels("skipped").inc()
-            self._publish(tx, skipped(request, outcome, answered_at))
+            self._skip(tx, request, outcome, answered_at, found_pending=request.message_id in self._found_pending)
             return
         decision = decide(request, outcome, answered_at, self._retry_policy)
         if decision.possible_duplicate:
@@ -254,6 +256,18 @@ class Sender:
             self._publish(tx, event)
         if decision.retry is not None:
             self._retry(tx, decision.retry)
+
+    def _skip(
+        self, tx: Transaction, request: SendRequest, reasons: list[str], at: datetime, *, found_pending: bool
+    ) -> None:
+        """Not mailed now. A request found ``pending`` may have been mailed before a crash (its sent mark lost
+        with the worker): its ``send.skipped`` says so, and reports and ``make chaos`` tell it from one never
+        mailed."""
+        if found_pending:
+            log.warning("message %s: barred (%s), and may have been mailed before a crash", request.message_id, reasons)
+            reasons = [*reasons, POSSIBLY_MAILED]
+        self._metrics.sends.labels("skipped_possibly_mailed" if found_pending else "skipped").inc()
+        self._publish(tx, skipped(request, reasons, at))
 
     def _requeue(self, tx: Transaction, request: SendRequest, partition: int) -> None:
         """Never handed over, and its partition is moving: it goes back through the retry topic to whoever

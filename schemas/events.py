@@ -126,7 +126,14 @@ class Complaint(Event, frozen=True, kw_only=True, tag="complaint"):
 
 
 class SendSkipped(Event, frozen=True, kw_only=True, tag="send.skipped"):
+    """Not mailed now; ``reason`` lists why, comma-separated (a suppression, the campaign's state, ...)."""
+
     reason: str = ""
+
+
+# Among a skip's reasons when the request was found pending in the sent-log: a worker died during its
+# SMTP transaction, so the mail may have gone out before the skip (docs/guarantees.md).
+POSSIBLY_MAILED = "possibly_mailed"
 
 
 class SuppressionAdded(Event, frozen=True, kw_only=True, tag="suppression.added"):

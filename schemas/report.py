@@ -6,8 +6,9 @@ Counts are defined per message where a message can only be counted once
 clicks) and per distinct event_id otherwise (deferrals, opens_total,
 clicks_total), so redelivered or replayed events never change a report.
 
-Skipped sends are messages never attempted: their recipient was suppressed, or their campaign
-cancelled, when their turn came.
+Skipped sends are messages not mailed when their turn came: their recipient was suppressed, or their
+campaign cancelled. One whose skip says ``possibly_mailed`` was in an SMTP transaction when a worker died,
+and may have been mailed once before the skip (docs/guarantees.md).
 
 Blocked sends (refusals whose reason is the sender's: a blocklist, content,
 authentication, ...) are counted apart from bounces and are no bounce. The

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from processors.delivery import DeliveryResult, SentState, SmtpOutcome, outcome_event_id, sent_log_state
+from processors.delivery import DeliveryResult, SentState, SmtpOutcome, outcome_event_id, sent_log_state, sent_log_value
 from processors.faust_store import SENT_LOG, changelog_topic
 from processors.feed import FeedMessage, FeedRecord
 from processors.sender import Sender
@@ -15,7 +15,7 @@ from processors.state_keys import address, message
 from processors.suppression import Reason, SuppressionEntry, encode_entry
 from schemas.bounce_reasons import SmtpStage
 from schemas.codec import decode_event, decode_send_request, encode
-from schemas.events import SendRequest, message_id_for
+from schemas.events import POSSIBLY_MAILED, SendRequest, SendSkipped, message_id_for
 from schemas.settings import Settings
 from tests.support.worker_harness import BookGate, EventsApplied, FeedCalls, Harness
 
@@ -211,6 +211,44 @@ def test_requests_met_again_are_duplicates_and_a_pending_one_is_sent_again_and_c
     asyncio.run(sender(worker, again).handle(FeedCalls(), records([pending])))
     assert again.mailed == ["late@example.org"]
     assert worker.metrics.value("mailpulse_worker_sends_total", outcome="possible_duplicate") == 1
+    worker.output.close()
+
+
+def test_a_pending_request_barred_now_is_skipped_as_possibly_mailed_at_the_gate_and_at_the_hand_off() -> None:
+    """A worker killed during an SMTP transaction leaves the request ``pending``; its recipient hard-bounced
+    or unsubscribed meanwhile. It is not mailed again, and its skip must not claim it was never mailed
+    (``make chaos`` saw a report count one mail fewer than the SMTP sink got)."""
+    worker = Harness()
+    gated, handed = request("gated@example.org"), request("handed@example.org")
+    for r in (gated, handed):
+        worker.output.write(worker.tables.sent_log, message(r.message_id), sent_log_value(SentState.PENDING), 0)
+    gone = encode_entry(SuppressionEntry(reasons=(Reason.HARD_BOUNCE,))).decode()
+    worker.output.write(worker.tables.suppression, address("gated@example.org"), gone, 0)
+
+    def unsubscribe_handed() -> None:  # applied after the gate, before the hand-off
+        entry = encode_entry(SuppressionEntry(reasons=(Reason.UNSUBSCRIBED,))).decode()
+        worker.output.write(worker.tables.suppression, address("handed@example.org"), entry, 0)
+
+    never = request("never@example.org")  # not pending: its skip is a plain one
+    worker.output.write(worker.tables.suppression, address("never@example.org"), gone, 0)
+    relay = Relay(on_handoff=unsubscribe_handed)
+    asyncio.run(sender(worker, relay).handle(FeedCalls(), records([gated, handed, never])))
+    assert relay.mailed == []
+    reasons = {
+        e.recipient: e.reason
+        for e in map(decode_event, worker.producer.values(worker.names.events))
+        if isinstance(e, SendSkipped)
+    }
+    assert reasons == {
+        "gated@example.org": f"hard_bounce,{POSSIBLY_MAILED}",
+        "handed@example.org": f"unsubscribed,{POSSIBLY_MAILED}",
+        "never@example.org": "hard_bounce",
+    }
+    counted = {
+        o: worker.metrics.value("mailpulse_worker_sends_total", outcome=o)
+        for o in ("skipped", "skipped_possibly_mailed")
+    }
+    assert counted == {"skipped": 1, "skipped_possibly_mailed": 2}
     worker.output.close()
 
 
