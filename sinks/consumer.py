@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from schemas.codec import DecodeError
 from schemas.settings import Settings
 from schemas.topics import Topics
+from sinks.commits import PendingCommits
 from sinks.rows import EVENTS, SUPPRESSION_CHANGES, MappedRow, TableMapping
 from sinks.store import EventStore
 
@@ -122,6 +123,7 @@ class TableSink:
         # Written batches whose offsets the consumer thread commits (librdkafka blocks a
         # commit from another thread while this one sits in consume()).
         self._written: queue.Queue[Batch] = queue.Queue()
+        self._commits = PendingCommits(topic, lambda offsets: self.consumer.commit(offsets=offsets, asynchronous=False))
         self._writer_error: BaseException | None = None
         # Why the last try of the batch being written failed, and since when that batch is written.
         self._retrying: str = ""
@@ -142,6 +144,8 @@ class TableSink:
             return f"{self.mapping.table}: consumer stopped"
         if self._retrying:
             return f"{self.mapping.table}: insert failing, retrying: {self._retrying}"
+        if (stuck := self._commits.stuck(self.stuck_seconds)) is not None:
+            return f"{self.mapping.table}: {stuck}"
         since = self._writing_since
         if since is not None and time.monotonic() - since > self.stuck_seconds:
             return f"{self.mapping.table}: one insert has run for {time.monotonic() - since:.0f} s"
@@ -155,19 +159,12 @@ class TableSink:
         self.flush()
         self._ready.join()
         self._commit_written()
+        self._commits.forget(tp.partition for tp in partitions)
 
     def _commit_written(self) -> None:
-        offsets: dict[int, int] = {}
-        while True:
-            try:
-                batch = self._written.get_nowait()
-            except queue.Empty:
-                break
-            offsets.update(batch.offsets)
-        if offsets:
-            self.consumer.commit(
-                offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()], asynchronous=False
-            )
+        while not self._written.empty():  # only this thread takes from it
+            self._commits.add(self._written.get_nowait().offsets)
+        self._commits.commit()
 
     def run(self) -> None:
         self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)

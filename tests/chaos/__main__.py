@@ -39,8 +39,13 @@ def run(
         for client in engagement:
             client.join(30)
         say("every failure done and every campaign queued; waiting for the books to settle")
+        chaos.dead_unasked()
+        chaos.restart()  # as a supervisor would: the books are still checked
         settled(chaos)
         checks = check(chaos)
+        chaos.dead_unasked()
+        exited = ", ".join(chaos.exited_unasked) or "none"
+        checks.append(("processes that exited without being killed", exited, not chaos.exited_unasked))
     finally:
         chaos.down()
     print("\n## Chaos run\n")

@@ -115,6 +115,7 @@ class Chaos:
         self.stop = threading.Event()
         self.outages: list[Outage] = []
         self.failed_starts = 0
+        self.exited_unasked: list[str] = []  # services found dead that no failure had killed
         s = self.settings
         self.edges = [f"http://127.0.0.1:{s.edge_port + EDGE_STEP * n}" for n in range(2)]
         self.operators = [f"http://127.0.0.1:{s.operator_port + EDGE_STEP * n}" for n in range(2)]
@@ -166,7 +167,8 @@ class Chaos:
                         break
                     self.books.retry("campaign")
                     time.sleep(0.5)
-            self.books.campaigns[campaign] = people
+            with self.books.lock:  # the client threads read it
+                self.books.campaigns[campaign] = people
 
     def engage(self, until: threading.Event) -> None:
         """One-click unsubscribes, Postmark bounces, bounce mail, clicks and pixels, on random recipients, until
@@ -277,7 +279,16 @@ class Chaos:
 
         return check
 
+    def dead_unasked(self, killing: str = "") -> list[str]:
+        """Services not running that no failure killed: each one a fault of the pipeline, not of the run."""
+        dead = [p.service for p in self.stack.status() if p.state == "down" and p.service != killing]
+        if dead:
+            self.say(f"  exited on their own: {', '.join(dead)}")
+            self.exited_unasked += dead
+        return dead
+
     def kill_service(self, name: str, health: str, worker: str | None = None) -> None:
+        self.dead_unasked()
         pid = self.stack.pid(name)
         if pid is None:
             return
