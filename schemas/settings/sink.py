@@ -62,5 +62,8 @@ class SinkSettings:
         parse=integer(1),
     )
     sink_stuck_seconds: float = setting(
-        "SINK_STUCK_SECONDS", 120.0, "the sink's /healthz answers 503 once an insert has run this long", read_by=(SINK,)
+        "SINK_STUCK_SECONDS",
+        120.0,
+        "the sink's /healthz answers 503 once an insert has run, or commits have failed, this long",
+        read_by=(SINK,),
     )
