@@ -296,15 +296,17 @@ class Chaos:
         started = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         time.sleep(self.rng.uniform(0.5, 2.0))
-        self.restart()
+        self.restart(killed=name)
         self._wait(self._answers(health))
         down = time.monotonic() - started
         gating = self._wait(self._gates(worker)) + down if worker else None
         self.outages.append(Outage("SIGKILL + restart", name, down, gating))
 
-    def restart(self, attempts: int = 10) -> None:
+    def restart(self, killed: str = "", attempts: int = 10) -> None:
         """Start what is not running, as a supervisor would: a process that exits at start (a worker started
-        while a broker is still coming back does) is started again, and counted."""
+        while a broker is still coming back does) is started again, and counted. Anything down besides
+        ``killed`` exited on its own, and is named first."""
+        self.dead_unasked(killed)
         for _ in range(attempts):
             try:
                 self.stack.up(timeout=180)
