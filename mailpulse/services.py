@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-import uvicorn
-
+from mailpulse.edge_server import Listener, run_edges
 from producers.app import create_operator_app, create_public_app
 from producers.bounce_intake import Attribution, BounceMailHandler, Keeper, start_receiver
-from producers.bounded_http import BoundedHttpToolsProtocol
 from producers.mailto_unsubscribe import MailtoUnsubscribes
 from producers.message_lookup import MessageLookup
 from producers.metrics import EdgeMetrics
@@ -28,32 +25,11 @@ def serve_edge(settings: Settings) -> None:
         log.warning("MAILPULSE_ENV=development: using the development secret; links are forgeable")
     if not settings.api_keys:
         log.warning("MAILPULSE_API_KEYS is not set: every operator route answers 401")
-    protocol = BoundedHttpToolsProtocol.bounded(settings.max_head_bytes)
     # One set of metrics for both apps, served on the operator port only.
     metrics = EdgeMetrics.create()
-    servers = [
-        uvicorn.Server(
-            uvicorn.Config(
-                create_public_app(settings, metrics=metrics),
-                host=settings.edge_host,
-                port=settings.edge_port,
-                log_level="warning",
-                access_log=False,
-                server_header=False,
-                http=protocol,
-            )
-        ),
-        uvicorn.Server(
-            uvicorn.Config(
-                create_operator_app(settings, metrics=metrics),
-                host=settings.private_host,
-                port=settings.operator_port,
-                log_level="warning",
-                access_log=False,
-                server_header=False,
-                http=protocol,
-            )
-        ),
+    listeners = [
+        Listener(create_public_app(settings, metrics=metrics), settings.edge_host, settings.edge_port),
+        Listener(create_operator_app(settings, metrics=metrics), settings.private_host, settings.operator_port),
     ]
 
     receiver = None
@@ -82,11 +58,8 @@ def serve_edge(settings: Settings) -> None:
         receiver = start_receiver(handler, settings.edge_host, settings.bounce_smtp_port, settings.bounce_max_bytes)
         log.info("bounce-mail receiver on %s:%d", settings.edge_host, settings.bounce_smtp_port)
 
-    async def serve_all() -> None:
-        await asyncio.gather(*(server.serve() for server in servers))
-
     try:
-        asyncio.run(serve_all())
+        run_edges(settings, listeners)
     finally:
         if receiver is not None:
             receiver.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.settings.declare import Service, base_url, comma_list, integer, setting
+from schemas.settings.declare import Service, base_url, choice, comma_list, integer, setting
 
 EDGE, WORKER, SINK, CLI, STACK = Service.EDGE, Service.WORKER, Service.SINK, Service.CLI, Service.STACK
 
@@ -37,6 +37,13 @@ class EdgeSettings:
         True,
         "the pixel only authenticates its token in the request; a helper process decrypts, classifies and publishes",
         read_by=(EDGE,),
+    )
+    edge_server: str = setting(
+        "EDGE_SERVER",
+        "granian",
+        "the edges' HTTP server: `granian` (Rust, hyper) or `uvicorn` (uvloop + httptools)",
+        read_by=(EDGE,),
+        parse=choice("granian", "uvicorn"),
     )
     max_head_bytes: int = setting(
         "MAX_HEAD_BYTES",

@@ -1,5 +1,6 @@
-"""Edge: pixel requests/s with Kafka publishing against a bare Starlette route returning the same GIF (same
-uvicorn settings, measured alternately in one run), latency at a fixed moderate rate, and one-click
+"""Edge: pixel requests/s with Kafka publishing, served as `mailpulse edge` serves it on granian and on uvicorn,
+against a bare Starlette route returning the same GIF on each server (all four measured alternately in one
+run; the ratio is against the faster bare server), latency at a fixed moderate rate, and one-click
 unsubscribes/s with acks=all. Load comes from wrk (Debian package) on 127.0.0.1."""
 
 from __future__ import annotations
@@ -22,18 +23,9 @@ from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
 from tests.bench.common import Row, median_of, print_table, say
 
-EDGE_PORT, BARE_PORT = 28080, 28090
-# The edge runs on its own protocol (httptools with a bounded head, as `mailpulse edge` serves it); the bare
-# route on plain httptools: the comparison includes what that bound costs.
-EDGE_PROTOCOL = "producers.bounded_http:BoundedHttpToolsProtocol"
-SERVER_FLAGS = [
-    "--loop",
-    "uvloop",
-    "--log-level",
-    "warning",
-    "--no-access-log",
-    "--no-server-header",
-]
+SERVERS = ("granian", "uvicorn")
+EDGE_PORTS = {"granian": 28080, "uvicorn": 28081}
+BARE_PORTS = {"granian": 28090, "uvicorn": 28091}
 BARE_APP = """
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -45,21 +37,34 @@ async def pixel(request):
 
 app = Starlette(routes=[Route("/o/{token}.gif", pixel)])
 """
-EDGE_APP = """
+# The public edge as `mailpulse edge` serves it (its server from MAILPULSE_EDGE_SERVER, head bound included).
+EDGE_RUNNER = """
+import sys
+from mailpulse.edge_server import Listener, run_edges
 from producers.app import create_public_app
 from schemas.settings import Settings
-app = create_public_app(Settings.from_env())
+
+settings = Settings.from_env()
+run_edges(settings, [Listener(create_public_app(settings), "127.0.0.1", int(sys.argv[1]))])
 """
+# Each bare server with the settings the edge gives it: uvloop, HTTP/1.1, no access log.
+BARE_COMMANDS = {
+    "uvicorn": (
+        "-m uvicorn bare_app:app --host 127.0.0.1 --http httptools --loop uvloop --log-level warning "
+        "--no-access-log --no-server-header --port"
+    ),
+    "granian": (
+        "-m granian --interface asgi --host 127.0.0.1 --http 1 --no-ws --loop uvloop --log-level warning "
+        "--backlog 1024 bare_app:app --port"
+    ),
+}
 
 
-def _serve(module_dir: Path, module: str, port: int, env: dict[str, str], http: str) -> subprocess.Popen[bytes]:
+def _serve(folder: Path, args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", f"{module}:app", "--port", str(port), "--host", "127.0.0.1"),
-            *("--http", http, *SERVER_FLAGS),
-        ],
-        cwd=module_dir,
-        env={**os.environ, **env, "PYTHONPATH": f"{module_dir}:{os.getcwd()}"},
+        [sys.executable, *args],
+        cwd=folder,
+        env={**os.environ, **env, "PYTHONPATH": f"{folder}:{os.getcwd()}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -71,7 +76,7 @@ def _serve(module_dir: Path, module: str, port: int, env: dict[str, str], http: 
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError(f"{module} did not start on {port}")
+    raise RuntimeError(f"{args} did not start on {port}")
 
 
 def _wrk(url: str, seconds: int, connections: int, script: str | None = None) -> float:
@@ -115,7 +120,7 @@ def main(settings: Settings, quick: bool) -> None:
     unsubscribe = codec.mint(TokenClaims(LinkKind.UNSUBSCRIBE, "m" * 32, "bench-edge", "news", "reader@example.org"))
     folder = Path(tempfile.mkdtemp(prefix="mailpulse-bench-"))
     (folder / "bare_app.py").write_text(BARE_APP)
-    (folder / "edge_app.py").write_text(EDGE_APP)
+    (folder / "edge_runner.py").write_text(EDGE_RUNNER)
     (folder / "unsub.lua").write_text(
         'wrk.method = "POST"\nwrk.body = "List-Unsubscribe=One-Click"\n'
         'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
@@ -128,47 +133,58 @@ def main(settings: Settings, quick: bool) -> None:
     from mailpulse.topics_admin import ensure_topics
 
     ensure_topics(settings)
-    edge = _serve(folder, "edge_app", EDGE_PORT, env, EDGE_PROTOCOL)
-    bare = _serve(folder, "bare_app", BARE_PORT, env, "httptools")
+    procs = []
     try:
+        for server in SERVERS:
+            edge_env = {**env, "MAILPULSE_EDGE_SERVER": server}
+            procs.append(_serve(folder, ["edge_runner.py", str(EDGE_PORTS[server])], EDGE_PORTS[server], edge_env))
+            bare_args = [*BARE_COMMANDS[server].split(), str(BARE_PORTS[server])]
+            procs.append(_serve(folder, bare_args, BARE_PORTS[server], env))
+        edge_url = {s: f"http://127.0.0.1:{EDGE_PORTS[s]}/o/{pixel}.gif" for s in SERVERS}
+        bare_url = {s: f"http://127.0.0.1:{BARE_PORTS[s]}/o/{pixel}.gif" for s in SERVERS}
         # A freshly started broker spends its first tens of seconds compiling (JIT) on the same two cores;
         # measured cold, the pixel pays for that warm-up, which no long-running deployment does.
         warm = 6 if quick else 20
-        say(f"  warming up the broker and the pixel server ({warm}s), then the bare server (2s)")
-        _wrk(f"http://127.0.0.1:{EDGE_PORT}/o/{pixel}.gif", warm, 32)
-        _wrk(f"http://127.0.0.1:{BARE_PORT}/o/{pixel}.gif", 2, 32)
-        pairs: list[tuple[float, float]] = []
+        say(f"  warming up the broker and the pixel servers ({warm}s), then the bare servers (2s each)")
+        for server in SERVERS:
+            _wrk(edge_url[server], warm // 2, 32)
+            _wrk(bare_url[server], 2, 32)
+        rounds: list[dict[str, float]] = []
 
         def alternate(run: int) -> float:
-            with_kafka = _wrk(f"http://127.0.0.1:{EDGE_PORT}/o/{pixel}.gif", seconds, 32)
-            plain = _wrk(f"http://127.0.0.1:{BARE_PORT}/o/{pixel}.gif", seconds, 32)
-            pairs.append((with_kafka, plain))
-            say(f"    run {run}: pixel+Kafka {with_kafka:,.0f} req/s, bare {plain:,.0f} req/s")
-            return with_kafka / plain
+            got = {f"edge {s}": _wrk(edge_url[s], seconds, 32) for s in SERVERS}
+            got |= {f"bare {s}": _wrk(bare_url[s], seconds, 32) for s in SERVERS}
+            rounds.append(got)
+            say(f"    run {run}: " + ", ".join(f"{name} {rate:,.0f}" for name, rate in got.items()) + " req/s")
+            return got[f"edge {settings.edge_server}"] / max(got[f"bare {s}"] for s in SERVERS)
 
-        ratio = median_of(3, alternate, "pixel / bare ratio")
-        say("  latency at a fixed 300 req/s (open loop)")
-        latencies = asyncio.run(_fixed_rate(f"http://127.0.0.1:{EDGE_PORT}/o/{pixel}.gif", 300, seconds))
+        ratio = median_of(3, alternate, f"pixel on {settings.edge_server} / faster bare server")
+        edge = edge_url[settings.edge_server]
+        say(f"  latency at a fixed 300 req/s (open loop, {settings.edge_server})")
+        latencies = asyncio.run(_fixed_rate(edge, 300, seconds))
         latencies.sort()
         p50 = statistics.median(latencies)
         p99 = latencies[int(len(latencies) * 0.99) - 1]
         say("  one-click unsubscribes (acks=all, each answer waits for the broker)")
+        unsubscribe_url = edge.replace(f"/o/{pixel}.gif", f"/u/{unsubscribe}")
         unsub_rate = median_of(
-            3,
-            lambda run: _wrk(f"http://127.0.0.1:{EDGE_PORT}/u/{unsubscribe}", seconds, 32, str(folder / "unsub.lua")),
-            "unsubscribe req/s",
+            3, lambda run: _wrk(unsubscribe_url, seconds, 32, str(folder / "unsub.lua")), "unsubscribe req/s"
         )
     finally:
-        for proc in (edge, bare):
+        for proc in procs:
             proc.terminate()
             proc.wait(30)
         shutil.rmtree(folder, ignore_errors=True)
+
+    def median(name: str) -> float:
+        return statistics.median(r[name] for r in rounds)
+
     print_table(
-        "Edge (uvicorn, uvloop + httptools, 1 process; wrk -t1 -c32)",
+        f"Edge ({settings.edge_server} as the edge runs it, uvloop, 1 process; wrk -t1 -c32)",
         [
-            Row("pixel with Kafka publishing", statistics.median(p[0] for p in pairs), "req/s"),
-            Row("bare Starlette pixel", statistics.median(p[1] for p in pairs), "req/s"),
-            Row("pixel / bare ratio (median of runs)", ratio, "", ">= 0.8", ratio >= 0.8),
+            *(Row(f"pixel with Kafka publishing, {s}", median(f"edge {s}"), "req/s") for s in SERVERS),
+            *(Row(f"bare Starlette pixel, {s}", median(f"bare {s}"), "req/s") for s in SERVERS),
+            Row("pixel / faster bare server (median of runs)", ratio, "", ">= 0.8", ratio >= 0.8),
             Row("pixel latency p50 at 300 req/s", p50, "ms"),
             Row("pixel latency p99 at 300 req/s", p99, "ms"),
             Row("one-click unsubscribe, acks=all", unsub_rate, "req/s"),
