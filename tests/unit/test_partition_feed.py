@@ -143,3 +143,44 @@ def test_a_feed_of_depth_one_handles_one_batch_at_a_time() -> None:
         return seen
 
     assert asyncio.run(run()) == ["start 0", "end 0", "start 1", "end 1"]
+
+
+class _PausingConsumer:
+    """librdkafka's pause as measured against the broker: a paused partition stays paused through assign
+    and unassign, until resumed."""
+
+    def __init__(self) -> None:
+        self.assigned: list[int] = []
+        self.paused: set[int] = set()
+
+    def assign(self, tps: list[Any]) -> None:
+        self.assigned = [tp.partition for tp in tps]
+
+    def pause(self, tps: list[Any]) -> None:
+        self.paused |= {tp.partition for tp in tps}
+
+    def resume(self, tps: list[Any]) -> None:
+        self.paused -= {tp.partition for tp in tps}
+
+    def seek(self, tp: Any) -> None:
+        pass
+
+    def readable(self) -> set[int]:
+        return set(self.assigned) - self.paused
+
+
+def test_a_partition_resting_when_a_rebalance_comes_is_read_again_once_assigned() -> None:
+    import asyncio
+
+    async def run() -> set[int]:
+        started, consumer = feed(), _PausingConsumer()
+        started._consumer = consumer  # type: ignore[assignment]
+        await started._assign(consumer, frozenset({0, 1}))  # type: ignore[arg-type]
+        started.rest(0, 1708, 3600)  # its next request is not due for an hour
+        assert consumer.readable() == {1}
+        # A rebalance: revoked, and given back (or given to this worker after another's death).
+        await started._on_revoked()
+        await started._assign(consumer, frozenset({0, 1, 2}))  # type: ignore[arg-type]
+        return consumer.readable()
+
+    assert asyncio.run(run()) == {0, 1, 2}
