@@ -106,9 +106,8 @@ class PartitionFeed:
         # and not handled is read again.
         tps = [TopicPartition(self.topic, p, self._start_offset(p)) for p in sorted(partitions)]
         await self._call(consumer.assign, tps)
-        # librdkafka keeps a partition's pause through assign (and unassign): a partition resting when the
-        # rebalance came would never be read again, its wake-up cancelled above. `make chaos` saw 1,909
-        # sends stuck on the retry topic that way.
+        # librdkafka keeps a partition's pause through assign (and unassign), measured against the broker:
+        # a partition resting when the rebalance came would never be read again, its wake-up cancelled above.
         await self._call(consumer.resume, [TopicPartition(self.topic, p) for p in sorted(partitions)])
         self._assigned = partitions
         if self._progress is not None:
