@@ -15,6 +15,8 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from producers.head_limit import HEAD_TOO_LARGE, head_bytes
+
 log = logging.getLogger(__name__)
 
 MAX_HEADERS = 100
@@ -51,8 +53,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         # A whole head can arrive in one read (up to 256 KB): measured here, before the app starts.
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self.max_head_bytes:
+        if head_bytes(len(self.url), self.headers) > self.max_head_bytes:
             self._refused = True
             raise HeadTooLarge
         self._in_head = False
@@ -88,7 +89,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse()
 
     def _refuse(self) -> None:
-        reason = b"request head too large"
+        reason = HEAD_TOO_LARGE
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
             b"content-length: " + str(len(reason)).encode() + b"\r\nconnection: close\r\n\r\n" + reason
