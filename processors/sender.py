@@ -117,9 +117,8 @@ class Sender:
         self._pacer = RateLimiter(limits, burst=settings.domain_burst)
         # Message ids of the batches in hand, from their gate until their outcome is recorded: a request met
         # again meanwhile (in the same batch or the next) is a duplicate, whatever the sent-log says yet.
-        self._sending: set[str] = set()
-        # Those of them found ``pending``: mailed perhaps before a crash, so not skipped as never mailed.
-        self._found_pending: set[str] = set()
+        # Each says whether it was found ``pending``: mailed perhaps before a crash, so not skipped as never mailed.
+        self._sending: dict[str, bool] = {}
 
     async def handle(self, feed: FeedControl, records: list[FeedRecord]) -> dict[int, int]:
         """One batch of the outbox; ``feed.release()`` once only the answers are left to wait for, so the
@@ -138,8 +137,8 @@ class Sender:
             feed.release()
             await self._send(outgoing)
         finally:
-            self._sending.difference_update(request.message_id for request, _ in outgoing)
-            self._found_pending.difference_update(request.message_id for request, _ in outgoing)
+            for request, _ in outgoing:
+                self._sending.pop(request.message_id, None)
         return {r.message.partition: r.message.offset + 1 for r in records}
 
     def barred(self, tx: Transaction, request: SendRequest, partition: int) -> list[str]:
@@ -190,8 +189,7 @@ class Sender:
             if state is SentState.PENDING:
                 self._metrics.sends.labels("possible_duplicate").inc()
                 log.warning("message %s may have been mailed before a crash; sending it again", request.message_id)
-                self._found_pending.add(request.message_id)
-            self._sending.add(request.message_id)
+            self._sending[request.message_id] = state is SentState.PENDING
             outgoing.append((request, partition))
             tx.write(self._sent_log, key, sent_log_value(SentState.PENDING), partition)
         await tx.commit()
@@ -236,7 +234,7 @@ class Sender:
             if outcome in ([CAMPAIGN_PAUSED], [WITHDRAWN_REASON]):  # paused before it went out: it waits
                 self._hold(tx, request)
                 return
-            self._skip(tx, request, outcome, answered_at, found_pending=request.message_id in self._found_pending)
+            self._skip(tx, request, outcome, answered_at, found_pending=self._sending.get(request.message_id, False))
             return
         decision = decide(request, outcome, answered_at, self._retry_policy)
         if decision.possible_duplicate:
