@@ -25,12 +25,25 @@ def is_alive(pid: int) -> bool:
 
 
 def _zombie(pid: int) -> bool:
-    """A process that died and that its parent (another process) has not reaped yet: still answers kill(0)."""
+    """A process that died and that its parent (another process) has not reaped yet: still answers kill(0).
+
+    Every thread is looked at, not the leader alone: a killed process whose leader is already a zombie while
+    other threads finish (one blocked on a disk write) still holds its files and its listening sockets.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False  # no /proc (not Linux): kill(0) is all there is
-    return stat.rpartition(")")[2].split()[0] == "Z"
+    states = [_state(task / "stat") for task in tasks]
+    return all(state in ("Z", "X", None) for state in states)
+
+
+def _state(stat_file: Path) -> str | None:
+    try:
+        stat = stat_file.read_text()
+    except OSError:
+        return None  # the thread ended between the listing and the read
+    return stat.rpartition(")")[2].split()[0]
 
 
 def terminate(pid: int, timeout: float) -> bool:
