@@ -104,5 +104,8 @@ def create_app(settings: Settings) -> faust.App:
 
     control.on_change(campaigns_changed)
 
-    register_views(app, host, settings, tables.suppression, tables.campaign_totals, book, metrics, output.current)
+    register_views(
+        app, host, settings, tables.suppression, tables.campaign_totals, book, metrics, output.current,
+        feeds=lambda: {name: feed.status() for name, feed in connected.items()},
+    )  # fmt: skip
     return app

@@ -27,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -74,6 +75,27 @@ class PartitionFeed:
         # Batches being handled, oldest first: each task commits its batch and answers whether all went well.
         self._in_flight: collections.deque[asyncio.Task[bool]] = collections.deque()
         self._released: dict[asyncio.Task[Any], asyncio.Event] = {}
+        # What :meth:`status` shows an operator: when each batch in hand began, when the feed last read,
+        # and how many batches in a row failed.
+        self._began: dict[asyncio.Task[bool], float] = {}
+        self._last_read: float | None = None
+        self._failures = 0
+
+    def status(self) -> dict[str, Any]:
+        """Where the feed stands, for an operator asking why a partition is not read (the worker's ``/feeds``)."""
+        now = time.monotonic()
+        began = [self._began[task] for task in self._in_flight if task in self._began]
+        return {
+            "topic": self.topic,
+            "offered": sorted(self._offered),
+            "wanted": sorted(self._wanted),
+            "reads": None if self._assigned is None else sorted(self._assigned),
+            "resting": sorted(self._resting),
+            "batches_in_hand": len(self._in_flight),
+            "oldest_batch_seconds": round(now - min(began), 3) if began else None,
+            "last_read_seconds_ago": None if self._last_read is None else round(now - self._last_read, 3),
+            "failed_batches_in_a_row": self._failures,
+        }
 
     def connect(self) -> None:
         """Follow the host's rebalances and run the feed as a task of the host."""
@@ -138,9 +160,10 @@ class PartitionFeed:
         consumer = self._consumer
         if consumer is None or partition not in self._partitions:
             return
-        tp = TopicPartition(self.topic, partition, offset)
-        consumer.pause([tp])
-        consumer.seek(tp)
+        # Through the feed's thread like every other librdkafka call: a resume queued there by an earlier
+        # wake-up must not run after this pause, or the partition's records would be fetched (and dropped
+        # as resting) and then never fetched again.
+        self._pool.submit(_pause_at, consumer, TopicPartition(self.topic, partition, offset))
         previous = self._resting.pop(partition, None)
         if previous is not None:
             previous.cancel()
@@ -195,6 +218,8 @@ class PartitionFeed:
         """Start handling ``records`` and return once the feed may read on; False if a batch failed."""
         before = self._in_flight[-1] if self._in_flight else None
         task = asyncio.create_task(self._batch(consumer, records, before))
+        self._began[task] = time.monotonic()
+        task.add_done_callback(self._ended)
         released = self._released[task] = asyncio.Event()
         self._in_flight.append(task)
         waiting = asyncio.ensure_future(released.wait())
@@ -204,6 +229,9 @@ class PartitionFeed:
             waiting.cancel()
             del self._released[task]
         return await self._collected(self._depth - 1)
+
+    def _ended(self, task: asyncio.Task[bool]) -> None:
+        self._began.pop(task, None)
 
     async def _collected(self, keep: int) -> bool:
         """Wait until at most ``keep`` batches are in hand, taking the results of those that ended; False
@@ -230,7 +258,7 @@ class PartitionFeed:
                 "queued.max.messages.kbytes": 8192,
             }
         )
-        failures = 0
+        self._failures = 0
         try:
             while True:
                 if self.host.settling() or not self._wanted:
@@ -241,21 +269,24 @@ class PartitionFeed:
                         await self._settled()  # the batches in hand were read under the old assignment
                         await self._assign(consumer, self._wanted)
                 messages = await self._call(consumer.consume, self.batch_size, 0.1)
+                self._last_read = time.monotonic()
                 async with self._busy:
                     records = self._usable(messages)
                     ok = await (self._start(consumer, records) if records else self._collected(self._depth))
                     if ok:
                         if records:
-                            failures = 0
+                            self._failures = 0
                         continue
-                    failures += 1
+                    self._failures += 1
                     log.warning(
-                        "%s: %d failed batch(es) in a row; reading again from the last commit", self.name, failures
+                        "%s: %d failed batch(es) in a row; reading again from the last commit",
+                        self.name,
+                        self._failures,
                     )
                     self._assigned = None  # back to the marks or committed offsets: the batch is read again
                 # A pause that grows while the failure lasts (the broker or the relay down), outside the lock
                 # so a rebalance need not wait for it.
-                await asyncio.sleep(min(30.0, 2.0 ** (failures - 1)))
+                await asyncio.sleep(min(30.0, 2.0 ** (self._failures - 1)))
         finally:
             for task in self._in_flight:
                 task.cancel()
@@ -278,3 +309,8 @@ class PartitionFeed:
             if msg.partition() in readable:
                 records.append(of(msg))
         return records
+
+
+def _pause_at(consumer: Consumer, tp: TopicPartition) -> None:
+    consumer.pause([tp])
+    consumer.seek(tp)

@@ -31,6 +31,8 @@ from schemas.settings import Settings
 
 # What the worker's feeds see of a key, its latest write included before Kafka acknowledged it.
 Current = Callable[[PartitionStore[Any], Any], str | None]
+# Each feed's standing (:meth:`processors.partition_feed.PartitionFeed.status`), by feed name.
+FeedStatus = Callable[[], dict[str, dict[str, Any]]]
 
 
 def register_views(
@@ -42,6 +44,7 @@ def register_views(
     campaigns: CampaignBook,
     metrics: WorkerMetrics,
     current: Current,
+    feeds: FeedStatus,
 ) -> None:
     """``current(table, key)``: the value the worker's feeds see, its latest write included before Kafka
     acknowledged it. A suppression lookup answers what the sender's gate answers now: an unsubscribe
@@ -138,6 +141,20 @@ def register_views(
             assigned = len(host.assigned())
             ready = assigned > 0 and not host.settling()
             return self.json({"ok": ready, "partitions": assigned}, status=200 if ready else 503)
+
+    @app.page("/feeds")
+    class Feeds(View):
+        async def get(self, request: Request) -> Response:
+            """What each feed reads and what holds it up: the first place to look when a partition's
+            backlog does not move (its partitions, those resting, the batches in hand and their age)."""
+            if not authorized(request):
+                return self.json({"error": "missing or invalid API key"}, status=401)
+            host_state = {
+                "partitions": sorted(host.assigned()),
+                "rebalancing": bool(app.rebalancing),
+                "in_recovery": bool(app.in_recovery),
+            }
+            return self.json({"worker": host_state, "feeds": feeds()})
 
     @app.page("/metrics")
     class Metrics(View):

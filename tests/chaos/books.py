@@ -3,6 +3,7 @@ against ClickHouse, the worker's suppression table and the SMTP sink's Maildir."
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -24,18 +25,47 @@ def sql(chaos: Chaos, statement: str) -> list[dict[str, Any]]:
     return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
 
 
-def sink_lag(chaos: Chaos) -> int:
-    """Records of the events topic the sink has not committed yet (it commits after its insert)."""
+def group_lag(chaos: Chaos, group: str, topic: str) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic`` that ``group`` has not read to its end: (committed offset, end offset)."""
     admin = AdminClient({"bootstrap.servers": chaos.settings.bootstrap_servers})
-    topic = Topics.for_prefix(chaos.settings.topic_prefix).events
-    group = f"{chaos.settings.topic_prefix}-sink"
     committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
-    done = {tp.partition: tp.offset for tp in committed.topic_partitions if tp.topic == topic}
+    done = {tp.partition: max(tp.offset, 0) for tp in committed.topic_partitions if tp.topic == topic}
     ends = admin.list_offsets(
         {TopicPartition(topic, p): OffsetSpec.latest() for p in range(chaos.settings.topic_partitions)},
         request_timeout=30,
     )
-    return sum(max(0, future.result().offset - max(done.get(tp.partition, 0), 0)) for tp, future in ends.items())
+    lags = {tp.partition: (done.get(tp.partition, 0), future.result().offset) for tp, future in ends.items()}
+    return {p: (at, end) for p, (at, end) in sorted(lags.items()) if end > at}
+
+
+def sink_lag(chaos: Chaos) -> int:
+    """Records of the events topic the sink has not committed yet (it commits after its insert)."""
+    topics = Topics.for_prefix(chaos.settings.topic_prefix)
+    lags = group_lag(chaos, f"{chaos.settings.topic_prefix}-sink", topics.events)
+    return sum(end - at for at, end in lags.values())
+
+
+def stuck(chaos: Chaos) -> str:
+    """What a run that did not settle was waiting for: the worker feeds' unread records by partition, and
+    what each worker says of its feeds (``/feeds``)."""
+    topics = Topics.for_prefix(chaos.settings.topic_prefix)
+    lines = []
+    for feed, topic in (("sender", topics.outbox), ("retries", topics.retry), ("held", topics.held)):
+        try:
+            lags = group_lag(chaos, f"{topics.processors_app}-{feed}", topic)
+        except Exception as exc:  # the diagnosis must not hide the failure it explains
+            lines.append(f"{feed}: lag unknown ({exc})")
+            continue
+        behind = ", ".join(f"p{p} {at}/{end}" for p, (at, end) in lags.items()) or "none"
+        lines.append(f"{feed} feed, committed/end where behind: {behind}")
+    for url in chaos.workers:
+        try:
+            answer = httpx.get(f"{url}/feeds", headers=chaos.headers, timeout=10).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            lines.append(f"{url}: no answer ({exc})")
+            continue
+        lines.append(f"{url}: {json.dumps(answer, sort_keys=True)}")
+    return "\n".join(lines)
 
 
 def settled(chaos: Chaos, timeout: float = 300) -> None:
@@ -54,7 +84,7 @@ def settled(chaos: Chaos, timeout: float = 300) -> None:
         elif rows["done"] >= expected and time.monotonic() - since > 5 and sink_lag(chaos) == 0:
             return
         time.sleep(1)
-    raise RuntimeError(f"the books did not settle in {timeout:.0f}s")
+    raise RuntimeError(f"the books did not settle in {timeout:.0f}s; what was still waiting:\n{stuck(chaos)}")
 
 
 def check(chaos: Chaos) -> list[tuple[str, str, bool]]:

@@ -111,6 +111,7 @@ def test_operator_routes_refuse_without_a_valid_key(stack: Settings) -> None:
     assert httpx.post(f"{operator(stack)}/campaigns", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
     assert httpx.get(f"http://127.0.0.1:{stack.sink_api_port}/reports/x").status_code == 401
     assert httpx.get(f"http://127.0.0.1:{stack.worker_web_port}/suppression/a@example.org").status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{stack.worker_web_port}/feeds").status_code == 401
     # The public app has no operator routes at all.
     assert httpx.post(f"{edge(stack)}/campaigns", json=body).status_code in (404, 405)
 
@@ -199,3 +200,15 @@ def test_openapi_describes_every_route(stack: Settings) -> None:
     operator_spec = httpx.get(f"{operator(stack)}/openapi.json").json()
     assert "/campaigns" in operator_spec["paths"] and operator_spec["security"] == [{"bearer": []}]
     assert "/metrics" in operator_spec["paths"]
+
+
+def test_the_worker_tells_an_operator_what_each_feed_reads(stack: Settings) -> None:
+    answer = httpx.get(f"http://127.0.0.1:{stack.worker_web_port}/feeds", headers=operator_headers(stack), timeout=10)
+    assert answer.status_code == 200
+    body = answer.json()
+    held = body["worker"]["partitions"]
+    assert held and not body["worker"]["rebalancing"]
+    assert set(body["feeds"]) == {"events", "rollup", "sender", "retries", "held"}
+    # One worker holds every partition, and every feed reads what the worker holds.
+    assert all(feed["reads"] == held for feed in body["feeds"].values())
+    assert body["feeds"]["retries"]["topic"] == Topics.for_prefix(stack.topic_prefix).retry

@@ -177,6 +177,7 @@ def test_a_partition_resting_when_a_rebalance_comes_is_read_again_once_assigned(
         started._consumer = consumer  # type: ignore[assignment]
         await started._assign(consumer, frozenset({0, 1}))  # type: ignore[arg-type]
         started.rest(0, 1708, 3600)  # its next request is not due for an hour
+        await started._call(lambda: None)  # the feed's thread made its calls
         assert consumer.readable() == {1}
         # A rebalance: revoked, and given back (or given to this worker after another's death).
         await started._on_revoked()
@@ -184,3 +185,49 @@ def test_a_partition_resting_when_a_rebalance_comes_is_read_again_once_assigned(
         return consumer.readable()
 
     assert asyncio.run(run()) == {0, 1, 2}
+
+
+def test_a_wake_up_queued_behind_a_read_never_undoes_the_rest_that_follows_it() -> None:
+    import asyncio
+    import threading
+
+    async def run() -> set[int]:
+        started, consumer = feed(), _PausingConsumer()
+        started._consumer = consumer  # type: ignore[assignment]
+        await started._assign(consumer, frozenset({0}))  # type: ignore[arg-type]
+        started.rest(0, 10, 3600)
+        reading = threading.Event()
+        started._pool.submit(reading.wait, 5)  # the feed's thread is in a consume() call
+        started.wake()  # its resume waits behind that read ...
+        started.rest(0, 12, 3600)  # ... and the handler rests the partition again meanwhile
+        reading.set()
+        await started._call(lambda: None)
+        return consumer.readable()
+
+    # Still resting: a resume run after the pause would have it fetched, dropped as resting, and skipped.
+    assert asyncio.run(run()) == set()
+
+
+def test_a_feeds_status_shows_the_batch_in_hand_until_it_ends() -> None:
+    import asyncio
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        gates = {1: asyncio.Event()}
+
+        async def handle(fed: PartitionFeed, records: list[FeedRecord]) -> dict[int, int]:
+            fed.release()
+            return await _ends(records, gates, set())
+
+        deep, consumer = _deep_feed(handle, 2), _Commits()
+        assert await deep._start(consumer, _records(0, 0, 1))
+        await asyncio.sleep(0.02)
+        waiting = deep.status()
+        gates[1].set()
+        await deep._settled()
+        await asyncio.sleep(0)
+        return waiting, deep.status()
+
+    waiting, ended = asyncio.run(run())
+    assert waiting["reads"] == [0] and waiting["batches_in_hand"] == 1
+    assert waiting["oldest_batch_seconds"] >= 0.02
+    assert ended["batches_in_hand"] == 0 and ended["oldest_batch_seconds"] is None
