@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from schemas.codec import DecodeError, decode_event, decode_suppression_change, encode
-from schemas.events import AnyEvent, SuppressionChange
+from schemas.events import AnyEvent, EventKind, SuppressionChange
 
 COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -128,6 +129,34 @@ def event_to_json(event: AnyEvent, partition: int, offset: int) -> bytes:
     return encode(event)[:-1] + b',"kafka_partition":%d,"kafka_offset":%d}' % (partition, offset)
 
 
+# How every producer of this project writes an event: msgspec writes the tag first and then the fields in
+# their declared order, so a known kind and the fields every kind must carry open the record. A record that
+# shows them is handed to ClickHouse as it is; an id or time with an escape in it takes the strict path.
+_CANONICAL_OPENING = re.compile(
+    rb'\{"kind":"(?:'
+    + b"|".join(re.escape(kind.value.encode()) for kind in EventKind)
+    + rb')","event_id":"[^"\\]*","occurred_at":"[^"\\]*","campaign_id":"[^"\\]*","message_id":"'
+)
+_opening = _CANONICAL_OPENING.match
+
+
+def raw_event_line(data: bytes, partition: int, offset: int) -> bytes | None:
+    """The record itself as its JSONEachRow line, plus the Kafka coordinates, without decoding it in Python;
+    None when it does not look as this project's producers write events (then it is decoded strictly).
+
+    Decoding and re-encoding each event cost twice what the rest of the sink's Python did per row. ClickHouse
+    parses the line anyway and refuses what its schema cannot hold: a field with no column, a value of the
+    wrong type, a malformed line, a duplicated key (the Kafka coordinates among them). A refused batch is then
+    mapped record by record with :func:`event_to_json`, which names what is wrong with each record it
+    refuses (:mod:`sinks.salvage`). The kind and the fields every kind carries are checked here, because
+    ClickHouse would fill a missing one with its default and an unknown kind would be stored as it is.
+    One anchored regular expression checks them: 0.6 µs a record, against 1.4 µs for a search per field.
+    """
+    if _opening(data) is None or not data.endswith(b"}"):
+        return None
+    return data[:-1] + b',"kafka_partition":%d,"kafka_offset":%d}' % (partition, offset)
+
+
 def stored_event(data: bytes) -> AnyEvent:
     """A record of the events topic as the sink stores it: a field its kind does not declare (a newer
     producer's) is refused with the reason, since the row could not keep it."""
@@ -166,15 +195,24 @@ class TableMapping:
     """How the records of one topic become rows of one table (decode raises DecodeError).
 
     ``json_rows``: ``to_row`` gives one JSONEachRow line (bytes) instead of a tuple in column order.
+    ``fast_row``: the row without decoding the record, or None to take ``to_row``; the store checks what it
+    lets through, and a batch the store refuses is mapped again with ``to_row`` alone.
     """
 
     table: str
     columns: tuple[str, ...]
     to_row: Callable[[bytes, int, int], MappedRow]
     json_rows: bool = False
+    fast_row: Callable[[bytes, int, int], MappedRow | None] | None = None
 
 
-EVENTS = TableMapping("events", COLUMNS, lambda data, p, o: event_to_json(stored_event(data), p, o), json_rows=True)
+EVENTS = TableMapping(
+    "events",
+    COLUMNS,
+    lambda data, p, o: event_to_json(stored_event(data), p, o),
+    json_rows=True,
+    fast_row=raw_event_line,
+)
 SUPPRESSION_CHANGES = TableMapping(
     "suppression_changes",
     SUPPRESSION_COLUMNS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -82,3 +83,50 @@ def test_poison_message_goes_to_dead_letter_topic_and_next_event_lands(stack: Se
     assert b"malformed event JSON" in headers["reason"]
     assert poison[0].value().startswith(b'{"kind": "open", "this is"')
     dlq.close()
+
+
+def test_records_clickhouse_refuses_go_to_the_dead_letter_topic_and_the_rest_of_their_batch_lands(
+    stack: Settings,
+) -> None:
+    """Records that look as the producers write them go to ClickHouse undecoded; the batch it refuses is
+    stored record by record, and only the refused records are dead-lettered, each with its reason."""
+    topics = Topics.for_prefix(stack.topic_prefix)
+    dlq = TopicReader(stack, topics.dead_letter)
+    campaign = unique("refused")
+    key = b"refused@example.org"
+    goods = [
+        Open(
+            event_id=new_event_id(),
+            occurred_at=utcnow(),
+            campaign_id=campaign,
+            message_id=f"m{n}",
+            recipient="refused@example.org",
+        )
+        for n in range(20)
+    ]
+    canonical = encode(goods[0])
+    bad = {
+        b"unknown field": canonical[:-1] + b',"device":"tablet"}',
+        b"bad time": canonical.replace(b'"occurred_at":"', b'"occurred_at":"not a time ', 1),
+        b"not JSON": canonical.replace(b'"message_id":"m0"', b'"message_id":m0', 1),
+    }
+    producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "partitioner": "murmur2_random"})
+    for n, good in enumerate(goods):
+        producer.produce(topics.events, key=key, value=encode(good))
+        if n == 10:
+            for value in bad.values():
+                producer.produce(topics.events, key=key, value=value)
+    assert producer.flush(30) == 0
+
+    def stored() -> list[dict[str, Any]] | None:
+        rows = sql(stack, f"SELECT event_id FROM events WHERE campaign_id = '{campaign}'")
+        return rows if len(rows) >= len(goods) else None
+
+    rows = wait_until(stored, what="the 20 good events around the refused ones")
+    assert sorted(r["event_id"] for r in rows) == sorted(g.event_id for g in goods)
+    dead = dlq.read(30, until=lambda records: sum(r.key() == key for r in records) >= 3)
+    refused = {r.value(): dict(r.headers() or [])["reason"] for r in dead if r.key() == key}
+    dlq.close()
+    assert set(refused) == set(bad.values())
+    assert b"device" in refused[bad[b"unknown field"]]  # the strict mapping names the field without a column
+    assert refused[bad[b"bad time"]] and refused[bad[b"not JSON"]]
