@@ -15,6 +15,7 @@ from sinks.migrations import (
     m0005_attribution,
     m0006_retry_time,
     m0007_campaign_lifecycle,
+    m0008_message_outcomes,
 )
 from sinks.store import EventStore
 
@@ -41,6 +42,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _from(5, m0005_attribution),
     _from(6, m0006_retry_time),
     _from(7, m0007_campaign_lifecycle),
+    _from(8, m0008_message_outcomes),
 )
 
 _LEDGER = """CREATE TABLE IF NOT EXISTS mailpulse_migrations (

@@ -1,84 +1,116 @@
-"""Campaign reports from the raw events table.
+"""Campaign reports from the events, as ClickHouse keeps them.
 
-Every count is over distinct message or event ids, so the answer is the same
-before and after ReplacingMergeTree merges, and after any replay.
+Every count is of distinct messages or distinct events, so the answer is the same before and after merges,
+and after any replay. One query, two reads:
+
+- **per message**, flags (sent, bounced, opened by a person, clicked ...) from ``message_outcomes``, which a
+  materialized view keeps beside the raw events, each flag a ``max`` that a duplicated event cannot change;
+  sums of flags and their combinations count messages;
+- **per event**, opens, clicks and deferrals from the hourly rollup's ``uniqExact`` states, summed over the
+  hours: the copies of an event share its time, kind and agent class, so they meet in one hour's state.
+
+On ten million events this takes about 0.55 s here, where grouping the raw events by message took 1.3-1.4 s
+(`make bench`, reports suite); both equal the model of the same events (tests/integration/test_engagement.py).
+Events with no message id (none of this project's producers writes one for a campaign) set no flag, and are
+counted among opens, clicks and deferrals.
 """
 
 from __future__ import annotations
 
-from typing import Any, assert_never
+from typing import Any, NamedTuple, assert_never
 
 from schemas.events import EventKind
 from schemas.report import COUNT_KEYS, PROVIDER_COUNT, REASON_COUNT, breakdown, with_rates
 from sinks.store import EventStore
 
 
-def per_message_columns(kind: EventKind) -> tuple[str, ...]:
-    """What one kind of event adds to a message's row of the report (``()``: reports do not count it)."""
+class KindColumns(NamedTuple):
+    """What one kind of event adds to a report: flags of its message (columns of ``message_outcomes``, see
+    sinks/migrations/m0008_message_outcomes.py), counts of its distinct events (from ``events_hourly``)."""
+
+    flags: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+
+
+def report_columns(kind: EventKind) -> KindColumns:
+    """A kind the report does not count says so here (``KindColumns()``), so a new kind is a decision."""
     match kind:
         case EventKind.OPEN:
-            return (
-                "uniqExactIf(event_id, kind = 'open') AS opens",
-                "uniqExactIf(event_id, kind = 'open' AND agent_class = 'human') AS human_opens",
-                "uniqExactIf(event_id, kind = 'open' AND agent_class != 'human') AS machine_opens",
+            return KindColumns(
+                flags=("human_open",),
+                events=(
+                    "uniqExactMergeIf(events, kind = 'open') AS opens_total",
+                    "uniqExactMergeIf(events, kind = 'open' AND agent_class != 'human') AS opens_machine",
+                ),
             )
         case EventKind.CLICK:
-            return ("uniqExactIf(event_id, kind = 'click') AS clicks",)
+            return KindColumns(("clicked",), ("uniqExactMergeIf(events, kind = 'click') AS clicks_total",))
         case EventKind.UNSUBSCRIBE:
-            return ("max(kind = 'unsubscribe') AS unsubscribed",)
+            return KindColumns(("unsubscribed",))
         case EventKind.SENT:
-            return ("max(kind = 'sent') AS was_sent",)
+            return KindColumns(("was_sent",))
         case EventKind.DELIVERED:
-            return ("max(kind = 'delivered') AS was_delivered",)
+            return KindColumns(("was_delivered",))
         case EventKind.DEFERRED:
-            return ("uniqExactIf(event_id, kind = 'deferred') AS deferrals",)
+            return KindColumns(events=("uniqExactMergeIf(events, kind = 'deferred') AS deferred",))
         case EventKind.FAILED:
-            return ("max(kind = 'failed') AS was_failed",)
+            return KindColumns(("was_failed",))
         case EventKind.BOUNCE:
-            return tuple(f"max(kind = 'bounce' AND bounce_class = '{c}') AS {c}" for c in ("hard", "soft", "block"))
+            return KindColumns(("hard", "soft", "block"))
         case EventKind.COMPLAINT:
-            return ("max(kind = 'complaint') AS complained",)
+            return KindColumns(("complained",))
         case EventKind.SEND_SKIPPED:
-            return ("max(kind = 'send.skipped') AS was_skipped",)
+            return KindColumns(("was_skipped",))
         case EventKind.SUPPRESSION_ADDED | EventKind.SUPPRESSION_REMOVED:
-            return ()  # operators' suppression changes belong to no campaign
+            return KindColumns()  # operators' suppression changes belong to no campaign
         case (
             EventKind.CAMPAIGN_QUEUED
             | EventKind.CAMPAIGN_PAUSED
             | EventKind.CAMPAIGN_RESUMED
             | EventKind.CAMPAIGN_CANCELLED
         ):
-            return ()  # about the campaign, not a message: `mailpulse campaign status` shows them
+            return KindColumns()  # about the campaign, not a message: `mailpulse campaign status` shows them
         case _:
             assert_never(kind)
 
 
-_PER_MESSAGE = (
-    "SELECT message_id,\n    "
-    + ",\n    ".join(column for kind in EventKind for column in per_message_columns(kind))
-    + "\nFROM events\nWHERE campaign_id = {campaign:String} AND message_id != ''\nGROUP BY message_id"
-)
+_FLAGS = [flag for kind in EventKind for flag in report_columns(kind).flags]
+_EVENT_COUNTS = [column for kind in EventKind for column in report_columns(kind).events]
+_EVENT_TOTALS = [column.rsplit(" AS ", 1)[1] for column in _EVENT_COUNTS]
 
-_TOTALS = """
-SELECT
-    sum(was_sent) AS sent,
-    sum((was_sent OR was_delivered) AND NOT (hard OR soft OR block)) AS delivered,
-    sum(deferrals) AS deferred,
-    sum(was_failed) AS failed,
-    sum(was_skipped AND NOT (was_sent OR hard OR soft OR block OR was_failed)) AS skipped,
-    sum(hard) AS bounced_hard,
-    sum(soft) AS bounced_soft,
-    sum(block) AS blocked,
-    sum(complained) AS complaints,
-    sum(unsubscribed) AS unsubscribes,
-    sum(opens) AS opens_total,
-    countIf(human_opens > 0) AS opens_unique_human,
-    sum(machine_opens) AS opens_machine,
-    sum(clicks) AS clicks_total,
-    countIf(clicks > 0) AS clicks_unique,
-    countIf(was_sent OR hard OR soft OR block OR was_failed) AS attempted
-FROM (__PER_MESSAGE__)
+_TOTALS = f"""
+SELECT * FROM (
+    SELECT
+        sum(was_sent) AS sent,
+        sum((was_sent OR was_delivered) AND NOT (hard OR soft OR block)) AS delivered,
+        sum(was_failed) AS failed,
+        sum(was_skipped AND NOT (was_sent OR hard OR soft OR block OR was_failed)) AS skipped,
+        sum(hard) AS bounced_hard,
+        sum(soft) AS bounced_soft,
+        sum(block) AS blocked,
+        sum(complained) AS complaints,
+        sum(unsubscribed) AS unsubscribes,
+        sum(human_open) AS opens_unique_human,
+        sum(clicked) AS clicks_unique,
+        countIf(was_sent OR hard OR soft OR block OR was_failed) AS attempted
+    FROM (
+        SELECT message_id, {", ".join(f"max({flag}) AS {flag}" for flag in _FLAGS)}
+        FROM message_outcomes
+        WHERE campaign_id = {{campaign:String}}
+        GROUP BY message_id
+    )
+) AS messages
+CROSS JOIN (
+    SELECT {", ".join(f"sum({total}) AS {total}" for total in _EVENT_TOTALS)}
+    FROM (
+        SELECT hour, {", ".join(_EVENT_COUNTS)}
+        FROM events_hourly
+        WHERE campaign_id = {{campaign:String}}
+        GROUP BY hour
+    )
+) AS counted
 """
+
 
 # From the rollup: merging uniqExact states is duplicate-proof like the totals above.
 _HOURLY = """
@@ -117,8 +149,7 @@ GROUP BY key
 
 
 def campaign_report(store: EventStore, campaign_id: str) -> dict[str, Any]:
-    sql = _TOTALS.replace("__PER_MESSAGE__", _PER_MESSAGE)
-    columns, rows = store.query(sql, parameters={"campaign": campaign_id})
+    columns, rows = store.query(_TOTALS, parameters={"campaign": campaign_id})
     values = dict(zip(columns, rows[0], strict=True)) if rows else {}
     counts = {key: int(values.get(key) or 0) for key in COUNT_KEYS}
     return {**with_rates(counts, attempted=int(values.get("attempted") or 0)), **bounce_breakdown(store, campaign_id)}

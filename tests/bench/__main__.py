@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from tests.bench import bounce_bench, edge_bench, honour_bench, processor_bench, sender_bench, sink_bench
+from tests.bench import bounce_bench, edge_bench, honour_bench, processor_bench, report_bench, sender_bench, sink_bench
 from tests.bench.common import bench_settings, say, start_broker
 
 SUITES = {
@@ -18,11 +18,12 @@ SUITES = {
     "processors": processor_bench.main,
     "sender": sender_bench.main,
     "sink": sink_bench.main,
+    "reports": report_bench.main,
     "bounces": bounce_bench.main,
     "honour": honour_bench.main,
 }
 # Suites that need no broker (pure work on one core).
-WITHOUT_BROKER = {"bounces"}
+WITHOUT_BROKER = {"bounces", "reports"}
 
 
 def main() -> int:

@@ -37,7 +37,10 @@ from schemas.settings import Settings
 
 
 def report_model(events: list[AnyEvent], campaign: str) -> dict[str, Any]:
-    distinct = {e.event_id: e for e in events if e.campaign_id == campaign and e.message_id}
+    """Messages are counted by their distinct events; opens, clicks and deferrals are distinct events of the
+    campaign, a message id or not (as the hourly rollup counts them)."""
+    of_campaign = {e.event_id: e for e in events if e.campaign_id == campaign}
+    distinct = {event_id: e for event_id, e in of_campaign.items() if e.message_id}
     per_message: dict[str, list[AnyEvent]] = defaultdict(list)
     for event in distinct.values():
         per_message[event.message_id].append(event)
@@ -58,7 +61,6 @@ def report_model(events: list[AnyEvent], campaign: str) -> dict[str, Any]:
         clicks = [e for e in evs if isinstance(e, Click)]
         counts["sent"] += "sent" in kinds
         counts["delivered"] += bool(kinds & {"sent", "delivered"}) and not (hard or soft or block)
-        counts["deferred"] += sum(1 for e in evs if isinstance(e, Deferred))
         counts["failed"] += "failed" in kinds
         tried = bool(kinds & {"sent", "failed"}) or hard or soft or block
         counts["skipped"] += "send.skipped" in kinds and not tried
@@ -67,12 +69,14 @@ def report_model(events: list[AnyEvent], campaign: str) -> dict[str, Any]:
         counts["blocked"] += block
         counts["complaints"] += "complaint" in kinds
         counts["unsubscribes"] += "unsubscribe" in kinds
-        counts["opens_total"] += len(opens)
         counts["opens_unique_human"] += any(o.agent_class is AgentClass.HUMAN for o in opens)
-        counts["opens_machine"] += sum(1 for o in opens if o.agent_class is not AgentClass.HUMAN)
-        counts["clicks_total"] += len(clicks)
         counts["clicks_unique"] += bool(clicks)
         attempted += bool(kinds & {"sent", "failed"}) or hard or soft or block
+    every = list(of_campaign.values())
+    counts["deferred"] = sum(1 for e in every if isinstance(e, Deferred))
+    counts["opens_total"] = sum(1 for e in every if isinstance(e, Open))
+    counts["opens_machine"] = sum(1 for e in every if isinstance(e, Open) and e.agent_class is not AgentClass.HUMAN)
+    counts["clicks_total"] = sum(1 for e in every if isinstance(e, Click))
     return {**with_rates(counts, attempted), **breakdown(cells)}
 
 

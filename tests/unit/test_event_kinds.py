@@ -19,7 +19,7 @@ from processors.block_monitor import BlockMonitor, BlockPolicy
 from processors.suppression import EMPTY, Policy, apply_event
 from schemas.codec import DecodeError, encode
 from schemas.events import EVENT_CLASSES, Event, EventKind
-from sinks.reports import per_message_columns
+from sinks.reports import report_columns
 from sinks.rows import EVENTS, event_to_json, stored_event
 
 AT = datetime(2026, 12, 2, 9, tzinfo=UTC)
@@ -68,7 +68,7 @@ def test_every_kind_is_handled_by_every_part(cls: type[Event]) -> None:
     apply_event(EMPTY, event, Policy())
     BlockMonitor(BlockPolicy()).observe(event)
     assert EVENTS.to_row(encode(event), 0, 0)  # every field has a column
-    per_message_columns(kind)
+    report_columns(kind)
 
 
 def test_the_contract_and_the_enum_name_the_same_kinds() -> None:
