@@ -32,7 +32,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from processors.feed import FeedHost, FeedProgress, FeedRecord, Handler, ResumeFrom
 
@@ -121,12 +129,14 @@ class PartitionFeed:
         self._wanted = self._offered
 
     async def _assign(self, consumer: Consumer, partitions: frozenset[int]) -> None:
+        # Reading starts again from the tables' marks, else the committed offsets: whatever was fetched
+        # and not handled is read again.
+        tps = await self._start_offsets(consumer, partitions)
+        if tps is None:
+            return  # not assigned: the run loop tries again once the rebalance under way is done
         for handle in self._resting.values():
             handle.cancel()
         self._resting.clear()
-        # Reading starts again from the tables' marks, else the committed offsets: whatever was fetched
-        # and not handled is read again.
-        tps = [TopicPartition(self.topic, p, self._start_offset(p)) for p in sorted(partitions)]
         await self._call(consumer.assign, tps)
         # librdkafka keeps a partition's pause through assign (and unassign), measured against the broker:
         # a partition resting when the rebalance came would never be read again, its wake-up cancelled above.
@@ -139,8 +149,39 @@ class PartitionFeed:
             for tp in tps
             if tp.offset != OFFSET_INVALID
         }
-        origin = f" from {starts} (the tables' marks)" if starts else ""
+        whose = "the tables' marks" if self.resume_from is not None else "the committed offsets"
+        origin = f" from {starts} ({whose})" if starts else ""
         log.info("%s reads %s partitions %s%s", self.name, self.topic, sorted(partitions) or "none", origin)
+
+    async def _start_offsets(self, consumer: Consumer, partitions: frozenset[int]) -> list[TopicPartition] | None:
+        """Where each partition is read from; None if a rebalance began while the committed offsets were asked.
+
+        The committed offsets are asked for here, not left to ``assign`` (OFFSET_INVALID): refused by a
+        coordinator that had moved (NOT_COORDINATOR after a broker restart), librdkafka reported the error and
+        never fetched those partitions; `make chaos` stalled on 2,000 due retries, its feed reading nothing.
+        """
+        if self.resume_from is not None:
+            return [TopicPartition(self.topic, p, self._start_offset(p)) for p in sorted(partitions)]
+        asked = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        delay = 0.5
+        while True:
+            try:
+                committed = await self._call(consumer.committed, asked, timeout=10)
+                refused = [tp for tp in committed if tp.error is not None]
+                if not refused:
+                    # No commit yet: from the beginning, as auto.offset.reset=earliest says.
+                    return [
+                        TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                        for tp in committed
+                    ]
+                reason = str(refused[0].error)
+            except KafkaException as exc:
+                reason = str(exc)
+            log.warning("%s: committed offsets of %s not known (%s); asking again", self.name, self.topic, reason)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            if self.host.settling():
+                return None
 
     def _start_offset(self, partition: int) -> int:
         if self.resume_from is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 
 from processors.feed import FeedMessage, FeedRecord
 from processors.partition_feed import PartitionFeed
@@ -165,6 +165,9 @@ class _PausingConsumer:
     def seek(self, tp: Any) -> None:
         pass
 
+    def committed(self, tps: list[Any], timeout: float) -> list[Any]:
+        return [TopicPartition(tp.topic, tp.partition, OFFSET_INVALID) for tp in tps]
+
     def readable(self) -> set[int]:
         return set(self.assigned) - self.paused
 
@@ -231,3 +234,49 @@ def test_a_feeds_status_shows_the_batch_in_hand_until_it_ends() -> None:
     assert waiting["reads"] == [0] and waiting["batches_in_hand"] == 1
     assert waiting["oldest_batch_seconds"] >= 0.02
     assert ended["batches_in_hand"] == 0 and ended["oldest_batch_seconds"] is None
+
+
+class _MovedCoordinator(_PausingConsumer):
+    """The group's coordinator moved (a broker restarted): the first asks for committed offsets are refused."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+        self.offsets: list[tuple[int, int]] = []
+
+    def committed(self, tps: list[Any], timeout: float) -> list[Any]:
+        if self.refusals:
+            self.refusals -= 1
+            raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))
+        return [TopicPartition(tp.topic, tp.partition, {0: 293}.get(tp.partition, OFFSET_INVALID)) for tp in tps]
+
+    def assign(self, tps: list[Any]) -> None:
+        super().assign(tps)
+        self.offsets = [(tp.partition, tp.offset) for tp in tps]
+
+
+def test_a_feed_asks_again_for_its_committed_offsets_and_assigns_them_explicitly() -> None:
+    import asyncio
+
+    async def run() -> tuple[list[tuple[int, int]], set[int]]:
+        started, consumer = feed(), _MovedCoordinator(refusals=2)
+        started.host.settling = lambda: False
+        await started._assign(consumer, frozenset({0, 2}))  # type: ignore[arg-type]
+        return consumer.offsets, consumer.readable()
+
+    offsets, readable = asyncio.run(run())
+    # Never OFFSET_INVALID, which leaves the lookup to librdkafka: refused once, it never fetched them.
+    assert offsets == [(0, 293), (2, OFFSET_BEGINNING)] and readable == {0, 2}
+
+
+def test_a_rebalance_during_the_lookup_leaves_the_feed_unassigned_for_the_run_loop_to_retry() -> None:
+    import asyncio
+
+    async def run() -> tuple[list[tuple[int, int]], Any]:
+        started, consumer = feed(), _MovedCoordinator(refusals=100)
+        started.host.settling = lambda: True
+        await started._assign(consumer, frozenset({0}))  # type: ignore[arg-type]
+        return consumer.offsets, started._assigned
+
+    offsets, assigned = asyncio.run(run())
+    assert offsets == [] and assigned is None
