@@ -158,7 +158,7 @@ class PartitionFeed:
 
         The committed offsets are asked for here, not left to ``assign`` (OFFSET_INVALID): refused by a
         coordinator that had moved (NOT_COORDINATOR after a broker restart), librdkafka reported the error and
-        never fetched those partitions; `make chaos` stalled on 2,000 due retries, its feed reading nothing.
+        never fetched those partitions; `make chaos` stalled on 2,462 unread retries, its feed reading nothing.
         """
         if self.resume_from is not None:
             return [TopicPartition(self.topic, p, self._start_offset(p)) for p in sorted(partitions)]
