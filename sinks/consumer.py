@@ -40,7 +40,7 @@ from schemas.topics import Topics
 from sinks.commits import PendingCommits
 from sinks.rows import EVENTS, SUPPRESSION_CHANGES, MappedRow, TableMapping
 from sinks.salvage import Refused, refuses_data, salvage
-from sinks.store import EventStore
+from sinks.store import EventStore, error_line
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class TableSink:
                 "%s refused a batch of %d rows (%s); storing it record by record",
                 self.mapping.table,
                 len(batch.rows),
-                str(exc).strip().splitlines()[0][:300],
+                error_line(exc),
             )
         sources = [(msg.value() or b"", msg.partition() or 0, msg.offset() or 0) for msg in batch.sources]
         refused: list[Refused] = salvage(
@@ -289,7 +289,7 @@ class TableSink:
 
     def _retried(self, call: Callable[[], T]) -> T:
         def failed(attempt: int, exc: Exception) -> None:
-            self._retrying = f"attempt {attempt}/{self.insert_attempts}: {str(exc).strip().splitlines()[0][:300]}"
+            self._retrying = f"attempt {attempt}/{self.insert_attempts}: {error_line(exc)}"
             log.warning("%s insert failed (%s)", self.mapping.table, self._retrying)
 
         result = with_retries(call, self.insert_attempts, failed, self._stop_aware_sleep)

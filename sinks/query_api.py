@@ -28,7 +28,7 @@ from sinks.analyst_sql import RefusedStatement
 from sinks.replay import ReplayError, ReplayJobs, parse_time
 from sinks.report_page import render_report_page
 from sinks.reports import campaign_hourly, campaign_report, sent_message
-from sinks.store import AnalystBusy, EventStore
+from sinks.store import AnalystBusy, EventStore, error_line
 
 MAX_SQL_BYTES = 64 * 1024
 
@@ -59,7 +59,7 @@ def run_read_only(store: EventStore, sql: str) -> dict[str, Any]:
 
 def sql_error(exc: ClickHouseError) -> str:
     """ClickHouse's own first line: it names the limit a statement ran into."""
-    return str(exc).strip().splitlines()[0][:500]
+    return error_line(exc, 500)
 
 
 def _replay_request(body: Any) -> tuple[str, datetime | None, int | None, datetime | None]:

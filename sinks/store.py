@@ -35,6 +35,11 @@ JSON_INSERT = {
 }
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """ClickHouse's first line of an error (it names the cause; the rest is a stack), cut to ``limit``."""
+    return str(exc).strip().splitlines()[0][:limit]
+
+
 class AnalystBusy(RuntimeError):
     """Another analyst's statement held the analysts' session for the whole time limit."""
 
