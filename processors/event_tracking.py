@@ -20,7 +20,7 @@ from datetime import timedelta
 import msgspec
 
 from processors import alerts
-from processors.block_monitor import BlockMonitor, BlockPolicy
+from processors.block_monitor import BlockMonitor, BlockPolicy, BlockRate
 from processors.engagement import epoch_hour
 from processors.engagement_batch import EngagementBatch
 from processors.feed import FeedRecord
@@ -29,6 +29,7 @@ from processors.routing import partition_for
 from processors.state_keys import Address, EngagementKey, address
 from processors.store import PartitionStore
 from processors.suppression import (
+    NEVER_CHANGES_SUPPRESSION,
     Policy,
     SuppressionEntry,
     apply_event,
@@ -97,9 +98,9 @@ class EventTracker:
         self._topics = Topics.for_prefix(settings.topic_prefix)
         self._partitions = settings.topic_partitions
         self._policy = suppression_policy(settings)
-        self._blocks = BlockMonitor(block_policy(settings))
-        # The same window judged against the line that pauses a campaign (MAILPULSE_AUTO_PAUSE).
-        self._pauses = BlockMonitor(pause_policy(settings)) if settings.auto_pause else None
+        # The block alert's line, and the line that pauses a campaign (MAILPULSE_AUTO_PAUSE) over the same window.
+        lines = (block_policy(settings), pause_policy(settings)) if settings.auto_pause else (block_policy(settings),)
+        self._blocks = BlockMonitor(*lines)
         self._metrics = metrics
 
     def apply(self, tx: Transaction, records: list[FeedRecord]) -> None:
@@ -117,17 +118,11 @@ class EventTracker:
             if change is not None:
                 changes.append(change)
             decoded.append((event, record))
-            crossed = self._blocks.observe(event)
-            if crossed is not None:
-                self._alert(tx, alerts.block_alert(crossed, self._blocks.policy, utcnow()))
-            paused = self._pauses.observe(event) if self._pauses is not None else None
-            if paused is not None and self._pauses is not None:
-                alert = alerts.block_alert(paused, self._pauses.policy, utcnow(), paused=True)
-                self._alert(tx, alert)
-                reason = f"block rate {paused.rate:.1%} at {paused.domain} (line {alert.threshold:.1%})"
-                pause = alerts.automatic_pause(alert.campaign_id, alert.alert_id, reason, alert.raised_at)
-                self._metrics.auto_pauses.labels("block_rate").inc()
-                tx.produce(self._topics.campaigns, *campaign_record(pause))
+            crossings = self._blocks.observe_each(event)
+            if crossings[0] is not None:
+                self._alert(tx, alerts.block_alert(crossings[0], self._blocks.policies[0], utcnow()))
+            if len(crossings) > 1 and crossings[1] is not None:
+                self._pause(tx, crossings[1], self._blocks.policies[1])
         batch = EngagementBatch(tx, self._engagement)
         for event, record in decoded:
             if event.message_id and event.campaign_id:
@@ -139,6 +134,14 @@ class EventTracker:
             self._publish(tx, partial)
         self._metrics.events.inc(len(records))
 
+    def _pause(self, tx: Transaction, crossed: BlockRate, policy: BlockPolicy) -> None:
+        alert = alerts.block_alert(crossed, policy, utcnow(), paused=True)
+        self._alert(tx, alert)
+        reason = f"block rate {crossed.rate:.1%} at {crossed.domain} (line {alert.threshold:.1%})"
+        pause = alerts.automatic_pause(alert.campaign_id, alert.alert_id, reason, alert.raised_at)
+        self._metrics.auto_pauses.labels("block_rate").inc()
+        tx.produce(self._topics.campaigns, *campaign_record(pause))
+
     def _alert(self, tx: Transaction, alert: BlockAlert) -> None:
         log.warning(alerts.describe_block_alert(alert))
         self._metrics.block_alerts.inc()
@@ -146,8 +149,8 @@ class EventTracker:
 
     def _track_suppression(self, tx: Transaction, event: AnyEvent, partition: int) -> SuppressionChange | None:
         """Apply ``event`` to its recipient's entry; the audit record when the entry's reasons changed."""
-        if not event.recipient:
-            return None
+        if not event.recipient or isinstance(event, NEVER_CHANGES_SUPPRESSION):
+            return None  # most events (opens, clicks): their entry need not even be read
         key = address(event.recipient)
         before = decode_entry(tx.read(self._suppression, key, partition))
         after = apply_event(before, event, self._policy)

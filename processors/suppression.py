@@ -79,6 +79,18 @@ class Policy:
 
 
 EMPTY = SuppressionEntry()
+# Kinds that leave every entry as it is (:func:`apply_event`): who applies an event need not read the entry.
+NEVER_CHANGES_SUPPRESSION = (
+    Open,
+    Click,
+    Deferred,
+    Failed,
+    SendSkipped,
+    CampaignQueued,
+    CampaignPaused,
+    CampaignResumed,
+    CampaignCancelled,
+)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(SuppressionEntry)
 
@@ -124,6 +136,8 @@ def _list_scope(event: AnyEvent) -> str | None:
 
 def _is_spent(entry: SuppressionEntry, event: AnyEvent) -> bool:
     """Whether an operator lifted, after this event happened, the suppression it would cause."""
+    if not entry.cleared:
+        return False
     scope = _list_scope(event)
     lifted = [entry.cleared.get("*"), entry.cleared.get(scope) if scope else None]
     return any(when is not None and event.occurred_at <= when for when in lifted)

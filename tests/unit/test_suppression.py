@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from processors.suppression import (
     EMPTY,
+    NEVER_CHANGES_SUPPRESSION,
     Policy,
     Reason,
     apply_event,
@@ -131,3 +132,24 @@ def test_unattributed_reports_suppress_nobody_unless_the_operator_trusts_them() 
     trusting = Policy(soft_bounce_threshold=3, soft_bounce_window=timedelta(days=7), trust_unattributed=True)
     assert suppression_reasons(apply_event(EMPTY, forged[0], trusting)) == [Reason.HARD_BOUNCE]
     assert suppression_reasons(apply_event(EMPTY, forged[1], trusting)) == [Reason.COMPLAINT]
+
+
+def test_the_kinds_the_tracker_passes_over_change_no_entry() -> None:
+    """The events tracker reads no entry for these kinds: each must leave every entry as it is."""
+    from tests.unit.test_event_kinds import sample
+
+    soft = Bounce(**common(), bounce_class=BounceClass.SOFT)  # type: ignore[arg-type]
+    entries = [
+        EMPTY,
+        run([soft]),
+        run([Unsubscribe(**common(list_id="news"), scope=UnsubscribeScope.LIST)]),  # type: ignore[arg-type]
+        run([Complaint(**common(), attributed=True)]),  # type: ignore[arg-type]
+    ]
+    assert entries[1].soft_bounces and entries[2].lists and entries[3].reasons
+    for cls in NEVER_CHANGES_SUPPRESSION:
+        event = sample(cls)
+        for entry in entries:
+            assert apply_event(entry, event, POLICY) is entry, cls.__name__
+    # A kind that can change an entry is not among them: a sent resets the soft-bounce count.
+    assert apply_event(entries[1], Sent(**common()), POLICY) is not entries[1]  # type: ignore[arg-type]
+    assert Sent not in NEVER_CHANGES_SUPPRESSION
