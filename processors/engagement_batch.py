@@ -17,6 +17,7 @@ from schemas.events import AnyEvent, CampaignPartial
 
 # A count key's campaign, source partition and hour (None: the campaign's total).
 CountOf = tuple[str, int, int | None]
+_NOTHING: eng.Counts = {}  # no change to a count (never written to)
 
 
 class EngagementBatch:
@@ -30,6 +31,7 @@ class EngagementBatch:
         # Count keys whose latest value must be (re)published: everything a batch could have changed,
         # also when a redelivery finds it already counted, so a lost publish is repaired.
         self.touched: dict[EngagementKey, CountOf] = {}
+        self._keys: dict[CountOf, tuple[EngagementKey, CountOf]] = {}
 
     def _message(self, key: EngagementKey, partition: int) -> eng.MessageState:
         held = self.messages.get(key)
@@ -43,16 +45,32 @@ class EngagementBatch:
         after, delta = eng.apply_event(before, event)
         if after is not before:
             self.messages[key] = (after, partition)
-        totals: eng.Counts = {}
-        for hour_delta in delta.values():
-            totals = eng.add_counts(totals, hour_delta)
+        if len(delta) == 1:
+            (totals,) = delta.values()  # most events: one hour's change (Tally.add only reads it)
+        else:
+            totals = {}
+            for hour_delta in delta.values():
+                totals = eng.add_counts(totals, hour_delta)
+        self._count(self._key(campaign, partition, None), totals, offset)
         hours = {eng.epoch_hour(event.occurred_at), *after.first.values(), *delta}
-        self._count(EngagementKeys.totals(partition, campaign), (campaign, partition, None), totals, offset)
         for hour in hours:
-            key = EngagementKeys.hour(partition, campaign, hour)
-            self._count(key, (campaign, partition, hour), delta.get(hour, {}), offset)
+            self._count(self._key(campaign, partition, hour), delta.get(hour, _NOTHING), offset)
 
-    def _count(self, key: EngagementKey, what: CountOf, delta: eng.Counts, offset: int) -> None:
+    def _key(self, campaign: str, partition: int, hour: int | None) -> tuple[EngagementKey, CountOf]:
+        """A count's key and what it counts; made once per batch (a batch meets the same few again and again)."""
+        what = (campaign, partition, hour)
+        made = self._keys.get(what)
+        if made is None:
+            key = (
+                EngagementKeys.totals(partition, campaign)
+                if hour is None
+                else EngagementKeys.hour(partition, campaign, hour)
+            )
+            made = self._keys[what] = (key, what)
+        return made
+
+    def _count(self, count: tuple[EngagementKey, CountOf], delta: eng.Counts, offset: int) -> None:
+        key, what = count
         partition = what[1]
         if delta:  # an untouched count is read once, when write() publishes it
             held = self.counts.get(key)
