@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> faust.App:
     # while this one's last messages go out), who follows its progress. Each feed has a consumer of its own:
     # a backlog of sends or retries never delays an event.
     feeds: list[tuple[str, str, int, Handler, ResumeFrom | None, int, FeedProgress | None]] = [
-        ("events", names.events, settings.event_batch_size, events.handle, events.resume_from, 1, caught_up),
+        ("events", names.events, settings.event_batch_size, events.handle, events.resume_from, 2, caught_up),
         ("rollup", names.campaign_partials, settings.event_batch_size, partials.handle, partials.resume_from, 1, None),
         ("sender", names.outbox, settings.send_batch_size, sender.handle, None, 2, None),
         ("retries", names.retry, RETRY_BATCH_SIZE, retries.handle, None, 1, None),

@@ -40,6 +40,10 @@ class FeedRecord:
         return cls(FeedMessage(msg.topic() or "", msg.partition() or 0, msg.offset() or 0), msg.value() or b"")
 
 
+class PrecedingBatchFailed(RuntimeError):
+    """A handler stops: a batch read before its own failed, and both are read again."""
+
+
 class FeedHost(Protocol):
     """Who assigns the feed its partitions and runs it (:class:`processors.faust_store.FaustHost`)."""
 
@@ -64,6 +68,10 @@ class FeedControl(Protocol):
     """What a handler may ask of the feed that called it."""
 
     def release(self) -> None: ...
+
+    async def preceding(self) -> bool:
+        """Wait for the batches read before this one; whether they were all handled and committed."""
+        ...
 
     def rest(self, partition: int, offset: int, seconds: float) -> None: ...
 

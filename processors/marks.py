@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic
 
-from processors.feed import FeedControl, FeedRecord
+from processors.feed import FeedControl, FeedRecord, PrecedingBatchFailed
 from processors.output import Output
 from processors.store import K, PartitionStore
 from processors.transaction import Transaction
@@ -34,7 +34,13 @@ class MarkedFeed(Generic[K]):
     async def handle(self, feed: FeedControl, records: list[FeedRecord]) -> dict[int, int]:
         applied = self._output.transaction()
         self._apply(applied, records)
+        # A feed of depth 2 reads and applies the next batch while Kafka acknowledges this one's records.
+        # That batch reads these writes as pending; should this one fail, its writes made so far are
+        # dropped with this one's (so its commit fails), and one read after the failure is not applied.
+        feed.release()
         await applied.commit()
+        if not await feed.preceding():
+            raise PrecedingBatchFailed("a batch read before this one failed")  # its mark would pass that batch
         marks = self._output.transaction()
         last = {record.message.partition: record.message.offset for record in records}
         for partition, offset in last.items():

@@ -42,7 +42,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processors.feed import FeedHost, FeedProgress, FeedRecord, Handler, ResumeFrom
+from processors.feed import FeedHost, FeedProgress, FeedRecord, Handler, PrecedingBatchFailed, ResumeFrom
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class PartitionFeed:
         # Batches being handled, oldest first: each task commits its batch and answers whether all went well.
         self._in_flight: collections.deque[asyncio.Task[bool]] = collections.deque()
         self._released: dict[asyncio.Task[Any], asyncio.Event] = {}
+        # Each batch in hand's predecessor, for :meth:`preceding`.
+        self._before: dict[asyncio.Task[Any], asyncio.Task[bool]] = {}
         # What :meth:`status` shows an operator: when each batch in hand began, when the feed last read,
         # and how many batches in a row failed.
         self._began: dict[asyncio.Task[bool], float] = {}
@@ -231,13 +233,27 @@ class PartitionFeed:
         if released is not None:
             released.set()
 
+    async def preceding(self) -> bool:
+        """Wait for the batches read before the calling handler's; whether they were all handled and committed.
+
+        A handler of a deeper feed asks before it makes anything lasting that would pass them (a mark of how
+        far the tables got): once an earlier batch failed, its own results must not outlive it."""
+        current = asyncio.current_task()
+        before = self._before.get(current) if current is not None else None
+        return before is None or await before
+
     async def _batch(self, consumer: Consumer, records: list[FeedRecord], before: asyncio.Task[bool] | None) -> bool:
         """Handle and commit one batch, after the batch before it committed; False if either failed
         (nothing of this one is committed then: it is read again)."""
+        if before is not None and before.done() and (before.cancelled() or not before.result()):
+            self.release()
+            return False  # read after a batch that failed: it would apply on top of what that one left out
         try:
             done = await self.handle(self, records)
             if self._progress is not None:
                 self._progress.applied(done)
+        except PrecedingBatchFailed:
+            return False  # the earlier batch logged its failure
         except Exception:
             log.exception("%s: batch failed; it is read again", self.name)
             return False
@@ -259,6 +275,8 @@ class PartitionFeed:
         """Start handling ``records`` and return once the feed may read on; False if a batch failed."""
         before = self._in_flight[-1] if self._in_flight else None
         task = asyncio.create_task(self._batch(consumer, records, before))
+        if before is not None:
+            self._before[task] = before
         self._began[task] = time.monotonic()
         task.add_done_callback(self._ended)
         released = self._released[task] = asyncio.Event()
@@ -273,6 +291,7 @@ class PartitionFeed:
 
     def _ended(self, task: asyncio.Task[bool]) -> None:
         self._began.pop(task, None)
+        self._before.pop(task, None)
 
     async def _collected(self, keep: int) -> bool:
         """Wait until at most ``keep`` batches are in hand, taking the results of those that ended; False

@@ -45,6 +45,9 @@ class FeedCalls:
     def release(self) -> None:
         self.released += 1
 
+    async def preceding(self) -> bool:
+        return True  # one batch at a time
+
     def rest(self, partition: int, offset: int, seconds: float) -> None:
         self.rests.append((partition, offset, seconds))
 
