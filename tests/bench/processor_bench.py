@@ -126,23 +126,26 @@ def consume_all(worker: Worker, total: int, label: str) -> float:
     return total / (time.monotonic() - first)
 
 
-def throughput(settings: Settings, count: int, store: str) -> tuple[float, float]:
-    """Our worker and a do-nothing faust agent over the same events, alternating, 3 runs each."""
+STORES = ("memory://", "rocksdb://")
+
+
+def throughput(settings: Settings, count: int) -> tuple[dict[str, float], float]:
+    """Our worker on each store and a do-nothing faust agent over the same events, alternating, 3 runs
+    each: the medians per store, and the agent's."""
     topics: list[Isolated] = []
 
-    def measure(run: int) -> float:
-        app = Isolated(settings, f"tp{run}", store)
+    def measure(run: int, store: str) -> float:
+        app = Isolated(settings, f"tp{run}{store[:3]}", store)
         app.publish(campaign_events(count, run))
         topics.append(app)
         worker = app.worker()
         try:
             wait_ready(worker)
-            return consume_all(worker, count, f"run {run}")
+            return consume_all(worker, count, f"run {run} ({store})")
         finally:
             worker.stop()
 
-    def baseline(run: int) -> float:
-        app = topics[run - 1]
+    def baseline(app: Isolated) -> float:
         answer = subprocess.run(
             [sys.executable, "-m", "tests.bench.faust_baseline", Topics.for_prefix(app.prefix).events, str(count)],
             env=app.env,
@@ -157,13 +160,15 @@ def throughput(settings: Settings, count: int, store: str) -> tuple[float, float
             raise RuntimeError(f"the faust baseline printed no rate: {answer.stderr[-2000:]}")
         return float(rates[0])
 
-    rates, baselines = [], []
+    rates: dict[str, list[float]] = {store: [] for store in STORES}
+    baselines = []
     for run in range(1, 4):
-        rates.append(measure(run))
-        say(f"    worker (suppression + engagement, {store}): run {run}/3: {rates[-1]:,.1f} events/s")
-        baselines.append(baseline(run))
+        for store in STORES:
+            rates[store].append(measure(run, store))
+            say(f"    worker (suppression + engagement, {store}): run {run}/3: {rates[store][-1]:,.1f} events/s")
+        baselines.append(baseline(topics[-1]))
         say(f"    do-nothing faust agent, same events: run {run}/3: {baselines[-1]:,.1f} events/s")
-    return statistics.median(rates), statistics.median(baselines)
+    return {store: statistics.median(values) for store, values in rates.items()}, statistics.median(baselines)
 
 
 def lookups(worker: Worker, count: int, entries: int) -> tuple[float, float]:
@@ -294,14 +299,24 @@ def million_entries(settings: Settings, entries: int, store: str) -> list[Row]:
 def main(settings: Settings, quick: bool) -> None:
     count = 30_000 if quick else 200_000
     entries = 50_000 if quick else 1_000_000
-    say(f"  throughput: {count:,} campaign events a run, 3 runs, a fresh worker each")
-    rate, ceiling = throughput(settings, count, "memory://")
+    say(f"  throughput: {count:,} campaign events a run, 3 runs per store, a fresh worker each")
+    rates, ceiling = throughput(settings, count)
+    goals = {"memory://": 30_000, "rocksdb://": 20_000}
     rows = [
-        Row("events/s through suppression + engagement, one worker", rate, "events/s", ">= 20,000", rate >= 20_000),
-        Row("events/s of a do-nothing faust agent (faust's stream alone)", ceiling, "events/s"),
-        Row("worker / do-nothing agent ratio", rate / ceiling, ""),
+        Row(
+            f"events/s through suppression + engagement, one worker, {store}",
+            rates[store],
+            "events/s",
+            f">= {goals[store]:,}",
+            rates[store] >= goals[store],
+        )
+        for store in STORES
     ]
-    for store in ("memory://", "rocksdb://"):
+    rows += [
+        Row("events/s of a do-nothing faust agent (faust's stream alone)", ceiling, "events/s"),
+        Row("worker (memory://) / do-nothing agent ratio", rates["memory://"] / ceiling, ""),
+    ]
+    for store in STORES:
         say(f"  {entries:,} suppressed addresses in the {store} store")
         rows += million_entries(settings, entries, store)
     print_table("processors (faust worker)", rows)
