@@ -99,7 +99,14 @@ class LocalBroker:
         """Format the node's KRaft log dir once; an existing one (with data) is kept."""
         if (self.data_dir / "meta.properties").exists():
             return
-        result = kafka_tool("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.write_properties()))
+        result = kafka_tool(
+            # One argument: an id may begin with "-" (URL-safe base64), which a separate one would pass as an option.
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(self.write_properties()),
+        )
         if result.returncode != 0:
             raise LocalKafkaError(f"formatting {self.name}'s storage failed: {result.stdout}{result.stderr}")
 

@@ -130,3 +130,12 @@ def test_records_clickhouse_refuses_go_to_the_dead_letter_topic_and_the_rest_of_
     assert set(refused) == set(bad.values())
     assert b"device" in refused[bad[b"unknown field"]]  # the strict mapping names the field without a column
     assert refused[bad[b"bad time"]] and refused[bad[b"not JSON"]]
+
+
+def test_a_cluster_id_that_begins_with_a_dash_formats_the_storage(tmp_path: Path) -> None:
+    """URL-safe base64 ids begin with "-" one time in 64; Kafka's storage tool read such an id as an option
+    and `make bench` failed to start its broker."""
+    (node,) = LocalKafka(tmp_path / "kafka", 29592).nodes
+    node.format_storage("-2eWlD6PRLm5p5zBmUtV0A")
+    meta = (node.data_dir / "meta.properties").read_text()
+    assert "cluster.id=-2eWlD6PRLm5p5zBmUtV0A" in meta
