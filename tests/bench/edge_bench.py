@@ -19,9 +19,11 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from confluent_kafka import Consumer, TopicPartition
 
 from schemas.settings import Settings
 from schemas.tokens import LinkKind, TokenClaims, TokenCodec
+from schemas.topics import Topics
 from tests.bench.common import Row, median_of, print_table, say
 
 SERVERS = ("granian", "uvicorn")
@@ -39,14 +41,17 @@ async def pixel(request):
 app = Starlette(routes=[Route("/o/{token}.gif", pixel)])
 """
 # The public edge as `mailpulse edge` serves it (its server from MAILPULSE_EDGE_SERVER, head bound included).
+# The guard matters: the pixel helper is a spawned process, which imports this module again. Without it
+# the helper ran the edge instead and died, over and over: every pixel answered, no open published.
 EDGE_RUNNER = """
 import sys
 from mailpulse.edge_server import Listener, run_edges
 from producers.app import create_public_app
 from schemas.settings import Settings
 
-settings = Settings.from_env()
-run_edges(settings, [Listener(create_public_app(settings), "127.0.0.1", int(sys.argv[1]))])
+if __name__ == "__main__":
+    settings = Settings.from_env()
+    run_edges(settings, [Listener(create_public_app(settings), "127.0.0.1", int(sys.argv[1]))])
 """
 # Each bare server with the settings the edge gives it: uvloop, HTTP/1.1, no access log.
 BARE_COMMANDS = {
@@ -80,6 +85,10 @@ def _serve(folder: Path, args: list[str], port: int, env: dict[str, str]) -> sub
     raise RuntimeError(f"{args} did not start on {port}")
 
 
+# Answers wrk got, per URL: the pixels answered, to compare with the opens that reached Kafka.
+ANSWERED: dict[str, int] = {}
+
+
 def _wrk(url: str, seconds: int, connections: int, script: str | None = None) -> float:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script:
@@ -88,7 +97,27 @@ def _wrk(url: str, seconds: int, connections: int, script: str | None = None) ->
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"wrk saw {errors.group(1)} error answers from {url}")
+    done = re.search(r"(\d+) requests in", out)
+    ANSWERED[url] = ANSWERED.get(url, 0) + (int(done.group(1)) if done else 0)
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def _events_in_kafka(settings: Settings) -> int:
+    """Records on the events topic, once it stopped growing for 2 s (the helper hands opens on as it can)."""
+    topic = Topics.for_prefix(settings.topic_prefix).events
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "bench-edge-count"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        last, stable_since = -1, time.monotonic()
+        while True:
+            total = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+            if total != last:
+                last, stable_since = total, time.monotonic()
+            elif time.monotonic() - stable_since >= 2:
+                return total
+            time.sleep(0.2)
+    finally:
+        consumer.close()
 
 
 async def _fixed_rate(url: str, rate: int, seconds: float) -> list[float]:
@@ -163,7 +192,12 @@ def main(settings: Settings, quick: bool) -> None:
             say(f"    run {run}: " + ", ".join(f"{name} {rate:,.0f}" for name, rate in got.items()) + " req/s")
             return got[f"edge {settings.edge_server}"] / max(got[f"bare {s}"] for s in SERVERS)
 
+        opens_before = _events_in_kafka(settings)
+        answered_before = sum(ANSWERED.get(edge_url[s], 0) for s in SERVERS)
         ratio = median_of(3, alternate, f"pixel on {settings.edge_server} / faster bare server")
+        answered = sum(ANSWERED.get(edge_url[s], 0) for s in SERVERS) - answered_before
+        say(f"  counting the opens that reached Kafka ({answered:,} pixels answered)")
+        published = (_events_in_kafka(settings) - opens_before) / max(answered, 1)
         edge = edge_url[settings.edge_server]
         say(f"  latency at a fixed 300 req/s (open loop, {settings.edge_server})")
         latencies = asyncio.run(_fixed_rate(edge, 300, seconds))
@@ -194,6 +228,7 @@ def main(settings: Settings, quick: bool) -> None:
             *(Row(f"pixel with Kafka publishing, {s}", median(f"edge {s}"), "req/s") for s in SERVERS),
             *(Row(f"bare Starlette pixel, {s}", median(f"bare {s}"), "req/s") for s in SERVERS),
             Row("pixel / faster bare server (median of runs)", ratio, "", ">= 0.8", ratio >= 0.8),
+            Row("opens in Kafka / pixels answered, same runs", published, "", ">= 0.99", published >= 0.99),
             Row("pixel latency p50 at 300 req/s", p50, "ms"),
             Row("pixel latency p99 at 300 req/s", p99, "ms"),
             *(Row(f"one-click unsubscribe, acks=all, {s}", unsub_rate[s], "req/s") for s in SERVERS),
