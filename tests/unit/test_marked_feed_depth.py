@@ -14,6 +14,7 @@ from processors.feed import FeedRecord
 from processors.output import OutputError
 from processors.partition_feed import PartitionFeed
 from processors.state_keys import EngagementKeys
+from schemas.events import AnyEvent
 from tests.support.models import event_stream, report_model
 from tests.support.worker_harness import Harness
 from tests.unit.test_event_tracking import live_report, model, suppressed
@@ -56,6 +57,15 @@ def two_batches(worker: Harness) -> tuple[list[FeedRecord], list[FeedRecord]]:
     return unread[:150], unread[150:300]
 
 
+def read_again_as_the_models_say(worker: Harness, events: list[AnyEvent]) -> None:
+    """Everything read again from the marks: each event counted once, every suppression made."""
+    worker.drain()
+    for campaign in CAMPAIGNS:
+        assert live_report(worker, campaign) == report_model(events, campaign)
+    assert suppressed(worker) == model(events, worker)
+    worker.output.close()
+
+
 async def _until(condition: Any) -> None:
     for _ in range(200):
         if condition():
@@ -90,11 +100,7 @@ def test_a_refused_batch_takes_the_one_applied_behind_it_down_and_a_reread_count
     settled, ok, commits = asyncio.run(run())
     assert settled and not ok and commits == []  # neither batch committed ...
     assert marks(worker) == before  # ... nor marked: both are read again from where they began
-    worker.drain()
-    for campaign in CAMPAIGNS:
-        assert live_report(worker, campaign) == report_model(events, campaign)
-    assert suppressed(worker) == model(events, worker)
-    worker.output.close()
+    read_again_as_the_models_say(worker, events)
 
 
 def test_the_batch_behind_a_refused_mark_writes_no_mark_of_its_own() -> None:
@@ -124,10 +130,7 @@ def test_the_batch_behind_a_refused_mark_writes_no_mark_of_its_own() -> None:
 
     assert not asyncio.run(run())
     assert marks(worker) == before
-    worker.drain()
-    for campaign in CAMPAIGNS:
-        assert live_report(worker, campaign) == report_model(events, campaign)
-    worker.output.close()
+    read_again_as_the_models_say(worker, events)
 
 
 def test_a_batch_with_nothing_to_write_behind_a_refused_one_marks_nothing() -> None:
