@@ -70,7 +70,6 @@ class BlockMonitor:
         self.policies = (policy, *more)
         if any(other.window_seconds != policy.window_seconds for other in more):
             raise ValueError("the lines of one block monitor share its window")
-        self.policy = policy
         self._bucket_seconds = max(policy.window_seconds / WINDOW_BUCKETS, 1e-3)
         self._windows: dict[tuple[str, str], _Window] = {}
         self._none: tuple[BlockRate | None, ...] = (None,) * len(self.policies)
@@ -110,8 +109,6 @@ class BlockMonitor:
             diagnostic = " ".join(event.diagnostic.split())[:200]
             if diagnostic in bucket.diagnostics or len(bucket.diagnostics) < DIAGNOSTICS_PER_BUCKET:
                 bucket.diagnostics[diagnostic] += 1
-        if len(self.policies) == 1:
-            return (self._judge(key, window, 0),)
         return tuple([self._judge(key, window, line) for line in range(len(self.policies))])
 
     def _judge(self, key: tuple[str, str], window: _Window, line: int) -> BlockRate | None:

@@ -146,11 +146,7 @@ class PartitionFeed:
         self._assigned = partitions
         if self._progress is not None:
             self._progress.assigned({tp.partition: tp.offset if tp.offset >= 0 else None for tp in tps})
-        starts = {
-            tp.partition: "beginning" if tp.offset == OFFSET_BEGINNING else tp.offset
-            for tp in tps
-            if tp.offset != OFFSET_INVALID
-        }
+        starts = {tp.partition: "beginning" if tp.offset == OFFSET_BEGINNING else tp.offset for tp in tps}
         whose = "the tables' marks" if self.resume_from is not None else "the committed offsets"
         origin = f" from {starts} ({whose})" if starts else ""
         log.info("%s reads %s partitions %s%s", self.name, self.topic, sorted(partitions) or "none", origin)
