@@ -18,32 +18,18 @@ from schemas.events import AnyEvent
 from tests.support.models import event_stream, report_model
 from tests.support.worker_harness import Harness
 from tests.unit.test_event_tracking import live_report, model, suppressed
+from tests.unit.test_partition_feed import _Commits, _records
+from tests.unit.test_partition_feed import feed as partition_feed
 
 CAMPAIGNS = ["spring", "autumn"]
 
 
-class _Commits:
-    def __init__(self) -> None:
-        self.made: list[dict[int, int]] = []
-
-    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
-        self.made.append({tp.partition: tp.offset for tp in offsets})
-
-
 def events_feed(worker: Harness) -> PartitionFeed:
-    host: Any = type("Host", (), {"group_prefix": "unit"})()
-    feed = PartitionFeed(
-        host,
-        name="events",
-        topic=worker.names.events,
-        bootstrap_servers="127.0.0.1:9",
-        batch_size=50,
-        handle=worker.events.handle,
-        resume_from=worker.events.resume_from,
-        depth=2,
-    )
-    feed._assigned = frozenset(range(worker.settings.topic_partitions))
-    return feed
+    """The worker's events feed at depth 2, reading every partition."""
+    started = partition_feed(worker.events.resume_from)
+    started.handle, started._depth = worker.events.handle, 2
+    started._assigned = frozenset(range(worker.settings.topic_partitions))
+    return started
 
 
 def marks(worker: Harness) -> dict[int, str | None]:
@@ -175,14 +161,14 @@ def test_two_batches_in_hand_mark_and_commit_in_read_order() -> None:
     worker.publish(events)
     first, second = two_batches(worker)
 
-    async def run() -> list[dict[int, int]]:
+    async def run() -> list[list[tuple[int, int]]]:
         feed, consumer = events_feed(worker), _Commits()
         assert await feed._start(consumer, first)
         assert await feed._start(consumer, second)
         await feed._settled()
         return consumer.made
 
-    commits = asyncio.run(run())
+    commits = [dict(made) for made in asyncio.run(run())]
     ends: dict[int, int] = {}
     for batch in (first, second):
         for record in batch:
@@ -193,8 +179,6 @@ def test_two_batches_in_hand_mark_and_commit_in_read_order() -> None:
 
 
 def test_a_batch_read_after_its_predecessor_failed_is_not_applied() -> None:
-    from tests.unit.test_partition_feed import _records
-
     handled: list[int] = []
 
     async def run() -> bool:
