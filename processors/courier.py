@@ -142,15 +142,24 @@ class Courier:
         await self._started()
 
     async def deliver(
-        self, request: SendRequest, still_barred: Callable[[], list[str]], partition: int = -1
+        self,
+        request: SendRequest,
+        still_barred: Callable[[], list[str]],
+        partition: int = -1,
+        begin_by: Callable[[], float] | None = None,
+        again: bool = False,
     ) -> DeliveryResult:
         """Send ``request`` unless ``still_barred()``, asked once there is room, names a reason not to.
-        :data:`processors.caught_up.EVENTS_BEHIND`: given back by :meth:`recheck` before it went out."""
+        ``begin_by()``, asked at the same moment, is the latest ``time.monotonic()`` its transaction may begin
+        at: that check is too old afterwards. :data:`processors.caught_up.EVENTS_BEHIND`: given back, by
+        :meth:`recheck` or for waiting past ``begin_by``, before it went out; handed over ``again``, it goes
+        before the messages that have not waited."""
         async with self._window:
             frames = self._running() or await self._started()
             barred = still_barred()
             if barred:
                 return DeliveryResult(barred, utcnow())
+            deadline = begin_by() if begin_by is not None else 0.0
             try:
                 rendered = render_message(request, self._render)
             except RenderError as exc:  # refused at intake; a request from elsewhere is skipped, not fatal
@@ -159,7 +168,14 @@ class Courier:
             future: asyncio.Future[AnswerFrame] = asyncio.get_running_loop().create_future()
             self._waiting[self._seq] = future
             job = JobFrame(
-                self._seq, rendered.envelope_from, rendered.recipient, rendered.data, request.campaign_id, partition
+                self._seq,
+                rendered.envelope_from,
+                rendered.recipient,
+                rendered.data,
+                request.campaign_id,
+                partition,
+                deadline,
+                again,
             )
             frames.put(job)
             outcome = await future

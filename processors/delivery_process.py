@@ -3,7 +3,8 @@
 Senders take turns on each of its reused connections, each taking the next job handed over. Jobs and
 answers cross as length-prefixed msgpack frames, several per frame when they come together. The worker can
 take back what has not begun: a paused campaign's jobs (:class:`WithdrawFrame`), or those to a recipient
-just suppressed or of a partition whose events fell behind (:class:`RecheckFrame`)."""
+just suppressed or of a partition whose events fell behind (:class:`RecheckFrame`). A job that waited past its
+``begin_by`` is given back unsent as well: the check made when it was handed over is too old by then."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ class JobFrame(msgspec.Struct, array_like=True, tag="job"):
     data: bytes
     campaign: str = ""
     partition: int = -1  # of the outbox: its events' partition
+    # time.monotonic() (the machine's clock, the worker's too) past which its transaction must not begin: the
+    # suppression check made at its hand-off may have missed an unsubscribe by then. 0: no limit.
+    begin_by: float = 0.0
+    # Given back before and handed over again: it goes before the jobs that never waited, or a queue longer
+    # than ``begin_by`` allows (a slow relay) would give it back again and again.
+    again: bool = False
 
 
 class WithdrawFrame(msgspec.Struct, array_like=True, tag="withdraw"):
@@ -108,11 +115,16 @@ async def _serve(settings: Settings, conn: Connection) -> None:
         OUTCOME_LINGER_SECONDS,
         settings.smtp_connections,
     )
-    jobs: asyncio.Queue[JobFrame] = asyncio.Queue()
+    # (0 for a job handed over again, else 1; its seq): first come, first served within each.
+    jobs: asyncio.PriorityQueue[tuple[int, int, JobFrame]] = asyncio.PriorityQueue()
 
     async def sender(mailer: Mailer) -> None:
         while True:
-            job = await jobs.get()
+            _, _, job = await jobs.get()
+            if job.begin_by and time.monotonic() > job.begin_by:
+                # Waited too long behind others (or this process was starved): checked again first.
+                frames.put(AnswerFrame(job.seq, RECHECK, "its check is too old", time.time()))
+                continue
             try:
                 outcome = await mailer.send(RenderedMessage(job.data, job.envelope_from, job.recipient))
             except Exception as exc:  # not the relay's answer: retried like a failed connection, and logged
@@ -131,13 +143,14 @@ async def _serve(settings: Settings, conn: Connection) -> None:
         """Answer the queued jobs ``taken`` picks with ``code``, keeping the others in their order."""
         kept = []
         while not jobs.empty():
-            job = jobs.get_nowait()
+            queued = jobs.get_nowait()
+            job = queued[-1]
             if taken(job):
                 frames.put(AnswerFrame(job.seq, code, reply, time.time()))
             else:
-                kept.append(job)
-        for job in kept:
-            jobs.put_nowait(job)
+                kept.append(queued)
+        for queued in kept:
+            jobs.put_nowait(queued)
 
     def withdraw(frame: WithdrawFrame | RecheckFrame) -> None:
         if isinstance(frame, WithdrawFrame):
@@ -156,7 +169,7 @@ async def _serve(settings: Settings, conn: Connection) -> None:
                     if isinstance(frame, WithdrawFrame | RecheckFrame):
                         withdraw(frame)
                     else:
-                        jobs.put_nowait(frame)
+                        jobs.put_nowait((0 if frame.again else 1, frame.seq, frame))
             except (asyncio.IncompleteReadError, ConnectionError):
                 break  # the worker is gone: nobody is left to record an outcome
     finally:

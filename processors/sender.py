@@ -71,6 +71,8 @@ class EventsGate(Protocol):
 
     def fresh(self, partition: int) -> bool: ...
 
+    def begin_by(self, partition: int) -> float: ...
+
     async def wait(self, partition: int) -> None: ...
 
 
@@ -78,7 +80,12 @@ class Handoff(Protocol):
     """The delivery process as the sender sees it (:class:`processors.courier.Courier`)."""
 
     async def deliver(
-        self, request: SendRequest, still_barred: Callable[[], list[str]], partition: int = -1
+        self,
+        request: SendRequest,
+        still_barred: Callable[[], list[str]],
+        partition: int = -1,
+        begin_by: Callable[[], float] | None = None,
+        again: bool = False,
     ) -> DeliveryResult: ...
 
 
@@ -202,6 +209,7 @@ class Sender:
             wait = self._pacer.reserve(recipient_domain(request.recipient), self._clock())
             if wait > 0:
                 await asyncio.sleep(wait)  # the domain's rate limit
+            again = False
             while True:
                 try:
                     await self._events.wait(partition)
@@ -211,12 +219,15 @@ class Sender:
                 # Checked again right before the hand-off: an unsubscribe that arrived while the batch
                 # waited still stops this message. The delivery process may have had no room until the
                 # partition fell behind again, or give it back (its recipient suppressed, its partition
-                # behind): then the message waits once more.
+                # behind, or it waited there past ``begin_by``): then it is checked once more, and goes
+                # before the messages that have not waited.
                 barred = functools.partial(self._handoff_barred, tx, request, partition)
-                result = await self._courier.deliver(request, barred, partition)
+                begin_by = functools.partial(self._events.begin_by, partition)
+                result = await self._courier.deliver(request, barred, partition, begin_by, again)
                 if result.outcome != [EVENTS_BEHIND]:
                     break
                 self._metrics.handoff_waits.inc()
+                again = True
             self._record(tx, request, partition, result)
 
         # One failure cancels the rest; the batch is read again from its offsets.

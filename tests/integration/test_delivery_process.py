@@ -26,11 +26,14 @@ from tests.support.ports import free_port
 
 
 class SlowHandler(MaildirHandler):
-    """The embedded sink, except that mail for ``slow@`` is answered only after a long pause."""
+    """The embedded sink, except that mail for ``slow@`` is answered only after a long pause, and mail for
+    ``brief@`` after a second."""
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if any(rcpt.startswith("slow@") for rcpt in envelope.rcpt_tos):
             await asyncio.sleep(20)
+        if any(rcpt.startswith("brief@") for rcpt in envelope.rcpt_tos):
+            await asyncio.sleep(1)
         return await super().handle_DATA(server, session, envelope)
 
 
@@ -149,6 +152,46 @@ def test_queued_mail_to_a_recipient_just_suppressed_or_of_a_partition_behind_is_
     assert [r.outcome for r in given_back] == [[EVENTS_BEHIND], [EVENTS_BEHIND]]
     assert still_waiting
     assert stored(maildir) == []
+
+
+def test_queued_mail_whose_check_grew_too_old_before_its_transaction_is_given_back_and_goes_first_again(
+    relay: tuple[Settings, Path],
+) -> None:
+    """Every sender is busy for a second; a message whose suppression check may begin a transaction only
+    for 0.3 s more waits past that and comes back unsent to be checked again (the worker or the delivery
+    process starved, nothing told it), while one whose check stays good goes out. Handed over again, it
+    goes before the messages queued behind it, or a long queue would give it back again and again."""
+    settings, maildir = relay
+
+    def brief(n: int) -> asyncio.Task[DeliveryResult]:
+        return asyncio.create_task(courier.deliver(request(f"brief@{n}.example"), nothing_bars))
+
+    async def run() -> tuple[DeliveryResult, DeliveryResult, DeliveryResult, list[DeliveryResult]]:
+        try:
+            await courier.start()
+            busy = [brief(n) for n in range(4)]
+            await asyncio.sleep(0.3)
+            soon, later = time.monotonic() + 0.3, time.monotonic() + 30
+            stale = asyncio.create_task(courier.deliver(request("stale@example.org"), nothing_bars, 1, lambda: soon))
+            good = asyncio.create_task(courier.deliver(request("good@example.org"), nothing_bars, 1, lambda: later))
+            await asyncio.sleep(0.1)
+            queued = [brief(n) for n in range(10, 18)]  # two seconds of the senders' time
+            given_back = await asyncio.wait_for(stale, 10)
+            again = await courier.deliver(request("stale@example.org"), nothing_bars, 1, lambda: later, again=True)
+            rest = await asyncio.gather(good, *busy, *queued)
+            return given_back, again, rest[0], list(rest[5:])
+        finally:
+            await courier.close()
+
+    courier = Courier(settings)
+    given_back, again, good, queued = asyncio.run(run())
+    assert given_back.outcome == [EVENTS_BEHIND]
+    assert isinstance(good.outcome, SmtpOutcome) and good.outcome.code == 250
+    assert isinstance(again.outcome, SmtpOutcome) and again.outcome.code == 250
+    # Ahead of the four brief ones still queued when it came back (the senders took the other four).
+    assert sum(r.at > again.at for r in queued) >= 4
+    delivered = sorted(m["Delivered-To"] for m in stored(maildir) if not m["Delivered-To"].startswith("brief@"))
+    assert delivered == ["good@example.org", "stale@example.org"]  # once: the stale hand-off never went out
 
 
 def test_a_dead_delivery_process_fails_what_it_held_and_the_next_request_gets_a_new_one(

@@ -64,6 +64,10 @@ class EventsApplied:
     def fresh(self, partition: int) -> bool:
         return partition not in self.behind
 
+    def begin_by(self, partition: int) -> float:
+        """A deadline telling the partition apart, so a test sees which one the sender handed over."""
+        return float("-inf") if partition in self.behind else 1000.0 + partition
+
     async def wait(self, partition: int) -> None:
         if partition in self.behind:
             self.waits += 1

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from processors.caught_up import CAUGHT_UP_SECONDS, CaughtUp, Rebalancing
+from processors.caught_up import BEGIN_WITHIN_SECONDS, CAUGHT_UP_SECONDS, CaughtUp, Rebalancing
 
 
 class Leaders:
@@ -47,11 +47,14 @@ def test_a_partition_is_caught_up_once_its_events_are_applied_to_the_watermark_r
         gate = CaughtUp(leaders, clock=lambda: now[0])
         gate.assigned({0: 40, 1: 7})
         assert not gate.fresh(0) and not gate.fresh(1)  # nothing known until a leader answers
+        assert gate.begin_by(0) == float("-inf")  # a message checked now may not go out at all
         gate.probe()
         leaders.answer(0, 0, 40)  # nothing past the tables' mark: caught up as of the question
         leaders.answer(1, 0, 12)  # five events of partition 1 not applied yet
         await settle()
         assert gate.fresh(0) and not gate.fresh(1)
+        # Its transaction may begin until a little after the watermark's question, whenever it is handed over.
+        assert gate.begin_by(0) == pytest.approx(100.0 + BEGIN_WITHIN_SECONDS)
         gate.applied({1: 10})
         assert not gate.fresh(1)
         gate.applied({1: 12})

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from processors.caught_up import EVENTS_BEHIND
 from processors.delivery import DeliveryResult, SentState, SmtpOutcome, outcome_event_id, sent_log_state, sent_log_value
 from processors.faust_store import SENT_LOG, changelog_topic
 from processors.feed import FeedMessage, FeedRecord
@@ -29,13 +30,23 @@ class Relay:
         self.answers = answers or {}
         self.mailed: list[str] = []
         self.barred: list[str] = []
+        self.begin_by: dict[str, float] = {}
+        self.handed: list[tuple[str, bool]] = []  # (recipient, handed over again)
         self._on_handoff = on_handoff or (lambda: None)
 
     async def deliver(
-        self, request: SendRequest, still_barred: Callable[[], list[str]], partition: int = -1
+        self,
+        request: SendRequest,
+        still_barred: Callable[[], list[str]],
+        partition: int = -1,
+        begin_by: Callable[[], float] | None = None,
+        again: bool = False,
     ) -> DeliveryResult:
         self._on_handoff()
         reasons = still_barred()
+        self.handed.append((request.recipient, again))
+        if begin_by is not None:
+            self.begin_by[request.recipient] = begin_by()
         if reasons:
             self.barred.append(request.recipient)
             return DeliveryResult(reasons, AT)
@@ -169,6 +180,38 @@ def test_a_partition_whose_events_are_behind_hands_nothing_off_until_they_are_ap
     harness.output.close()
 
 
+def test_each_hand_off_carries_its_partitions_deadline_and_one_given_back_for_it_is_handed_over_again() -> None:
+    """The delivery process gives back a message that waited past the moment its check was good for; the
+    sender checks it again and hands it over anew, once."""
+    harness = Harness()
+
+    class Stale(Relay):
+        given_back = 0
+
+        async def deliver(
+            self,
+            request: SendRequest,
+            still_barred: Callable[[], list[str]],
+            partition: int = -1,
+            begin_by: Callable[[], float] | None = None,
+            again: bool = False,
+        ) -> DeliveryResult:
+            if request.recipient == "c@example.org" and not self.given_back:
+                self.given_back += 1
+                return DeliveryResult([EVENTS_BEHIND], AT)
+            return await super().deliver(request, still_barred, partition, begin_by, again)
+
+    relay = Stale()
+    batch = records([request("a@example.org")]) + records([request("c@example.org")], partition=2)
+    asyncio.run(sender(harness, relay).handle(FeedCalls(), batch))
+    assert relay.begin_by == {"a@example.org": 1000.0, "c@example.org": 1002.0}  # EventsApplied: 1000 + partition
+    assert relay.mailed == ["a@example.org", "c@example.org"]
+    assert relay.handed == [("a@example.org", False), ("c@example.org", True)]  # given back: ahead of the rest
+    assert harness.metrics.value("mailpulse_worker_handoff_waits_total") == 1
+    assert sorted(kinds(harness)) == [("sent", "a@example.org"), ("sent", "c@example.org")]
+    harness.output.close()
+
+
 def test_a_hand_off_waiting_when_its_partition_moves_is_requeued_as_not_mailed() -> None:
     """The rebalance waits for the batch; the waiting message goes back through the retry topic, the rest
     of the batch is mailed and recorded (failing the whole batch would leave those pending, mailed twice)."""
@@ -264,7 +307,12 @@ def test_a_sender_killed_mid_batch_mails_twice_only_what_had_no_acknowledged_sen
         """Answers 30 messages; the sent marks of the last 5 never reach Kafka, and the worker is killed."""
 
         async def deliver(
-            self, request: SendRequest, still_barred: Callable[[], list[str]], partition: int = -1
+            self,
+            request: SendRequest,
+            still_barred: Callable[[], list[str]],
+            partition: int = -1,
+            begin_by: Callable[[], float] | None = None,
+            again: bool = False,
         ) -> DeliveryResult:
             if len(mailed) == 25:
                 worker.producer.release()  # the first 25 answers' marks acknowledged ...
