@@ -130,4 +130,9 @@ class _PixelCollector(Collector):
             "mailpulse_edge_pixel_opens_lost", "Opens Kafka did not acknowledge within the delivery timeout"
         )
         lost.add_metric([], values["lost"])
-        return [published, refused, shed, lost]
+        overflowed = CounterMetricFamily(
+            "mailpulse_edge_pixel_batches_overflowed",
+            "Batches of opens the overflow helper took: the idle helper found no idle core",
+        )
+        overflowed.add_metric([], values["overflowed"])
+        return [published, refused, shed, lost, overflowed]

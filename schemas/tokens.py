@@ -111,6 +111,21 @@ _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _HEADER = struct.Struct(">BQ")  # Fernet's version byte and big-endian timestamp
 
 
+def _cbc_decrypted(blocks: CipherContext, tokens: Sequence[bytes]) -> bytes:
+    """The payloads of ``tokens`` (whole Fernet tokens, one key's), AES-CBC decrypted and run together.
+
+    ``blocks`` is the key's AES block function (ECB); the chaining is done here, for all of them at once:
+    each plaintext block is its decrypted block XOR the ciphertext block before it (the IV first)."""
+    if len(tokens) == 1:
+        (data,) = tokens
+        ciphertext, chained = data[_IV_END:-_MAC_BYTES], data[_IV_START : -_MAC_BYTES - _BLOCK]
+    else:
+        ciphertext = b"".join([data[_IV_END:-_MAC_BYTES] for data in tokens])
+        chained = b"".join([data[_IV_START : -_MAC_BYTES - _BLOCK] for data in tokens])
+    decrypted = blocks.update(ciphertext)
+    return (int.from_bytes(decrypted, "big") ^ int.from_bytes(chained, "big")).to_bytes(len(decrypted), "big")
+
+
 class _Chained:
     """A CBC encryptor that runs on across tokens, and the last ciphertext block it wrote."""
 
@@ -174,12 +189,31 @@ class TokenCodec:
 
     def open(self, token: Authenticated, expected: LinkKind) -> TokenClaims:
         """The claims of a token :meth:`authenticate` accepted: AES-128-CBC decrypted, PKCS7 padding removed."""
-        data = token.data
-        ciphertext = data[_IV_END:-_MAC_BYTES]
-        blocks = self._blocks_decrypted(token.key).update(ciphertext)
-        # CBC: each plaintext block is its decrypted block XOR the ciphertext block before it (the IV first).
-        chained = data[_IV_START : -_MAC_BYTES - _BLOCK]
-        padded = (int.from_bytes(blocks, "big") ^ int.from_bytes(chained, "big")).to_bytes(len(blocks), "big")
+        return self._claims(token.data, _cbc_decrypted(self._blocks_decrypted(token.key), [token.data]), expected)
+
+    def open_all(self, tokens: Sequence[Authenticated], expected: LinkKind) -> list[TokenClaims | TokenError]:
+        """:meth:`open` for many tokens: each one's claims, or the error :meth:`open` would raise. The tokens
+        of one key are decrypted in one AES call and one XOR (the pixel helper opens thousands a second, and
+        those calls were half the cost of opening one)."""
+        opened: list[TokenClaims | TokenError] = [TokenError("not opened")] * len(tokens)
+        by_key: dict[int, list[int]] = {}
+        for index, token in enumerate(tokens):
+            by_key.setdefault(token.key, []).append(index)
+        for key, indices in by_key.items():
+            padded = _cbc_decrypted(self._blocks_decrypted(key), [tokens[i].data for i in indices])
+            at = 0
+            for index in indices:
+                data = tokens[index].data
+                size = len(data) - _IV_END - _MAC_BYTES
+                try:
+                    opened[index] = self._claims(data, padded[at : at + size], expected)
+                except TokenError as exc:
+                    opened[index] = exc
+                at += size
+        return opened
+
+    def _claims(self, data: bytes, padded: bytes, expected: LinkKind) -> TokenClaims:
+        """The claims in a token's decrypted, still padded payload, checked against what the link expects."""
         pad = padded[-1]
         if not 1 <= pad <= _BLOCK or padded[-pad:] != bytes([pad]) * pad:
             raise TokenError("invalid or tampered token")

@@ -49,14 +49,15 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _pixel_helpers(pid: int) -> list[int]:
-    """The edge's pixel helper (a spawned child; the other child is multiprocessing's resource tracker)."""
+def _pixel_helpers(pid: int, expected: int) -> list[int]:
+    """The edge's pixel helpers (spawned children; the other child is multiprocessing's resource tracker),
+    once all ``expected`` run; else none."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
                 found.append(int(child))
-    return found
+    return found if len(found) == expected else []
 
 
 def test_a_long_broker_outage_never_freezes_the_edge_and_every_shed_or_lost_event_is_counted(
@@ -84,8 +85,9 @@ def test_a_long_broker_outage_never_freezes_the_edge_and_every_shed_or_lost_even
     codec = TokenCodec(stack.secret_keys)
     try:
         wait_until(lambda: _answers(f"{base}/healthz"), timeout=60, what="the edge up")
-        helpers = wait_until(lambda: _pixel_helpers(edge_process.pid), timeout=30, what="the pixel helper")
-        os.kill(helpers[0], signal.SIGSTOP)  # a helper that reads nothing: the pipe fills
+        helpers = wait_until(lambda: _pixel_helpers(edge_process.pid, 2), timeout=30, what="both pixel helpers")
+        for helper in helpers:  # helpers that read nothing: the pipes fill
+            os.kill(helper, signal.SIGSTOP)
         slow: list[tuple[str, float, int]] = []
         stop = threading.Event()
 
@@ -120,7 +122,8 @@ def test_a_long_broker_outage_never_freezes_the_edge_and_every_shed_or_lost_even
                 sent += 1
         stop.set()
         prober.join()
-        os.kill(helpers[0], signal.SIGCONT)
+        for helper in helpers:
+            os.kill(helper, signal.SIGCONT)
         unsubscribes = [(seconds, status) for name, seconds, status in slow if name == "unsubscribe"]
         health = [seconds for name, seconds, status in slow if name == "healthz" and status == 200]
         assert len(unsubscribes) >= 5 and all(status == 503 for _, status in unsubscribes), unsubscribes[:5]

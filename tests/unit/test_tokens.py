@@ -112,17 +112,46 @@ def test_a_token_decrypted_with_the_wrong_key_is_refused() -> None:
 
 
 def test_pixel_helper_builds_the_open_event() -> None:
-    from producers.pixel_offload import open_event_for_hit
+    from producers.pixel_offload import open_events
 
     codec = TokenCodec(["k"])
     found = codec.authenticate(codec.mint(CLAIMS))
-    assert found is not None
-    event = open_event_for_hit(codec, (*found, "Mozilla/5.0", "17.1.2.3", 1_795_000_000.0), keep_full_ip=False)
+    click = codec.authenticate(codec.mint(TokenClaims(LinkKind.CLICK, "m", "c", "l", None, "https://example.com/")))
+    assert found is not None and click is not None
+    event, not_open = open_events(
+        codec, [(*found, "Mozilla/5.0", "17.1.2.3", 1_795_000_000.0), (*click, "", "", 0.0)], keep_full_ip=False
+    )
     assert event is not None and event.recipient == CLAIMS.recipient and event.agent_class == "apple_mpp"
     assert event.client_ip == "17.1.2.0" and event.occurred_at.tzinfo is not None
-    click = codec.authenticate(codec.mint(TokenClaims(LinkKind.CLICK, "m", "c", "l", None, "https://example.com/")))
-    assert click is not None
-    assert open_event_for_hit(codec, (*click, "", "", 0.0), keep_full_ip=False) is None
+    assert not_open is None
+
+
+def test_tokens_opened_together_give_what_each_opened_alone_gives() -> None:
+    """Several keys (one retired), lengths, a click among opens, a token whose key index is wrong: each
+    answer is the one :meth:`TokenCodec.open` gives, in the order asked."""
+    codec, old = TokenCodec(["new", "old"]), TokenCodec(["old"])
+    long_claims = TokenClaims(LinkKind.OPEN, "m" * 300, "c", "l", "someone.with.a.long.name@example.org")
+    minted = [
+        codec.mint(CLAIMS),
+        old.mint(CLAIMS),
+        codec.mint(long_claims),
+        codec.mint(TokenClaims(LinkKind.CLICK, "m", "c", "l", None, "https://example.com/")),
+        old.mint(long_claims),
+    ]
+    tokens = [codec.authenticate(token) for token in minted]
+    assert all(tokens)
+    found = [t for t in tokens if t is not None]
+    found.append(Authenticated(found[0].data, 1))  # the first key's token read with the second key
+
+    def alone(token: Authenticated) -> TokenClaims | str:
+        try:
+            return codec.open(token, LinkKind.OPEN)
+        except TokenError as exc:
+            return type(exc).__name__
+
+    together = [c if isinstance(c, TokenClaims) else type(c).__name__ for c in codec.open_all(found, LinkKind.OPEN)]
+    assert together == [alone(t) for t in found]
+    assert together == [CLAIMS, CLAIMS, long_claims, "TokenError", long_claims, "TokenError"]
 
 
 def test_pixel_paths_match_like_the_route() -> None:
