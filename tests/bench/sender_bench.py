@@ -155,6 +155,10 @@ def pipeline(settings: Settings, run: int, count: int, suppressed: int, unsubscr
         stop.set()
         if started_unsubscribing:
             thread.join(60)
+        # Messages the delivery process gave back unsent (their recipient suppressed, their partition behind,
+        # or their check too old when a sender came to them): each was checked and handed over again.
+        given_back = worker.metric("mailpulse_worker_handoff_waits_total")
+        say(f"      run {run}: {given_back:,.0f} hand-offs given back and handed over again")
     finally:
         worker.stop()
     shutil.rmtree(app.root, ignore_errors=True)  # kept when the run failed: its worker log tells why
