@@ -26,8 +26,15 @@ AT = datetime(2026, 11, 20, 9, tzinfo=UTC)
 class Relay:
     """The delivery process as the sender sees it, answering each recipient as scripted (250 otherwise)."""
 
-    def __init__(self, answers: dict[str, SmtpOutcome] | None = None, on_handoff: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        answers: dict[str, SmtpOutcome] | None = None,
+        on_handoff: Callable[[], None] | None = None,
+        give_back_once: set[str] | None = None,
+    ):
+        """``give_back_once``: recipients whose first hand-off comes back unsent (their check too old)."""
         self.answers = answers or {}
+        self.give_back_once = give_back_once or set()
         self.mailed: list[str] = []
         self.barred: list[str] = []
         self.begin_by: dict[str, float] = {}
@@ -47,6 +54,9 @@ class Relay:
         self.handed.append((request.recipient, again))
         if begin_by is not None:
             self.begin_by[request.recipient] = begin_by()
+        if request.recipient in self.give_back_once:
+            self.give_back_once.discard(request.recipient)
+            return DeliveryResult([EVENTS_BEHIND], AT)
         if reasons:
             self.barred.append(request.recipient)
             return DeliveryResult(reasons, AT)
@@ -185,28 +195,13 @@ def test_each_hand_off_carries_its_partitions_deadline_and_one_given_back_for_it
     sender checks it again and hands it over anew, once."""
     harness = Harness()
 
-    class Stale(Relay):
-        given_back = 0
-
-        async def deliver(
-            self,
-            request: SendRequest,
-            still_barred: Callable[[], list[str]],
-            partition: int = -1,
-            begin_by: Callable[[], float] | None = None,
-            again: bool = False,
-        ) -> DeliveryResult:
-            if request.recipient == "c@example.org" and not self.given_back:
-                self.given_back += 1
-                return DeliveryResult([EVENTS_BEHIND], AT)
-            return await super().deliver(request, still_barred, partition, begin_by, again)
-
-    relay = Stale()
+    relay = Relay(give_back_once={"c@example.org"})
     batch = records([request("a@example.org")]) + records([request("c@example.org")], partition=2)
     asyncio.run(sender(harness, relay).handle(FeedCalls(), batch))
     assert relay.begin_by == {"a@example.org": 1000.0, "c@example.org": 1002.0}  # EventsApplied: 1000 + partition
     assert relay.mailed == ["a@example.org", "c@example.org"]
-    assert relay.handed == [("a@example.org", False), ("c@example.org", True)]  # given back: ahead of the rest
+    # Given back, it is handed over again ahead of the messages that never waited.
+    assert relay.handed == [("a@example.org", False), ("c@example.org", False), ("c@example.org", True)]
     assert harness.metrics.value("mailpulse_worker_handoff_waits_total") == 1
     assert sorted(kinds(harness)) == [("sent", "a@example.org"), ("sent", "c@example.org")]
     harness.output.close()
