@@ -35,7 +35,8 @@ class EdgeSettings:
     pixel_offload: bool = setting(
         "PIXEL_OFFLOAD",
         True,
-        "the pixel only authenticates its token in the request; a helper process decrypts, classifies and publishes",
+        "the pixel only authenticates its token in the request; helper processes decrypt, classify and publish"
+        " (one on idle CPU, one for when there is none)",
         read_by=(EDGE,),
     )
     edge_server: str = setting(
