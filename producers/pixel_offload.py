@@ -180,13 +180,11 @@ class _Helper:
                 self._conn.close()
         self.process, self._conn = process, send
 
-    def respawned(self) -> bool:
-        """Start it again if it died; whether it had to be."""
+    def respawn_if_dead(self) -> None:
         if self.process is not None and self.process.is_alive():
-            return False
+            return
         log.error("pixel helper died (exit %s); starting a new one", self.process.exitcode if self.process else None)
         self.spawn()
-        return True
 
     def unread(self) -> int:
         """Batches sent that it has not read yet."""
@@ -265,7 +263,7 @@ class PixelOffload:
         if not self._pending:
             return
         for helper in self._helpers:
-            helper.respawned()
+            helper.respawn_if_dead()
         batch, self._pending = self._pending, []
         payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         first, overflow = self._helpers

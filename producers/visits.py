@@ -14,7 +14,8 @@ from schemas.tokens import TokenClaims
 def seen_as(user_agent: str, ip: str, keep_full_ip: bool) -> tuple[str, AgentClass]:
     """The client address as stored and the agent's class. Most pixels are fetched by a few proxies and
     clients (Gmail's image proxy, Apple's prefetch, a handful of mail apps), so the answers are kept: the
-    pixel helper spent a microsecond an open on them. Bounded, so varied or hostile agents cannot grow it."""
+    pixel helper spent a microsecond an open on them. Bounded in entries, and each entry by the callers,
+    which cut agents at 512 characters: varied or hostile agents cannot grow it."""
     return truncate_ip(ip, keep_full_ip), classify_agent(user_agent, ip)
 
 
